@@ -1,0 +1,40 @@
+"""denseood: dense anomaly segmentation for driving scenes.
+
+Public API (imported lazily so that ``import denseood`` stays cheap)::
+
+    create_segmenter, save_checkpoint, load_checkpoint   (models.segmenter)
+    anomaly_score, SCORES                                 (scores)
+    Inference                                             (infer)
+    S2M                                                   (s2m.pipeline)
+    PixelMetrics, ComponentMetrics, ObjectMetrics         (eval)
+    open_dataset, Sample                                  (data)
+"""
+from __future__ import annotations
+
+from ._version import __version__
+
+_EXPORTS = {
+    "create_segmenter": "denseood.models.segmenter",
+    "save_checkpoint": "denseood.models.segmenter",
+    "load_checkpoint": "denseood.models.segmenter",
+    "Segmenter": "denseood.models.segmenter",
+    "anomaly_score": "denseood.scores",
+    "SCORES": "denseood.scores",
+    "Inference": "denseood.infer",
+    "S2M": "denseood.s2m.pipeline",
+    "PixelMetrics": "denseood.eval",
+    "ComponentMetrics": "denseood.eval",
+    "ObjectMetrics": "denseood.eval",
+    "open_dataset": "denseood.data",
+    "Sample": "denseood.data.sample",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'denseood' has no attribute {name!r}")
