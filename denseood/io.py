@@ -143,3 +143,30 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
     folder = Path(folder)
     it = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def read_image_alpha(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read an image as ((H,W,3) uint8 RGB, (H,W) uint8 alpha or None when the file has no alpha channel).
+
+    16-bit images are scaled to 8 bit. Raises DatasetError naming the file if missing or unreadable.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"image file not found: {path}")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise DatasetError(f"cannot decode image file {path} (corrupt or not an image); re-extract or remove it")
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    if img.dtype != np.uint8:
+        raise DatasetError(f"image file {path} has pixel type {img.dtype}; expected 8- or 16-bit")
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB), None
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB), np.ascontiguousarray(img[..., 3])
+    if img.shape[2] == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB), None
+    if img.shape[2] == 2:  # gray + alpha
+        return cv2.cvtColor(np.ascontiguousarray(img[..., 0]), cv2.COLOR_GRAY2RGB), np.ascontiguousarray(img[..., 1])
+    raise DatasetError(f"image file {path} has {img.shape[2]} channels; expected gray, RGB or RGBA")

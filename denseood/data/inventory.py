@@ -1,0 +1,95 @@
+"""``denseood datasets --root DIR``: which benchmarks are present under DIR (or its immediate subfolders), with
+frame counts per split, and what is missing for the others."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from ..errors import DatasetError, DenseOODError
+from ..io import atomic_write_json
+from .registry import DATASETS
+
+#: folders / files whose presence in a candidate root means "this looks like benchmark X" (used to decide whether
+#: a failure is worth reporting as a partial layout)
+MARKERS: dict[str, tuple[str, ...]] = {
+    "cityscapes": ("leftImg8bit", "gtFine"),
+    "smiyc-anomaly": ("dataset_AnomalyTrack",),
+    "smiyc-obstacle": ("dataset_ObstacleTrack",),
+    "smiyc-laf": ("gtCoarse", "dataset_LostAndFound", "LostAndFound"),
+    "fs-laf": ("dataset_FishyLAF",),
+    "fs-static": (),
+    "streethazards": ("train/images/training", "test/images/test", "train/annotations", "test/annotations"),
+    "synthetic": ("leftImg8bit/train/synth", "dataset_AnomalyTrack"),
+}
+
+
+def _candidates(root: Path) -> list[Path]:
+    subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return [root, *subs]
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0]
+
+
+def scan(root: str | os.PathLike) -> list[dict]:
+    """One dict per benchmark (every name of DATASETS except ``folder``):
+    ``{"name", "found": bool, "locations": [{"path", "splits": {split: n_frames}, "problems": {split: msg}}],
+    "missing": [msg, ...], "layout": str}``. A benchmark is found at a candidate folder (ROOT or an immediate
+    subfolder) when at least one of its splits opens; ``missing`` says what is absent when it is found nowhere."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"datasets: root {root} does not exist or is not a folder")
+    cands = _candidates(root)
+    out = []
+    for name, cls in DATASETS.items():
+        if name == "folder":
+            continue
+        locations, partial = [], []
+        for cand in cands:
+            counts: dict[str, int] = {}
+            problems: dict[str, str] = {}
+            for split in cls.splits:
+                try:
+                    counts[split] = len(cls(cand, split))
+                except DenseOODError as e:
+                    problems[split] = _first_line(e)
+            if counts:
+                locations.append({"path": str(cand), "splits": counts, "problems": problems})
+            elif any((cand / m).exists() for m in MARKERS.get(name, ())):
+                partial.append(f"{cand}: " + "; ".join(f"{s}: {m}" for s, m in problems.items()))
+        missing: list[str] = []
+        if not locations:
+            missing = partial or [f"no folder with this layout in {root} or its subfolders"]
+        out.append({"name": name, "found": bool(locations), "locations": locations, "missing": missing,
+                    "layout": cls.LAYOUT})
+    return out
+
+
+def format_report(rows: list[dict], root: str | os.PathLike) -> str:
+    """Human-readable text of :func:`scan`'s result."""
+    lines = [f"datasets under {root}:"]
+    for r in rows:
+        if r["found"]:
+            for loc in r["locations"]:
+                counts = ", ".join(f"{s} {n}" for s, n in loc["splits"].items())
+                lines.append(f"  {r['name']:<15} found    {loc['path']}  ({counts})")
+                for s, msg in loc["problems"].items():
+                    lines.append(f"  {'':<15}          split {s}: {msg}")
+        else:
+            lines.append(f"  {r['name']:<15} MISSING")
+            for msg in r["missing"]:
+                lines.append(f"  {'':<15}          {msg}")
+            lines.append(f"  {'':<15}          expected layout:")
+            lines.extend(f"  {'':<15}          {ln.strip()}" for ln in r["layout"].splitlines())
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    """CLI handler of ``denseood datasets --root DIR [--json FILE]``; prints the report, returns 0."""
+    rows = scan(args.root)
+    print(format_report(rows, args.root))
+    if getattr(args, "json", None):
+        atomic_write_json(args.json, rows)
+    return 0

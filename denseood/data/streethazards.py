@@ -1,0 +1,98 @@
+"""StreetHazards reader (CAOS benchmark, CARLA scenes 720x1280), official layout of hendrycks/anomaly-seg.
+
+``ROOT/train/images/training/<town>/<n>.png`` (split ``train``), ``ROOT/train/images/validation/<town>/<n>.png``
+(split ``val``), ``ROOT/test/images/test/<town>/<n>.png`` (split ``test``; towns t5, t6), each with the same relative
+path under ``annotations/`` instead of ``images/``.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..io import check_label_values, check_same_size, read_image, read_label
+from .base import BaseDataset, Frame, list_image_files
+from .classes import STREETHAZARDS_CLASSES
+from .sample import IGNORE, Sample
+
+#: The ONE StreetHazards mapping table: annotation PNG value -> (train id, ood label).
+#: The CAOS code (hendrycks/anomaly-seg dataset.py) subtracts 1 from the PNG: 0 = unlabeled, 1..12 = the 12 inlier
+#: classes in STREETHAZARDS_CLASSES order, 13 = anomaly (cfg.OOD.out_labels = 13, test only). denseood trains the 12
+#: inlier classes (train id = PNG value - 2) and treats "unlabeled" as void. PNG value 0 (-1 after the shift, the
+#: official ignore index) is void too.
+STREETHAZARDS_TABLE: dict[int, tuple[int, int]] = {
+    0: (IGNORE, IGNORE),                               # not a class (-1 after the shift): void
+    1: (IGNORE, IGNORE),                               # unlabeled: void
+    **{v: (v - 2, 0) for v in range(2, 14)},           # building .. traffic sign: train ids 0..11, inlier
+    14: (IGNORE, 1),                                   # anomaly (test split): ignore for training, OOD = 1
+}
+assert [STREETHAZARDS_TABLE[v][0] for v in range(2, 14)] == list(range(len(STREETHAZARDS_CLASSES)))
+
+SPLIT_DIRS = {"train": ("train", "training"), "val": ("train", "validation"), "test": ("test", "test")}
+
+
+def streethazards_luts(unlabeled_as_inlier: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(semantic_lut, ood_lut), each (256,) uint8, built from :data:`STREETHAZARDS_TABLE`.
+
+    ``unlabeled_as_inlier``: the official CAOS eval_ood.py does not mask "unlabeled" pixels: they count as
+    inliers. True reproduces that (ood 0 instead of 255 for PNG value 1)."""
+    sem = np.full(256, IGNORE, dtype=np.uint8)
+    ood = np.full(256, IGNORE, dtype=np.uint8)
+    for v, (tid, o) in STREETHAZARDS_TABLE.items():
+        sem[v], ood[v] = tid, o
+    if unlabeled_as_inlier:
+        ood[1] = 0
+    return sem, ood
+
+
+class StreetHazardsDataset(BaseDataset):
+    """StreetHazards; ``train``/``val`` yield semantic train ids (ood_mask None), ``test`` yields semantic and
+    ood_mask (anomaly 1, unlabeled 255 -- or 0 with ``unlabeled_as_inlier=True`` as in the CAOS code --, else 0).
+    Frame ids are ``<town>_<stem>`` (e.g. ``t5_300``)."""
+
+    name = "streethazards"
+    splits = ("train", "val", "test")
+    default_split = "test"
+    default_protocol = "caos"
+    class_set = "streethazards"
+    has_semantic = True
+    LAYOUT = ("  ROOT/train/images/training/<town>/<n>.png      + ROOT/train/annotations/training/<town>/<n>.png\n"
+              "  ROOT/train/images/validation/<town>/<n>.png    + ROOT/train/annotations/validation/<town>/<n>.png\n"
+              "  ROOT/test/images/test/<town>/<n>.png           + ROOT/test/annotations/test/<town>/<n>.png\n"
+              "  annotation values 1..14 (1 unlabeled, 2..13 inlier classes, 14 anomaly)")
+
+    def __init__(self, root: str | os.PathLike, split: str | None = None, *,
+                 unlabeled_as_inlier: bool = False, **kw) -> None:
+        self.unlabeled_as_inlier = bool(unlabeled_as_inlier)
+        super().__init__(root, split, **kw)
+        self._sem_lut, self._ood_lut = streethazards_luts(self.unlabeled_as_inlier)
+
+    def _discover(self) -> list[Frame]:
+        top, sub = SPLIT_DIRS[self.split]
+        img_dir = self.root / top / "images" / sub
+        ann_dir = self.root / top / "annotations" / sub
+        if not img_dir.is_dir():
+            raise self._missing(img_dir, "image folder")
+        if not ann_dir.is_dir():
+            raise self._missing(ann_dir, "annotation folder")
+        frames = []
+        for p in list_image_files(img_dir, recursive=True):
+            rel = p.relative_to(img_dir)
+            label = ann_dir / rel.with_suffix(".png")
+            if not label.is_file():
+                raise self._missing_label(p, label)
+            name = "_".join(rel.with_suffix("").parts)
+            frames.append(Frame(name=name, image=p, label=label))
+        if not frames:
+            raise self._empty(img_dir, "<town>/*.png")
+        self.has_ood_labels = self.split == "test"
+        return frames
+
+    def _load(self, frame: Frame) -> Sample:
+        image = read_image(frame.image)
+        lab = read_label(frame.label)
+        check_label_values(lab, sorted(STREETHAZARDS_TABLE), frame.label, "StreetHazards annotation (1..14)")
+        check_same_size(image, lab, frame.image, frame.label)
+        semantic = self._sem_lut[lab]
+        ood = self._ood_lut[lab] if self.split == "test" else None
+        return self._sample(frame, image, semantic=semantic, ood_mask=ood)

@@ -1,0 +1,507 @@
+"""Semantic segmenter over segmentation-models-pytorch (smp) and its self-describing checkpoint file.
+
+``create_segmenter`` builds an smp model (never downloading anything), wrapped in :class:`Segmenter`, which
+returns logits at input resolution and, on request, the decoder features (the input of the segmentation head).
+``save_checkpoint`` / ``read_checkpoint`` / ``load_checkpoint`` write and read one file holding architecture,
+classes, normalisation, weights, fitted score statistics, training config and metrics as plain types and
+tensors, so ``torch.load(path, weights_only=True)`` reads it without unpickling arbitrary objects.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import io
+import math
+import os
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .._version import __version__
+from ..data.classes import CLASS_SETS
+from ..errors import CheckpointError, ConfigError
+from ..io import atomic_torch_save
+
+CHECKPOINT_FORMAT = "denseood-segmenter"
+CHECKPOINT_FORMAT_VERSION = 1
+
+#: smp class names by lower-case architecture name (all use smp's encoder -> decoder -> segmentation_head path)
+ARCHS: dict[str, str] = {
+    "fpn": "FPN",
+    "deeplabv3plus": "DeepLabV3Plus",
+    "unet": "Unet",
+    "deeplabv3": "DeepLabV3",
+    "pspnet": "PSPNet",
+    "linknet": "Linknet",
+    "unetplusplus": "UnetPlusPlus",
+}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: keys of ``Segmenter.stats`` understood by the fitted scores
+STATS_KEYS = ("sml_mean", "sml_std", "maha_means", "maha_precision", "maha_counts")
+
+
+class Segmenter(nn.Module):
+    """smp segmentation model + metadata (classes, normalisation) + fitted score statistics.
+
+    Attributes: ``arch``, ``encoder_name``, ``num_classes``, ``class_names`` (tuple), ``class_set`` (name in
+    ``CLASS_SETS`` or None), ``mean``/``std`` (3-tuples for 0..1 RGB), ``train_size`` ((H, W) or None),
+    ``feature_channels`` (channels F of the decoder features), ``pad_multiple`` (inputs are zero-padded at the
+    bottom/right to a multiple of this, i.e. with the normalised mean colour, and outputs cropped back),
+    ``stats`` (dict of fitted score statistics: ``sml_mean`` (C,), ``sml_std`` (C,), ``maha_means`` (C,F),
+    ``maha_precision`` (F,F), optionally ``maha_counts`` (C,)).
+    """
+
+    def __init__(self, net: nn.Module, *, arch: str, encoder_name: str, num_classes: int,
+                 class_names: Sequence[str], class_set: str | None, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD, train_size: Sequence[int] | None = None,
+                 smp_kwargs: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self.net = net
+        self.arch = arch
+        self.encoder_name = encoder_name
+        self.num_classes = int(num_classes)
+        self.class_names: tuple[str, ...] = tuple(str(c) for c in class_names)
+        self.class_set = class_set
+        self.mean: tuple[float, float, float] = _triple(mean, "mean")
+        self.std: tuple[float, float, float] = _triple(std, "std")
+        if any(s <= 0 for s in self.std):
+            raise ConfigError(f"std must be positive, got {self.std}")
+        self.train_size: tuple[int, int] | None = None if train_size is None else _pair(train_size)
+        self.smp_kwargs: dict[str, Any] = dict(smp_kwargs or {})
+        self.feature_channels = int(net.segmentation_head[0].in_channels)
+        self.pad_multiple = _pad_multiple(net.encoder)
+        self.stats: dict[str, torch.Tensor] = {}
+        self.checkpoint_meta: dict[str, Any] | None = None
+        self.checkpoint_sha256: str | None = None
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The smp encoder (``self.net.encoder``)."""
+        return self.net.encoder
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        """x: (B,3,H,W) float, normalised. Returns logits (B,C,H,W) or ``(logits, features)``.
+
+        features: (B,F,h,w) decoder output before the segmentation head, cropped to the part that covers the
+        input (h = ceil(H * scale) for the decoder's scale; e.g. H/4 for FPN and DeepLabV3+, H for Unet).
+        Any H, W works: the input is zero-padded (bottom/right) to a multiple of ``pad_multiple`` and cropped back.
+        """
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ConfigError(f"Segmenter.forward expects (B,3,H,W) normalised images, got shape {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        m = self.pad_multiple
+        ph, pw = (-h) % m, (-w) % m
+        xp = F.pad(x, (0, pw, 0, ph)) if (ph or pw) else x
+        feats = self.net.encoder(xp)
+        dec = self.net.decoder(feats)
+        logits = self.net.segmentation_head(dec)
+        if logits.shape[-2:] != xp.shape[-2:]:  # heads of some archs stop short of input size
+            logits = F.interpolate(logits, size=xp.shape[-2:], mode="bilinear", align_corners=False)
+        logits = logits[..., :h, :w]
+        if not return_features:
+            return logits
+        fh = min(dec.shape[-2], math.ceil(h * dec.shape[-2] / xp.shape[-2]))
+        fw = min(dec.shape[-1], math.ceil(w * dec.shape[-1] / xp.shape[-1]))
+        return logits, dec[..., :fh, :fw]
+
+    def normalize(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """images: uint8 (B,H,W,3) or (H,W,3) RGB (numpy/torch), or (B,3,H,W) uint8/float in 0..255.
+
+        Returns (B,3,H,W) float32 ``(images/255 - mean) / std`` on the model's device.
+        """
+        t = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+        if not isinstance(t, torch.Tensor):
+            raise ConfigError(f"normalize expects a numpy array or torch tensor, got {type(images).__name__}")
+        if t.ndim == 3 and t.shape[-1] == 3:
+            t = t.unsqueeze(0)
+        if t.ndim != 4:
+            raise ConfigError(f"normalize expects (B,H,W,3) or (B,3,H,W) images, got shape {tuple(t.shape)}")
+        if t.dtype == torch.uint8 and t.shape[-1] == 3:
+            t = t.permute(0, 3, 1, 2)
+        elif t.shape[1] != 3:
+            raise ConfigError(f"normalize expects (B,H,W,3) uint8 or (B,3,H,W) images, got shape {tuple(t.shape)} "
+                              f"dtype {t.dtype}")
+        if t.dtype == torch.bool or not (t.dtype == torch.uint8 or t.is_floating_point()):
+            raise ConfigError(f"normalize expects uint8 or float images in 0..255, got dtype {t.dtype}")
+        dev = self.device
+        was_float = t.is_floating_point()
+        t = t.to(dev, non_blocking=True).float()
+        if was_float and t.numel() and 0 < float(t.max()) <= 1.0:
+            warnings.warn("normalize got float images with max <= 1; it expects values in 0..255 "
+                          "(multiply 0..1 images by 255)", stacklevel=2)
+        mean = torch.tensor(self.mean, device=dev, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=dev, dtype=torch.float32).view(1, 3, 1, 1)
+        return ((t / 255.0 - mean) / std).contiguous()
+
+    def stats_on(self, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """``self.stats`` with every tensor moved to ``device`` (default: the model's device), float32."""
+        dev = self.device if device is None else torch.device(device)
+        return {k: v.to(dev, torch.float32) if v.is_floating_point() else v.to(dev) for k, v in self.stats.items()}
+
+    def meta(self) -> dict[str, Any]:
+        """Plain-types description used to rebuild the model (checkpoint ``meta``)."""
+        return {
+            "arch": str(self.arch),
+            "encoder": str(self.encoder_name),
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "class_set": self.class_set,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "train_size": None if self.train_size is None else list(self.train_size),
+            "smp_kwargs": _plain(self.smp_kwargs, "smp_kwargs"),
+            "denseood_version": str(__version__),
+            "torch_version": str(torch.__version__),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def extra_repr(self) -> str:
+        return (f"arch={self.arch!r}, encoder={self.encoder_name!r}, num_classes={self.num_classes}, "
+                f"class_set={self.class_set!r}, feature_channels={self.feature_channels}")
+
+
+def _triple(v: Sequence[float], name: str) -> tuple[float, float, float]:
+    vals = tuple(float(x) for x in v)
+    if len(vals) != 3:
+        raise ConfigError(f"{name} must have 3 values (RGB, for 0..1 images), got {v!r}")
+    return vals  # type: ignore[return-value]
+
+
+def _pair(v: Sequence[int]) -> tuple[int, int]:
+    vals = tuple(int(x) for x in v)
+    if len(vals) != 2 or min(vals) <= 0:
+        raise ConfigError(f"train_size must be (H, W) with positive ints, got {v!r}")
+    return vals  # type: ignore[return-value]
+
+
+def _pad_multiple(encoder: nn.Module) -> int:
+    """Multiple the input size must have: 2**depth of the encoder (covers dilated encoders and all decoders)."""
+    depth = getattr(encoder, "_depth", None)
+    stride = int(getattr(encoder, "output_stride", 32) or 32)
+    if isinstance(depth, int) and depth > 0:
+        return max(stride, 2 ** depth)
+    return max(stride, 32)
+
+
+def _resolve_classes(num_classes: int, class_names: Sequence[str] | None,
+                     class_set: str | None) -> tuple[tuple[str, ...], str | None]:
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(f"num_classes must be a positive int, got {num_classes!r}")
+    if class_set is not None:
+        if class_set not in CLASS_SETS:
+            raise ConfigError(f"unknown class_set {class_set!r}; valid: {sorted(CLASS_SETS)}")
+        names = CLASS_SETS[class_set]
+        if len(names) != num_classes:
+            raise ConfigError(f"class_set {class_set!r} has {len(names)} classes but num_classes={num_classes}; "
+                              f"pass num_classes={len(names)}")
+        if class_names is not None and tuple(class_names) != tuple(names):
+            raise ConfigError(f"class_names {tuple(class_names)} differ from class_set {class_set!r} {names}; "
+                              f"pass only one of them")
+        return tuple(names), class_set
+    if class_names is not None:
+        names = tuple(str(c) for c in class_names)
+        if len(names) != num_classes:
+            raise ConfigError(f"{len(names)} class_names given but num_classes={num_classes}")
+        match = next((k for k, v in CLASS_SETS.items() if tuple(v) == names), None)
+        return names, match
+    for key, names in CLASS_SETS.items():
+        if len(names) == num_classes:
+            return tuple(names), key
+    return tuple(f"class{i}" for i in range(num_classes)), None
+
+
+def _check_encoder_name(encoder: str) -> None:
+    import segmentation_models_pytorch as smp
+
+    if encoder.startswith("tu-"):
+        import timm
+
+        base = encoder[3:].split(".")[0]
+        if not timm.is_model(base):
+            close = difflib.get_close_matches(base, timm.list_models(), n=5)
+            raise ConfigError(f"unknown timm encoder {encoder!r}; close matches: {['tu-' + c for c in close]}")
+        return
+    names = smp.encoders.get_encoder_names()
+    if encoder not in names:
+        close = difflib.get_close_matches(encoder, names, n=5)
+        raise ConfigError(f"unknown encoder {encoder!r}; close matches: {close}; any smp encoder name or "
+                          f"'tu-<timm model>' works (see segmentation_models_pytorch.encoders.get_encoder_names())")
+
+
+def create_segmenter(arch: str = "fpn", encoder: str = "resnet18", num_classes: int = 19, *,
+                     encoder_weights: str | os.PathLike | None = None, class_names: Sequence[str] | None = None,
+                     class_set: str | None = None, mean: Sequence[float] = IMAGENET_MEAN,
+                     std: Sequence[float] = IMAGENET_STD, train_size: tuple[int, int] | None = None,
+                     **smp_kwargs: Any) -> Segmenter:
+    """Build a :class:`Segmenter` (randomly initialised, nothing downloaded).
+
+    arch: one of ``ARCHS`` (case-insensitive). encoder: any smp encoder name (``tu-<timm name>`` too).
+    encoder_weights: None, or the path of a local weight file for the encoder (smp encoder / torchvision /
+    timm style state dict, ``.pth``/``.pt``/``.safetensors``), loaded strictly. Names such as "imagenet" raise
+    ConfigError (no downloads here). smp_kwargs go to the smp model class (e.g. ``decoder_channels``,
+    ``encoder_depth``, ``encoder_output_stride``).
+    """
+    import segmentation_models_pytorch as smp
+
+    key = str(arch).lower().replace("_", "").replace("-", "")
+    if key not in ARCHS:
+        raise ConfigError(f"unknown arch {arch!r}; valid: {sorted(ARCHS)}")
+    names, cset = _resolve_classes(num_classes, class_names, class_set)
+    _check_encoder_name(encoder)
+    weight_file = _weight_file(encoder_weights)
+    for bad in ("encoder_weights", "classes", "in_channels"):
+        if bad in smp_kwargs:
+            raise ConfigError(f"{bad!r} is set by create_segmenter itself; do not pass it in smp_kwargs")
+    if smp_kwargs.get("aux_params") is not None:
+        raise ConfigError("aux_params (smp classification head) is not supported by Segmenter")
+    if smp_kwargs.get("activation") is not None:
+        raise ConfigError("activation must be None: Segmenter returns logits (scores need raw logits)")
+    smp_kwargs = {k: v for k, v in smp_kwargs.items() if k not in ("aux_params", "activation")}
+    cls = getattr(smp, ARCHS[key])
+    try:
+        net = cls(encoder_name=encoder, encoder_weights=None, in_channels=3, classes=num_classes, **smp_kwargs)
+    except (TypeError, ValueError, KeyError) as e:
+        raise ConfigError(f"cannot build {ARCHS[key]} with encoder {encoder!r} and {smp_kwargs}: {e}") from e
+    if weight_file is not None:
+        load_encoder_weights(net.encoder, weight_file)
+    return Segmenter(net, arch=key, encoder_name=encoder, num_classes=num_classes, class_names=names,
+                     class_set=cset, mean=mean, std=std, train_size=train_size, smp_kwargs=smp_kwargs)
+
+
+def _weight_file(encoder_weights: str | os.PathLike | None) -> Path | None:
+    if encoder_weights is None:
+        return None
+    p = Path(encoder_weights)
+    if p.is_file():
+        return p
+    s = str(encoder_weights)
+    looks_like_path = os.sep in s or "/" in s or p.suffix.lower() in (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+    if looks_like_path:
+        raise ConfigError(f"encoder weight file not found: {p}; pass an existing local file or None")
+    raise ConfigError(f"encoder_weights={s!r} would download pretrained weights, which is impossible here (no "
+                      f"internet); pass the path of a local encoder weight file (.pth/.pt/.safetensors) or None")
+
+
+def _read_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix.lower() == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+
+            return dict(load_file(str(path), device="cpu"))
+        except Exception as e:  # noqa: BLE001
+            raise ConfigError(f"cannot read encoder weight file {path} as safetensors: {e}") from e
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(f"cannot read encoder weight file {path} (not a torch state dict, truncated, or holding "
+                          f"pickled objects): {e}") from e
+    for wrap in ("state_dict", "model", "model_state_dict", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrap), dict):
+            obj = obj[wrap]
+            break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ConfigError(f"encoder weight file {path} does not hold a state dict of tensors")
+    return dict(obj)
+
+
+def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike) -> None:
+    """Load a local state dict file into ``encoder`` strictly.
+
+    Accepted key styles: the encoder's own keys; torchvision/timm classifier models (classifier keys such as
+    ``fc.*``, ``classifier.*``, ``head.*``, ``last_linear.*``, ``_fc.*`` are dropped); a full smp model
+    (``encoder.*`` keys are used); ``module.`` prefixes (DDP); timm weights for ``tu-`` encoders (``model.``
+    prefix added). Mismatch -> ConfigError naming the file and the missing/unexpected/mis-shaped keys.
+    """
+    path = Path(path)
+    sd = _read_state_dict_file(path)
+    target = encoder.state_dict()
+    tkeys = set(target)
+
+    def variants(d: dict[str, torch.Tensor]):
+        yield d
+        if all(k.startswith("module.") for k in d):
+            d = {k[len("module."):]: v for k, v in d.items()}
+            yield d
+        if any(k.startswith("encoder.") for k in d):
+            yield {k[len("encoder."):]: v for k, v in d.items() if k.startswith("encoder.")}
+        yield {"model." + k: v for k, v in d.items()}
+
+    best = max(variants(sd), key=lambda d: len(tkeys & set(d)))
+    head_prefixes = ("fc.", "classifier.", "head.", "last_linear.", "_fc.", "model.fc.", "model.classifier.",
+                     "model.head.", "model.last_linear.")
+    best = {k: v for k, v in best.items() if k in tkeys or not k.startswith(head_prefixes)}
+    missing = sorted(tkeys - set(best))
+    unexpected = sorted(set(best) - tkeys)
+    shapes = [f"{k}: file {tuple(best[k].shape)} vs model {tuple(target[k].shape)}"
+              for k in sorted(tkeys & set(best)) if best[k].shape != target[k].shape]
+    if missing or unexpected or shapes:
+        raise ConfigError(
+            f"encoder weight file {path} does not match encoder {type(encoder).__name__}: "
+            f"{len(missing)} missing keys {missing[:8]}, {len(unexpected)} unexpected keys {unexpected[:8]}, "
+            f"{len(shapes)} shape mismatches {shapes[:5]}; pass weights saved from the same encoder architecture")
+    nn.Module.load_state_dict(encoder, best, strict=True)
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+def _plain(obj: Any, where: str) -> Any:
+    """Convert to plain types + tensors (tuples -> lists, numpy -> python/tensor, Path -> str) or raise."""
+    if obj is None or type(obj) in (bool, int, float, str):
+        return obj
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    for typ in (bool, int, float, str):  # subclasses (np.float64, enums, TorchVersion) -> the plain type
+        if isinstance(obj, typ):
+            return typ(obj)
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, Mapping):
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)):
+                raise ConfigError(f"checkpoint field {where} has a key of type {type(k).__name__}; use str keys")
+            out[k] = _plain(v, f"{where}.{k}")
+        return out
+    raise ConfigError(f"checkpoint field {where} holds a {type(obj).__name__}; only plain types (dict, list, str, "
+                      f"int, float, bool, None) and tensors can be stored (weights_only loading)")
+
+
+def save_checkpoint(model: Segmenter, path: str | os.PathLike, *, config: dict | None = None,
+                    metrics: dict | None = None, extra: dict | None = None) -> Path:
+    """Write one self-describing checkpoint file atomically; returns its path.
+
+    Layout: ``{"format", "format_version", "meta", "state_dict", "stats", "config", "metrics", "extra"}``;
+    everything plain types + CPU tensors (``torch.load(path, weights_only=True)`` works).
+    """
+    if not isinstance(model, Segmenter):
+        raise ConfigError(f"save_checkpoint expects a Segmenter, got {type(model).__name__}")
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "meta": model.meta(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "stats": {k: v.detach().cpu() for k, v in model.stats.items()},
+        "config": _plain(config or {}, "config"),
+        "metrics": _plain(metrics or {}, "metrics"),
+        "extra": _plain(extra or {}, "extra"),
+    }
+    return atomic_torch_save(ckpt, path)
+
+
+def _load_bytes(data: bytes, path: Path, map_location: Any = "cpu") -> dict:
+    try:
+        obj = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        msg = str(e)
+        if "Unsupported global" in msg:
+            detail = next((ln.strip() for ln in msg.splitlines() if "Unsupported global" in ln), "")[:200]
+            raise CheckpointError(f"{path} is not a denseood checkpoint: it holds pickled Python objects that "
+                                  f"weights_only loading refuses ({detail})") from e
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
+                              f"{type(e).__name__}: {msg.splitlines()[0][:200] if msg else ''}") from e
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} is not a denseood checkpoint (it holds a {type(obj).__name__}, not a dict)")
+    if obj.get("format") != CHECKPOINT_FORMAT:
+        keys = sorted(str(k) for k in obj)[:12]
+        raise CheckpointError(f"{path} is not a denseood checkpoint (keys: {keys}); expected format "
+                              f"{CHECKPOINT_FORMAT!r} written by denseood.save_checkpoint")
+    ver = obj.get("format_version")
+    if not isinstance(ver, int) or ver < 1:
+        raise CheckpointError(f"{path}: invalid format_version {ver!r}")
+    if ver > CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format_version {ver}, newer than this denseood {__version__} reads "
+                              f"({CHECKPOINT_FORMAT_VERSION}); upgrade denseood")
+    for k, typ in (("meta", dict), ("state_dict", dict)):
+        if not isinstance(obj.get(k), typ):
+            raise CheckpointError(f"{path}: checkpoint field {k!r} is missing or not a dict (corrupt checkpoint)")
+    for k in ("stats", "config", "metrics", "extra"):
+        obj.setdefault(k, {})
+    missing = [k for k in ("arch", "encoder", "num_classes", "class_names") if k not in obj["meta"]]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint meta lacks {missing} (corrupt checkpoint)")
+    return obj
+
+
+def read_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> dict:
+    """Raw validated checkpoint dict (see ``save_checkpoint``). Raises CheckpointError naming ``path``."""
+    return _read_with_hash(path, map_location)[0]
+
+
+def _read_with_hash(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[dict, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    data = path.read_bytes()
+    return _load_bytes(data, path, map_location), hashlib.sha256(data).hexdigest()[:16]
+
+
+def _class_desc(n: int, cset: str | None) -> str:
+    return f"{n} classes ({cset})" if cset else f"{n} classes"
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
+                    num_classes: int | None = None, class_set: str | None = None) -> Segmenter:
+    """Rebuild the Segmenter of a checkpoint file, load weights strictly and stats; returns it in eval mode.
+
+    num_classes / class_set: what the caller's dataset expects; a different checkpoint raises CheckpointError.
+    Sets ``model.checkpoint_meta`` (meta + ``metrics`` + ``config``) and ``model.checkpoint_sha256`` (16 hex).
+    """
+    path = Path(path)
+    ckpt, sha = _read_with_hash(path, "cpu")
+    meta = ckpt["meta"]
+    c_n, c_set = int(meta["num_classes"]), meta.get("class_set")
+    if class_set is not None and class_set not in CLASS_SETS:
+        raise ConfigError(f"unknown class_set {class_set!r}; valid: {sorted(CLASS_SETS)}")
+    want_n = num_classes if num_classes is not None else (len(CLASS_SETS[class_set]) if class_set else None)
+    mismatch = (want_n is not None and want_n != c_n) or (
+        class_set is not None and (c_set != class_set if c_set is not None
+                                   else tuple(meta["class_names"]) != tuple(CLASS_SETS[class_set])))
+    if mismatch:
+        raise CheckpointError(
+            f"checkpoint {path} has {_class_desc(c_n, c_set)} but the dataset expects "
+            f"{_class_desc(want_n if want_n is not None else c_n, class_set)}; use a checkpoint trained on that "
+            f"class set (or a dataset with the checkpoint's classes)")
+    try:
+        model = create_segmenter(meta["arch"], meta["encoder"], c_n, class_names=meta["class_names"],
+                                 class_set=c_set, mean=meta.get("mean", IMAGENET_MEAN),
+                                 std=meta.get("std", IMAGENET_STD), train_size=meta.get("train_size"),
+                                 **dict(meta.get("smp_kwargs") or {}))
+    except ConfigError as e:
+        raise CheckpointError(f"cannot rebuild the model of checkpoint {path}: {e}") from e
+    sd = ckpt["state_dict"]
+    target = model.state_dict()
+    missing = sorted(set(target) - set(sd))
+    unexpected = sorted(set(sd) - set(target))
+    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(target[k].shape)}"
+              for k in target if k in sd and tuple(sd[k].shape) != tuple(target[k].shape)]
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"checkpoint {path} weights do not match its {meta['arch']}/{meta['encoder']} model: "
+            f"{len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}, "
+            f"{len(shapes)} shape mismatches {shapes[:5]}; the file is corrupt or was edited")
+    model.load_state_dict(sd, strict=True)
+    stats = ckpt.get("stats") or {}
+    if not isinstance(stats, dict) or not all(isinstance(v, torch.Tensor) for v in stats.values()):
+        raise CheckpointError(f"checkpoint {path}: 'stats' must be a dict of tensors")
+    model.stats = dict(stats)
+    model.checkpoint_meta = {**meta, "metrics": ckpt.get("metrics", {}), "config": ckpt.get("config", {})}
+    model.checkpoint_sha256 = sha
+    return model.to(map_location).eval()

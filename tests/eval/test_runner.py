@@ -1,0 +1,257 @@
+"""`denseood eval` end to end on the synthetic world with a tiny trained checkpoint (CPU)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from denseood.cli import main as cli_main
+
+REPO = Path(__file__).resolve().parents[2]
+H, W = 64, 128
+ALL_SCORES = ["msp", "maxlogit", "energy", "entropy", "jsd", "sml", "mahalanobis"]
+SIZES = ["--min-segment-size", "20", "--min-instance-size", "10"]
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """Synthetic root + a tiny FPN/ResNet-18 trained 20 SGD steps, with SML and Mahalanobis stats fitted."""
+    from denseood.data import open_dataset
+    from denseood.data.synthetic import write
+    from denseood.models.segmenter import create_segmenter, save_checkpoint
+    from denseood.scores import fit_mahalanobis, fit_sml
+
+    base = tmp_path_factory.mktemp("eval_world")
+    root = base / "synthetic"
+    write(root, n_train=8, n_val=6, seed=0, size=(H, W))
+    train = open_dataset("synthetic", root, "train")
+    imgs = np.stack([train[i].image for i in range(len(train))])
+    sem = torch.from_numpy(np.stack([train[i].semantic for i in range(len(train))]).astype(np.int64))
+    torch.manual_seed(0)
+    model = create_segmenter("fpn", "resnet18", 19, train_size=(H, W))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    gen = np.random.default_rng(0)
+    model.train()
+    for _ in range(20):
+        idx = gen.choice(len(imgs), 4, replace=False)
+        loss = F.cross_entropy(model(model.normalize(imgs[idx])), sem[idx], ignore_index=255)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    x = model.normalize(imgs)
+    with warnings.catch_warnings():  # "class never predicted" warnings are expected after 20 steps
+        warnings.simplefilter("ignore")
+        fit_sml(model, [x])
+        fit_mahalanobis(model, [(x, sem)], max_pixels_per_class=2000)
+    ckpt = base / "tiny.pt"
+    save_checkpoint(model, ckpt)
+    return {"root": root, "ckpt": ckpt, "base": base}
+
+
+def _eval_args(world, out, *extra, scores="msp,jsd"):
+    return ["eval", "--dataset", "synthetic", "--root", str(world["root"]), "--checkpoint", str(world["ckpt"]),
+            "--score", scores, "--out", str(out), "--device", "cpu", "--workers", "0", *SIZES, *extra]
+
+
+def _reference_maps(world):
+    """Independent maps: NumPy normalisation, plain forward, -max logit; with the val masks.
+
+    (maxlogit rather than msp: a saturated float32 softmax ties many pixels at exactly 0, and a reference in
+    another precision would break those ties differently.)"""
+    from denseood.data import open_dataset
+    from denseood.models.segmenter import load_checkpoint
+
+    model = load_checkpoint(world["ckpt"])
+    ds = open_dataset("synthetic", world["root"], "val")
+    maps, masks = [], []
+    for i in range(len(ds)):
+        s = ds[i]
+        x = (s.image.astype(np.float64) / 255.0 - np.array(model.mean)) / np.array(model.std)
+        x = torch.from_numpy(x.transpose(2, 0, 1)[None].astype(np.float32))
+        with torch.no_grad():
+            lg = model(x)[0].numpy()
+        maps.append(-lg.max(0))
+        masks.append(s.ood_mask)
+    return np.stack(maps), np.stack(masks)
+
+
+def test_eval_end_to_end_all_scores(world, tmp_path, monkeypatch):
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
+    out = tmp_path / "out"
+    rc = cli_main(_eval_args(world, out, "--exact", "--batch-size", "4", "--save-maps", scores=",".join(ALL_SCORES)))
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["n_images"] == 6 and res["protocol"] == "exact" and res["world_size"] == 1
+    assert res["dtype"] == "fp32" and res["device"] == "cpu" and res["has_labels"] is True
+    assert res["checkpoint"]["sha256"] and res["checkpoint"]["path"] == str(world["ckpt"])
+    assert res["images_per_s"] > 0 and res["peak_mem_mb"] > 0 and res["seconds"] > 0
+    assert set(res["scores"]) == set(ALL_SCORES)
+    for s, m in res["scores"].items():
+        for k in ("ap", "fpr95", "auroc", "threshold_at_tpr95", "best_f1", "best_f1_threshold", "sIoU", "PPV",
+                  "mean_F1", "F1_per_threshold"):
+            assert k in m, (s, k)
+        for k in ("ap", "fpr95", "auroc", "best_f1"):
+            assert 0.0 <= m[k] <= 1.0, (s, k, m[k])
+        assert len(m["F1_per_threshold"]) == 11
+    # pixel metrics against sklearn on independently computed maps
+    maps, masks = _reference_maps(world)
+    valid = masks != 255
+    y, sc = (masks[valid] == 1).astype(int), maps[valid]
+    m = res["scores"]["maxlogit"]
+    assert m["ap"] == pytest.approx(average_precision_score(y, sc), abs=1e-4)
+    assert m["auroc"] == pytest.approx(roc_auc_score(y, sc), abs=1e-4)
+    fpr, tpr, _ = roc_curve(y, sc, drop_intermediate=False)
+    assert m["fpr95"] == pytest.approx(fpr[np.searchsorted(tpr, 0.95)], abs=1e-3)
+    assert m["n_pixels"] == int(valid.sum()) and m["n_anomaly"] == int(y.sum())
+    # component metrics were taken at the best-F1 threshold (maps stored as float16 in pass 2)
+    from denseood.eval import ComponentMetrics
+
+    cm = ComponentMetrics(threshold=m["best_f1_threshold"], min_segment_size=20, min_instance_size=10)
+    cm.update(maps.astype(np.float16).astype(np.float32), masks)
+    ref = cm.compute()
+    assert m["n_gt"] == ref["n_gt"]
+    for k in ("sIoU", "PPV", "mean_F1"):
+        if ref[k] == ref[k]:  # not NaN
+            assert m[k] == pytest.approx(ref[k], abs=0.02), k
+    # outputs
+    md = (out / "results.md").read_text()
+    for s in ALL_SCORES:
+        assert f"| {s} |" in md
+    for name in ("pr_curve.png", "roc_curve.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from denseood.data import open_dataset
+
+    names = open_dataset("synthetic", world["root"], "val").names
+    for s in ALL_SCORES:
+        assert sorted(p.name for p in (out / "maps" / s).iterdir()) == sorted(f"{n}.png" for n in names)
+    assert list(tmpdir.iterdir()) == []  # the pass-1 temp maps were deleted
+
+
+def test_limit_overwrite_and_out_protection(world, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli_main(_eval_args(world, out, "--limit", "2", "--no-components")) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["n_images"] == 2 and res["protocol"] == "streaming"
+    assert "sIoU" not in res["scores"]["jsd"]
+    before = (out / "results.json").read_bytes()
+    assert cli_main(_eval_args(world, out, "--limit", "3", "--no-components")) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "results.json").read_bytes() == before  # never clobbered
+    assert cli_main(_eval_args(world, out, "--limit", "3", "--no-components", "--overwrite")) == 0
+    assert json.loads((out / "results.json").read_text())["n_images"] == 3
+
+
+def test_unknown_score_fails_before_data(world, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = _eval_args(world, out, scores="jsd,bogus")
+    args[args.index("--root") + 1] = str(tmp_path / "does-not-exist")
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert "bogus" in err
+    for valid in ALL_SCORES:
+        assert valid in err
+    assert not out.exists()
+
+
+def test_class_set_mismatch(world, tmp_path, capsys):
+    from denseood.models.segmenter import create_segmenter, save_checkpoint
+
+    ck = tmp_path / "sh12.pt"
+    save_checkpoint(create_segmenter("fpn", "resnet18", 12, class_set="streethazards"), ck)
+    args = _eval_args(world, tmp_path / "out")
+    args[args.index("--checkpoint") + 1] = str(ck)
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert "12" in err and "19" in err and str(ck) in err
+
+
+def test_bf16_autocast_changes_ap_little(world, tmp_path):
+    from denseood.data import open_dataset
+    from denseood.eval.runner import evaluate
+    from denseood.models.segmenter import load_checkpoint
+
+    ds = open_dataset("synthetic", world["root"], "val")
+    model = load_checkpoint(world["ckpt"], num_classes=19, class_set="cityscapes")
+    r32 = evaluate(ds, model, ["jsd", "msp", "maxlogit"], tmp_path / "fp32", protocol="exact", dtype="fp32",
+                   device="cpu", workers=0, components=False, progress=False)
+    r16 = evaluate(ds, model, ["jsd", "msp", "maxlogit"], tmp_path / "bf16", protocol="exact", dtype="bf16",
+                   device="cpu", workers=0, components=False, progress=False)
+    assert r16["dtype"] == "bf16" and r32["dtype"] == "fp32"
+    for s in ("jsd", "msp", "maxlogit"):
+        assert abs(r32["scores"][s]["ap"] - r16["scores"][s]["ap"]) < 0.005, s
+
+
+def test_unlabelled_split_writes_submission_maps(world, tmp_path):
+    from denseood.data import open_dataset
+    from denseood.infer import Inference
+    from denseood.io import write_image
+    from denseood.models.segmenter import load_checkpoint
+
+    val = open_dataset("synthetic", world["root"], "val")
+    root = tmp_path / "smiyc"
+    for i in range(2):
+        write_image(root / "dataset_AnomalyTrack" / "images" / f"test{i}.png", val[i].image)
+    out = tmp_path / "out"
+    rc = cli_main(["eval", "--dataset", "smiyc-anomaly", "--root", str(root), "--split", "test", "--checkpoint",
+                   str(world["ckpt"]), "--score", "jsd,energy", "--out", str(out), "--device", "cpu", "--workers", "0"])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["has_labels"] is False and res["scores"] == {} and res["n_images"] == 2
+    assert "submission" in res and "hdf5" in res["submission"]["note"]
+    eng = Inference(load_checkpoint(world["ckpt"]), scores=("jsd", "energy"), device="cpu", dtype="fp32")
+    for i in range(2):
+        ref = eng.predict(val[i].image)
+        for s in ("jsd", "energy"):
+            arr = np.load(out / "submission" / s / f"test{i}.npy")
+            assert arr.dtype == np.float16 and arr.shape == (H, W)
+            np.testing.assert_allclose(arr.astype(np.float32), ref[s][0].numpy(), rtol=2e-3, atol=2e-3)
+
+
+def _torchrun(args, nproc=2):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "denseood", *args]
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one(world, tmp_path):
+    scores = "msp,jsd,mahalanobis"
+    keys = ("ap", "auroc", "fpr95", "threshold_at_tpr95", "best_f1", "best_f1_threshold", "n_pixels", "n_anomaly",
+            "sIoU", "PPV", "mean_F1", "F1_per_threshold", "n_gt", "n_pred")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # same per-process arithmetic as the torchrun workers
+    try:
+        for proto in ("exact", "streaming"):
+            one, two = tmp_path / f"one_{proto}", tmp_path / f"two_{proto}"
+            assert cli_main(_eval_args(world, one, "--protocol", proto, "--batch-size", "1", scores=scores)) == 0
+            _torchrun(_eval_args(world, two, "--protocol", proto, "--batch-size", "1", scores=scores))
+            r1 = json.loads((one / "results.json").read_text())
+            r2 = json.loads((two / "results.json").read_text())
+            assert r2["world_size"] == 2 and r1["world_size"] == 1
+            assert r2["n_images"] == r1["n_images"] == 6
+            for s in scores.split(","):
+                for k in keys:
+                    a, b = r1["scores"][s][k], r2["scores"][s][k]
+                    if isinstance(a, list):
+                        np.testing.assert_allclose(np.array(b, float), np.array(a, float), atol=1e-9, err_msg=f"{proto} {s} {k}")
+                    elif a is None:
+                        assert b is None
+                    else:
+                        assert b == pytest.approx(a, abs=1e-9), (proto, s, k)
+    finally:
+        torch.set_num_threads(threads)
