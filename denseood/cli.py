@@ -42,8 +42,11 @@ def _add_eval(sub) -> None:
     p.add_argument("--no-components", action="store_true", help="skip component metrics (sIoU, PPV, mean F1)")
     p.add_argument("--input-size", default=None, help="HxW the model sees (default: the checkpoint's training size); 'full' keeps the image size")
     p.add_argument("--sliding-window", default=None, help="HxW window for full-resolution sliding-window inference")
+    p.add_argument("--overlap", type=float, default=1 / 3, help="sliding-window overlap fraction in [0, 1)")
     p.add_argument("--flip", action="store_true", help="test-time horizontal flip averaging")
     p.add_argument("--compile", action="store_true", help="torch.compile the segmenter")
+    p.add_argument("--min-segment-size", type=int, default=None, help="component metrics: drop predicted components smaller than this (default: the benchmark's)")
+    p.add_argument("--min-instance-size", type=int, default=None, help="component metrics: ground-truth components smaller than this become void (default: the benchmark's)")
     p.add_argument("--save-maps", action="store_true", help="write per-image heat-map overlays")
     p.add_argument("--s2m", action="store_true", help="also evaluate S2M object masks")
     p.add_argument("--prompter", default="auto", help="learned|peak|auto (learned when the checkpoint has one)")
@@ -57,12 +60,13 @@ def _add_segment(sub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--score", default="jsd")
-    p.add_argument("--prompter", default="auto", help="learned|peak|auto")
+    p.add_argument("--prompter", default="auto",
+                   help="learned | peak | auto (learned when the checkpoint holds one) | PATH of a prompter file")
     p.add_argument("--prompt-model", default="grabcut", help="grabcut | sam:TYPE:PATH")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--input-size", default=None)
+    p.add_argument("--input-size", default=None, help="HxW the segmenter sees (default: its training size); 'full' keeps the image size")
 
 
 def _add_train(sub) -> None:
@@ -103,6 +107,12 @@ def _add_train_prompter(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backbone", default="tiny", choices=["tiny", "resnet18"], help="detector backbone (random init)")
+    p.add_argument("--input", default="score", choices=["score", "score+image"], help="detector input channels")
+    p.add_argument("--pool-size", type=int, default=128, help="pasted training images scored once and cropped repeatedly")
+    p.add_argument("--score-thresh", default="auto",
+                   help="the prompter's confidence cut on detector scores, stored with it (not an anomaly threshold); "
+                        "auto = best box F1 on held-out pasted images")
 
 
 def _add_demo(sub) -> None:
@@ -129,7 +139,8 @@ def _add_bench(sub) -> None:
 
 def _add_datasets(sub) -> None:
     p = sub.add_parser("datasets", help="list the benchmarks found under a root and what is missing")
-    p.add_argument("--root", required=True)
+    p.add_argument("--root", required=True, help="folder holding benchmark roots (itself or its immediate subfolders)")
+    p.add_argument("--json", default=None, help="also write the scan result to this JSON file")
 
 
 def build_parser() -> argparse.ArgumentParser:

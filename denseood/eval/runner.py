@@ -119,8 +119,8 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
              protocol: str | None = None, batch_size: int = 4, workers: int = 2, limit: int | None = None,
              device: str = "auto", dtype: str = "auto", input_size: tuple[int, int] | None | str = "model",
              sliding_window: tuple[int, int] | None = None, overlap: float = 1 / 3, flip: bool = False,
-             compile: bool = False, components: bool = True, save_maps: bool = False, s2m: Any = None, overwrite: bool = False,
-             progress: bool = True, checkpoint: str | os.PathLike | None = None,
+             compile: bool = False, components: bool = True, save_maps: bool = False, s2m: Any = None,
+             overwrite: bool = False, progress: bool = True, checkpoint: str | os.PathLike | None = None,
              command: str | None = None) -> dict:
     """Evaluate ``scores`` of ``model`` on ``dataset`` (a denseood BaseDataset) and write the results to ``out``.
 
@@ -139,6 +139,7 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
     has_labels = bool(getattr(dataset, "has_ood_labels", True))
     min_seg, min_inst = getattr(dataset, "component_sizes", (500, 100))
     rank, world = dist.rank(), dist.world_size()
+    dist.barrier()  # every rank has checked --out before any rank writes a per-frame file into it
 
     if device in (None, "auto") and world > 1 and torch.cuda.is_available():
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
@@ -172,7 +173,6 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
         # ---------------------------------------------------------------- pass 1: inference + pixel metrics
         for samples, maps in engine.run(data, batch_size=batch_size, workers=workers, sampler=sampler,
                                         progress=progress and rank == 0):
-            masks = None
             if has_labels:
                 missing = [s.name for s in samples if s.ood_mask is None]
                 if missing:
@@ -186,11 +186,11 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
                 rel = _safe_rel(smp.name)
                 if tmp is not None:
                     for s in scores:
-                        np.save(tmp / f"{s}_{n_local + j}.npy", maps_np[s][j].astype(np.float16))
+                        np.save(tmp / f"{s}_{n_local + j}.npy", _to_f16(maps_np[s][j]))
                     np.save(tmp / f"mask_{n_local + j}.npy", masks_np[j])
                 if not has_labels:
                     for s in scores:
-                        buf = _npy_bytes(maps_np[s][j].astype(np.float16))
+                        buf = _npy_bytes(_to_f16(maps_np[s][j]))
                         atomic_write_bytes(out / "submission" / s / _with_suffix(rel, ".npy"), buf)
                 if save_maps:
                     from ..viz import blend, heatmap
@@ -215,10 +215,13 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
             if components:
                 from . import ComponentMetrics
 
+                from tqdm import tqdm
+
                 for s in scores:
                     thr = per_score[s]["best_f1_threshold"]
                     cm = ComponentMetrics(threshold=float(thr), min_segment_size=min_seg, min_instance_size=min_inst)
-                    for i in range(n_local):
+                    for i in tqdm(range(n_local), desc=f"components {s}", unit="img", leave=False,
+                                  disable=not (progress and rank == 0)):
                         amap = np.load(tmp / f"{s}_{i}.npy").astype(np.float32)[None]
                         mask = np.load(tmp / f"mask_{i}.npy")[None]
                         cm.update(amap, mask)
@@ -285,6 +288,11 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
     return results
 
 
+def _to_f16(a: np.ndarray) -> np.ndarray:
+    """float16 copy of a score map, clipped to the float16 range (scores beyond +-65504 would become inf)."""
+    return np.clip(a, -65504.0, 65504.0).astype(np.float16)
+
+
 def _npy_bytes(arr: np.ndarray) -> bytes:
     import io
 
@@ -313,7 +321,16 @@ def results_markdown(results: dict) -> str:
                     f"{_pct(m.get('sIoU'))} | {_pct(m.get('PPV'))} | {_pct(m.get('mean_F1'))} | "
                     f"{results['images_per_s']:.2f} | {results['peak_mem_mb']:.0f} |")
     mem = "peak GPU memory allocated" if results.get("peak_mem_kind") == "cuda_max_allocated" else "peak process RSS"
-    return head + "\n".join(rows) + f"\n\nimages/s over all ranks (inference only); peak memory = {mem}.\n"
+    text = head + "\n".join(rows) + f"\n\nimages/s over all ranks (inference only); peak memory = {mem}.\n"
+    if results.get("s2m"):
+        first = next(iter(results["scores"]), "")
+        text += (f"\n## S2M objects (on the {first} map)\n\n| method | IoU % | sIoU % | PPV % | mean F1 % | pixel AP % |\n"
+                 "|---|---:|---:|---:|---:|---:|\n")
+        for name, m in results["s2m"].items():
+            if isinstance(m, dict):
+                text += (f"| {name} | {_pct(m.get('iou'))} | {_pct(m.get('sIoU'))} | {_pct(m.get('PPV'))} | "
+                         f"{_pct(m.get('mean_F1'))} | {_pct(m.get('pixel_ap'))} |\n")
+    return text
 
 
 # ----------------------------------------------------------------------------------------------- CLI

@@ -1,0 +1,384 @@
+"""Batched inference engine: segmenter forward under autocast, channels_last, resize or sliding window,
+optional flip averaging and ``torch.compile``; anomaly maps computed on the device in float32.
+
+Maps are produced batch by batch (``Inference.run`` is a generator); nothing is accumulated over a dataset.
+"""
+from __future__ import annotations
+
+import math
+import resource
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+from .data.sample import Sample
+from .errors import ConfigError
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' -> cuda when available else cpu; otherwise ``torch.device(device)`` (ConfigError when unusable)."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"invalid device {device!r}: {e}; use auto, cpu, cuda or cuda:N") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device type {dev.type!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """'auto' -> bf16 on CUDA when supported, else fp16 on CUDA, fp32 on CPU; or fp32|bf16|fp16 explicitly."""
+    if dtype in (None, "auto"):
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}; valid: auto, {', '.join(DTYPES)}")
+    dt = DTYPES[dtype]
+    if dt is torch.float32:
+        return dt
+    if device.type == "cuda" and dt is torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"dtype bf16 requested but {torch.cuda.get_device_name(device)} does not support bfloat16; use fp16 or fp32")
+    if device.type == "cpu":
+        try:  # probe: some torch builds lack CPU autocast for this dtype
+            with torch.no_grad(), torch.autocast("cpu", dtype=dt):
+                torch.nn.functional.conv2d(torch.ones(1, 1, 3, 3), torch.ones(1, 1, 1, 1))
+        except Exception as e:  # noqa: BLE001 - any failure means the dtype is unusable here
+            raise ConfigError(f"dtype {dtype} autocast is not supported on CPU by torch {torch.__version__} ({e}); use fp32 or bf16") from e
+    return dt
+
+
+def dtype_name(dt: torch.dtype) -> str:
+    return {v: k for k, v in DTYPES.items()}[dt]
+
+
+def parse_hw(text: str | Sequence[int] | None, what: str = "size") -> tuple[int, int] | None:
+    """'512x1024' (or (512, 1024)) -> (512, 1024); None -> None. ConfigError on anything else."""
+    if text is None:
+        return None
+    if isinstance(text, str):
+        parts = text.lower().replace("*", "x").split("x")
+    else:
+        parts = list(text)
+    try:
+        h, w = (int(p) for p in parts)
+    except (ValueError, TypeError):
+        raise ConfigError(f"invalid {what} {text!r}; expected HxW, e.g. 512x1024") from None
+    if h <= 0 or w <= 0:
+        raise ConfigError(f"invalid {what} {text!r}; height and width must be positive")
+    return h, w
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak allocated CUDA memory on ``device`` (MiB), or the process's peak resident set size on CPU (MiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def window_positions(length: int, window: int, overlap: float) -> list[int]:
+    """Start offsets of windows of size ``window`` covering [0, length) with at least ``overlap`` fractional overlap."""
+    if length <= window:
+        return [0]
+    stride = max(1, int(window * (1.0 - overlap)))
+    n = math.ceil((length - window) / stride) + 1
+    return [int(round(v)) for v in np.linspace(0, length - window, n)]
+
+
+def window_weights(h: int, w: int, kind: str = "gaussian") -> torch.Tensor:
+    """(h, w) float32 blending weights: 'uniform' ones or a separable Gaussian (sigma = size/4), min 1e-3."""
+    if kind == "uniform":
+        return torch.ones(h, w)
+    if kind != "gaussian":
+        raise ConfigError(f"unknown window weighting {kind!r}; valid: gaussian, uniform")
+
+    def g(n: int) -> torch.Tensor:
+        x = torch.arange(n, dtype=torch.float32) - (n - 1) / 2
+        return torch.exp(-0.5 * (x / (n / 4)) ** 2)
+
+    return (g(h)[:, None] * g(w)[None, :]).clamp_min(1e-3)
+
+
+class ShardSampler(Sampler[int]):
+    """Splits indices 0..n-1 over ranks exactly (rank r gets r, r+W, r+2W, ...): no padding, no duplicates,
+    so metrics reduced over ranks equal the single-process ones."""
+
+    def __init__(self, n: int, rank: int, world_size: int):
+        self.n, self.rank, self.world_size = int(n), int(rank), int(world_size)
+
+    def __iter__(self):
+        return iter(range(self.rank, self.n, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world_size))
+
+
+def collate_samples(samples: list[Sample]) -> list[tuple[list[Sample], torch.Tensor]]:
+    """Group a batch of Samples by image size: list of (samples, images uint8 (b,H,W,3)) groups.
+
+    Same-size batches give one group; mixed sizes fall back to groups of one frame.
+    """
+    sizes = {s.image.shape for s in samples}
+    if len(sizes) == 1:
+        return [(list(samples), torch.from_numpy(np.stack([np.ascontiguousarray(s.image) for s in samples])))]
+    return [([s], torch.from_numpy(np.ascontiguousarray(s.image))[None]) for s in samples]
+
+
+# ----------------------------------------------------------------------------------------------- engine
+class Inference:
+    """Anomaly maps of a Segmenter on batches of uint8 images.
+
+    scores: names from ``denseood.scores.SCORES``.
+    device: 'auto' | 'cpu' | 'cuda' | 'cuda:N'.  dtype: 'auto' | 'fp32' | 'bf16' | 'fp16' (autocast of the forward).
+    input_size: (H, W) the network sees, 'model' = model.train_size (None there keeps the image size),
+        None = keep the image size. Logits are upsampled (bilinear) back to the image size.
+    sliding_window: (h, w) windows over the full-resolution image (overlap fraction ``overlap``), logits blended
+        with ``window_weighting`` ('gaussian' | 'uniform'); ``window_batch`` windows per forward.
+    flip: average logits (and features) of the image and its horizontal flip.
+    Feature scores (e.g. mahalanobis) are computed from the features of each forward (at the network's output
+    resolution), then upsampled (bilinear) to the image size; with sliding windows they are blended per window.
+    """
+
+    def __init__(self, model: torch.nn.Module, *, scores: Sequence[str] = ("jsd",), device: str = "auto",
+                 dtype: str = "auto", input_size: tuple[int, int] | None | str = "model",
+                 sliding_window: tuple[int, int] | None = None, overlap: float = 1 / 3, flip: bool = False,
+                 channels_last: bool = True, compile: bool = False, window_weighting: str = "gaussian",
+                 window_batch: int = 8):
+        from .scores import SCORE_REQUIREMENTS, parse_scores, score_kwargs
+
+        self.scores = parse_scores(list(scores) if not isinstance(scores, str) else scores)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        if isinstance(input_size, str):
+            if input_size != "model":
+                raise ConfigError(f"invalid input_size {input_size!r}; expected (H, W), None or 'model'")
+            input_size = getattr(model, "train_size", None)
+        self.input_size = parse_hw(input_size, "input_size")
+        self.sliding_window = parse_hw(sliding_window, "sliding_window")
+        if not 0.0 <= overlap < 1.0:
+            raise ConfigError(f"sliding-window overlap {overlap} must be in [0, 1)")
+        self.overlap = float(overlap)
+        self.flip = bool(flip)
+        self.window_weighting = window_weighting
+        window_weights(4, 4, window_weighting)  # validates the name
+        self.window_batch = max(1, int(window_batch))
+        self.channels_last = bool(channels_last)
+        self.compiled = bool(compile)
+
+        self.model = model.eval().to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self._forward_fn = self.model
+        if compile:
+            try:
+                self._forward_fn = torch.compile(self.model)
+            except Exception as e:  # noqa: BLE001
+                raise ConfigError(f"torch.compile failed ({type(e).__name__}: {e}); run without --compile") from e
+        self._compile_checked = not compile
+
+        self.feature_scores = [s for s in self.scores if "features" in SCORE_REQUIREMENTS.get(s, set())]
+        self.logit_scores = [s for s in self.scores if s not in self.feature_scores]
+        self.score_kwargs = {s: self._to_device(score_kwargs(s, self.model, self.device)) for s in self.scores}
+        self._score_fn = None
+        self.reset_stats()
+
+    # --------------------------------------------------------------------------------- bookkeeping
+    def _to_device(self, obj: Any) -> Any:
+        if torch.is_tensor(obj):
+            return obj.to(self.device)
+        if isinstance(obj, dict):
+            return {k: self._to_device(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(self._to_device(v) for v in obj)
+        return obj
+
+    def reset_stats(self) -> None:
+        self._images = 0
+        self._seconds = 0.0
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """images, seconds (forward + scores, synchronised), images_per_s, peak_mem_mb."""
+        return {
+            "images": self._images,
+            "seconds": self._seconds,
+            "images_per_s": self._images / self._seconds if self._seconds > 0 else 0.0,
+            "peak_mem_mb": peak_memory_mb(self.device),
+        }
+
+    @property
+    def dtype_name(self) -> str:
+        return dtype_name(self.dtype)
+
+    # --------------------------------------------------------------------------------- forward pieces
+    def _net(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: normalised (B,3,h,w) float32 -> (logits (B,C,h',w') float32, features (B,D,h'',w'') float32 | None)."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        want_feats = bool(self.feature_scores)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not torch.float32):
+            try:
+                out = self._forward_fn(x, return_features=want_feats) if want_feats else self._forward_fn(x)
+            except Exception as e:
+                if not self._compile_checked:
+                    raise ConfigError(f"torch.compile'd segmenter failed on its first call ({type(e).__name__}: {e}); "
+                                      "run without --compile") from e
+                raise
+        self._compile_checked = True
+        logits, feats = (out if want_feats else (out, None))
+        return logits.float(), (feats.float() if feats is not None else None)
+
+    def _net_flip(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits, feats = self._net(x)
+        if self.flip:
+            lf, ff = self._net(x.flip(-1))
+            logits = 0.5 * (logits + lf.flip(-1))
+            if feats is not None:
+                feats = 0.5 * (feats + ff.flip(-1))
+        return logits, feats
+
+    def _feature_score_maps(self, logits: torch.Tensor, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Feature scores at the logits' resolution (the score upsamples its feature-resolution map): {name: (B,h,w)}."""
+        from .scores import anomaly_score
+
+        return {s: anomaly_score(s, logits, features=feats, **self.score_kwargs[s]).float() for s in self.feature_scores}
+
+    def _whole(self, x: torch.Tensor, out_hw: tuple[int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Resize mode: x (B,3,H,W) normalised -> (logits (B,C,H,W), feature score maps (B,H,W))."""
+        if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
+            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
+        logits, feats = self._net_flip(x)
+        fmaps = self._feature_score_maps(logits, feats) if feats is not None else {}
+        if tuple(logits.shape[-2:]) != out_hw:
+            logits = F.interpolate(logits, size=out_hw, mode="bilinear", align_corners=False)
+        fmaps = {k: _resize_map(v, out_hw) for k, v in fmaps.items()}
+        return logits, fmaps
+
+    def _sliding(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Sliding-window mode over the full-resolution x (B,3,H,W) -> (logits (B,C,H,W), feature maps (B,H,W))."""
+        b, _, h, w = x.shape
+        wh, ww = self.sliding_window
+        ph, pw = max(0, wh - h), max(0, ww - w)
+        if ph or pw:  # image smaller than the window: zero-pad (= the mean colour after normalisation)
+            x = F.pad(x, (0, pw, 0, ph))
+        H, W = x.shape[-2:]
+        wh, ww = min(wh, H), min(ww, W)
+        weight = window_weights(wh, ww, self.window_weighting).to(self.device)
+        boxes = [(y, xx) for y in window_positions(H, wh, self.overlap) for xx in window_positions(W, ww, self.overlap)]
+        jobs = [(i, y, xx) for i in range(b) for (y, xx) in boxes]
+        logit_acc = None
+        fmap_acc = {s: torch.zeros(b, H, W, device=self.device) for s in self.feature_scores}
+        wsum = torch.zeros(H, W, device=self.device)
+        for y, xx in boxes:
+            wsum[y:y + wh, xx:xx + ww] += weight
+        for k in range(0, len(jobs), self.window_batch):
+            chunk = jobs[k:k + self.window_batch]
+            crops = torch.stack([x[i, :, y:y + wh, xx:xx + ww] for i, y, xx in chunk])
+            logits, feats = self._net_flip(crops)
+            fmaps = self._feature_score_maps(logits, feats) if feats is not None else {}
+            if tuple(logits.shape[-2:]) != (wh, ww):
+                logits = F.interpolate(logits, size=(wh, ww), mode="bilinear", align_corners=False)
+            if logit_acc is None:
+                logit_acc = torch.zeros(b, logits.shape[1], H, W, device=self.device)
+            for j, (i, y, xx) in enumerate(chunk):
+                logit_acc[i, :, y:y + wh, xx:xx + ww] += logits[j] * weight
+                for s, m in fmaps.items():
+                    fmap_acc[s][i, y:y + wh, xx:xx + ww] += _resize_map(m[j:j + 1], (wh, ww))[0] * weight
+        logits = (logit_acc / wsum)[..., :h, :w]
+        fmaps = {s: (m / wsum)[..., :h, :w] for s, m in fmap_acc.items()}
+        return logits, fmaps
+
+    # --------------------------------------------------------------------------------- public API
+    def _normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B,H,W,3) on the device -> normalised float32 (B,3,H,W) on the device."""
+        x = self.model.normalize(images)
+        if not torch.is_tensor(x):
+            x = torch.as_tensor(x)
+        return x.to(self.device, torch.float32)
+
+    @torch.no_grad()
+    def predict(self, images: np.ndarray | torch.Tensor, return_logits: bool = False) -> dict[str, torch.Tensor]:
+        """images: uint8 (B,H,W,3) (or one (H,W,3)) numpy/torch, all of one size.
+
+        Returns {score name: (B,H,W) float32 on the device, higher = more anomalous} and, with
+        ``return_logits``, "logits": (B,C,H,W) float32 at the image size.
+        """
+        from .scores import anomaly_score
+
+        t = torch.as_tensor(images)
+        if t.ndim == 3:
+            t = t[None]
+        if t.ndim != 4 or t.shape[-1] != 3 or t.dtype != torch.uint8:
+            raise ConfigError(f"images must be uint8 (B,H,W,3) RGB; got dtype {t.dtype} shape {tuple(t.shape)}")
+        start = time.perf_counter()
+        t = t.to(self.device, non_blocking=True)
+        x = self._normalize(t)
+        out_hw = tuple(x.shape[-2:])
+        if self.sliding_window is not None:
+            logits, fmaps = self._sliding(x)
+        else:
+            logits, fmaps = self._whole(x, out_hw)
+        out: dict[str, torch.Tensor] = {}
+        for s in self.scores:
+            if s in fmaps:
+                out[s] = fmaps[s].float()
+            else:
+                out[s] = anomaly_score(s, logits, **self.score_kwargs[s]).float()
+        if return_logits:
+            out["logits"] = logits
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self._seconds += time.perf_counter() - start
+        self._images += t.shape[0]
+        return out
+
+    def loader(self, dataset: Dataset, batch_size: int = 4, workers: int = 2, limit: int | None = None,
+               sampler: Sampler | None = None) -> DataLoader:
+        """DataLoader yielding lists of (samples, uint8 (b,H,W,3)) groups (see ``collate_samples``)."""
+        if limit is not None:
+            if sampler is not None:
+                raise ConfigError("pass either limit or sampler to Inference.run (apply the limit to the dataset first)")
+            if limit <= 0:
+                raise ConfigError(f"limit must be positive, got {limit}")
+            dataset = Subset(dataset, range(min(int(limit), len(dataset))))
+        if batch_size <= 0:
+            raise ConfigError(f"batch size must be positive, got {batch_size}")
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler, num_workers=max(0, workers),
+                          collate_fn=collate_samples, pin_memory=self.device.type == "cuda",
+                          persistent_workers=False)
+
+    def run(self, dataset: Dataset, batch_size: int = 4, workers: int = 2, limit: int | None = None,
+            sampler: Sampler | None = None, progress: bool = True,
+            return_logits: bool = False) -> Iterator[tuple[list[Sample], dict[str, torch.Tensor]]]:
+        """Iterate (samples, maps) per batch (maps as in ``predict``); mixed-size batches come as groups of one."""
+        from tqdm import tqdm
+
+        dl = self.loader(dataset, batch_size, workers, limit, sampler)
+        n = len(dl.sampler) if dl.sampler is not None else None
+        with tqdm(total=n, desc="inference", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+            for groups in dl:
+                for samples, images in groups:
+                    maps = self.predict(images, return_logits=return_logits)
+                    bar.update(len(samples))
+                    yield samples, maps
+
+
+def _resize_map(m: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """(B,h,w) float -> (B,H,W) float32 by bilinear interpolation (no-op when already that size)."""
+    if tuple(m.shape[-2:]) == tuple(hw):
+        return m.float()
+    return F.interpolate(m[:, None].float(), size=hw, mode="bilinear", align_corners=False)[:, 0]
