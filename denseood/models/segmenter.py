@@ -139,7 +139,7 @@ class Segmenter(nn.Module):
         dev = self.device
         was_float = t.is_floating_point()
         t = t.to(dev, non_blocking=True).float()
-        if was_float and t.numel() and 0 < float(t.max()) <= 1.0:
+        if was_float and t.numel() and 0 < float(t.detach().max()) <= 1.0:
             warnings.warn("normalize got float images with max <= 1; it expects values in 0..255 "
                           "(multiply 0..1 images by 255)", stacklevel=2)
         mean = torch.tensor(self.mean, device=dev, dtype=torch.float32).view(1, 3, 1, 1)

@@ -1,0 +1,171 @@
+"""Trainer: deterministic data plan, bit-exact resume, DDP == single process, bad input, CLI."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from denseood.errors import CheckpointError, ConfigError, DatasetError
+from denseood.train.trainer import StepBatchSampler, TrainConfig, Trainer, global_batch_plan
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    from denseood.data import synthetic
+
+    root = tmp_path_factory.mktemp("synth")
+    synthetic.write(root, n_train=6, n_val=2, seed=3, size=(64, 128), progress=False)
+    return root
+
+
+def tiny_cfg(root, out, **kw) -> TrainConfig:
+    base = dict(dataset="synthetic", root=str(root), out=str(out), arch="fpn", encoder="resnet18", negatives="flow",
+                steps=3, flow_pretrain_steps=1, batch_size=2, crop=48, lr=1e-3, workers=0, val_every=0, ckpt_every=2,
+                log_every=1, flow_levels=2, flow_steps=1, flow_hidden=8, neg_size=(8, 24), fit_stats=False, val_limit=2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_batch_plan_is_deterministic_and_split_over_ranks():
+    a = global_batch_plan(10, 4, step=7, seed=1)
+    assert a == global_batch_plan(10, 4, step=7, seed=1)
+    assert a != global_batch_plan(10, 4, step=8, seed=1)
+    # every index of an epoch appears once across consecutive steps
+    idx = [i for s in range(5) for i, _ in global_batch_plan(10, 4, s, seed=1)]
+    assert sorted(idx[:10]) == list(range(10))
+    # rank slices concatenate to the global batch
+    r0 = next(iter(StepBatchSampler(10, 4, 7, 8, 1, rank=0, world=2)))
+    r1 = next(iter(StepBatchSampler(10, 4, 7, 8, 1, rank=1, world=2)))
+    assert [(k[0], k[1]) for k in r0 + r1] == a
+    with pytest.raises(ConfigError, match="not divisible"):
+        StepBatchSampler(10, 3, 0, 1, 0, rank=0, world=2)
+
+
+def test_loss_normalisation_matches_reference_loss(synth_root, tmp_path):
+    """Single process: the trainer's globally normalised CE/JS equal the plain mean losses."""
+    from denseood.train.losses import nflowjs_segmenter_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 19, 8, 8)
+    labels = torch.randint(0, 19, (2, 8, 8))
+    labels[0, :2] = 255
+    neg = torch.zeros(2, 8, 8, dtype=torch.bool)
+    neg[1, 3:5, 3:5] = True
+    labels[neg] = 255
+    total, terms = nflowjs_segmenter_loss(logits, labels, neg, lam=0.03)
+    from denseood.scores.jsd import js_divergence_to_uniform
+
+    ce = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255, reduction="sum") / (labels != 255).sum()
+    js = (js_divergence_to_uniform(logits) * neg).sum() / neg.sum()
+    assert float(total) == pytest.approx(float(ce + 0.03 * js), rel=1e-5)
+
+
+def test_resume_reproduces_next_step_exactly(synth_root, tmp_path):
+    """Run A: 3 joint steps straight. Run B: stop after the step-2 checkpoint, resume, run the rest: same losses."""
+    cfg_a = tiny_cfg(synth_root, tmp_path / "a")
+    ta = Trainer(cfg_a, progress=False)
+    ta.fit()
+    hist_a = [h for h in ta.history if "loss" in h or "flow_bpd" in h]
+
+    cfg_b = tiny_cfg(synth_root, tmp_path / "b")
+    tb = Trainer(cfg_b, progress=False)
+    tb.fit(max_steps=2)          # flow pre-train step + 1 joint step, checkpoint at step 2
+    assert (tmp_path / "b" / "last.pt").is_file()
+    del tb
+    tc = Trainer(tiny_cfg(synth_root, tmp_path / "b"), resume=True, progress=False)
+    assert tc.step == 2
+    tc.fit()
+    hist_b = [h for h in tc.history if "loss" in h or "flow_bpd" in h]
+    assert len(hist_a) == len(hist_b) == cfg_a.total_steps
+    for ha, hb in zip(hist_a, hist_b):
+        assert ha["step"] == hb["step"]
+        for k in ("loss", "ce", "js", "flow_bpd"):
+            if k in ha:
+                assert ha[k] == hb[k], (k, ha, hb)       # bit-exact, not approx
+    # the flow really was trained jointly (its NLL was logged in the joint phase)
+    assert any("flow_bpd" in h and h["phase"] == "joint" for h in hist_a)
+
+
+def test_checkpoint_is_loadable_by_eval_loader(synth_root, tmp_path):
+    from denseood.models.segmenter import load_checkpoint
+
+    t = Trainer(tiny_cfg(synth_root, tmp_path / "r", steps=2, fit_stats=True, stats_batches=1), progress=False)
+    t.fit()
+    m = load_checkpoint(tmp_path / "r" / "model.pt", num_classes=19, class_set="cityscapes")
+    assert m.num_classes == 19 and "sml_mean" in m.stats and "maha_precision" in m.stats
+    assert (tmp_path / "r" / "flow_samples.png").is_file()
+    assert (tmp_path / "r" / "config.yaml").is_file()
+
+
+def test_crop_larger_than_images(synth_root, tmp_path):
+    with pytest.raises(ConfigError, match="crop 200 is larger than the images"):
+        Trainer(tiny_cfg(synth_root, tmp_path / "x", crop=200), progress=False)
+
+
+def test_init_with_other_class_set(synth_root, tmp_path):
+    from denseood.models.segmenter import create_segmenter, save_checkpoint
+
+    ck = save_checkpoint(create_segmenter("fpn", "resnet18", 12), tmp_path / "sh.pt")
+    with pytest.raises(CheckpointError, match="12"):
+        Trainer(tiny_cfg(synth_root, tmp_path / "x", init=str(ck)), progress=False)
+
+
+def test_labels_outside_train_ids(tmp_path):
+    """A Cityscapes-layout set whose labelTrainIds hold 40 -> error naming the frame/file and the value."""
+    from denseood.io import write_image, write_png
+
+    for i in range(2):
+        img = np.full((64, 96, 3), 100, np.uint8)
+        lab = np.zeros((64, 96), np.uint8)
+        lab[:4, :4] = 40
+        d = tmp_path / "cs"
+        write_image(d / "leftImg8bit/train/x" / f"x_000000_00000{i}_leftImg8bit.png", img)
+        write_png(d / "gtFine/train/x" / f"x_000000_00000{i}_gtFine_labelTrainIds.png", lab)
+        lid = np.full((64, 96), 7, np.uint8)
+        write_png(d / "gtFine/train/x" / f"x_000000_00000{i}_gtFine_labelIds.png", lid)
+    cfg = TrainConfig(dataset="cityscapes", root=str(tmp_path / "cs"), out=str(tmp_path / "o"), negatives="none",
+                      steps=1, batch_size=1, crop=32, workers=0, val_every=0, fit_stats=False)
+    with pytest.raises(DatasetError, match="40"):
+        Trainer(cfg, progress=False).fit()
+
+
+def test_bad_negatives_spec(synth_root, tmp_path):
+    with pytest.raises(ConfigError, match="paste:DIR"):
+        Trainer(tiny_cfg(synth_root, tmp_path / "x", negatives="gan"), progress=False)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_single_process(synth_root, tmp_path):
+    """torchrun --nproc_per_node 2 (gloo, CPU) logs the same losses as one process with the same global batch.
+
+    Unet: a model without dropout (dropout masks are drawn per rank batch and cannot match one process);
+    frozen BatchNorm (SyncBatchNorm is CUDA-only).
+    """
+    common = ["--dataset", "synthetic", "--root", str(synth_root), "--negatives", "flow", "--steps", "2", "--arch", "unet",
+              "--batch-size", "2", "--crop", "48", "--device", "cpu",
+              "--set", "flow_pretrain_steps=1", "--set", "workers=0", "--set", "val_every=0", "--set", "log_every=1",
+              "--set", "freeze_bn=true", "--set", "fit_stats=false", "--set", "flow_levels=2", "--set", "flow_steps=1",
+              "--set", "flow_hidden=8", "--set", "neg_size=[8, 24]", "--set", "ckpt_every=100"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "denseood", "train", *common, "--out", str(tmp_path / "one")],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                          "-m", "denseood", "train", *common, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    h1 = json.loads((tmp_path / "one" / "summary.json").read_text())["history"]
+    h2 = json.loads((tmp_path / "two" / "summary.json").read_text())["history"]
+    assert len(h1) == len(h2) == 3
+    for a, b in zip(h1, h2):
+        for k in ("loss", "ce", "js", "flow_bpd"):
+            if k in a:
+                assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-7), (k, a, b)
