@@ -30,8 +30,8 @@ class DemoSizes:
     segment_images: int
 
 
-FULL = DemoSizes(size=(192, 384), n_train=120, n_val=30, steps=700, flow_pretrain_steps=150, batch_size=8, crop=160,
-                 prompter_steps=150, segment_images=6)
+FULL = DemoSizes(size=(128, 256), n_train=80, n_val=20, steps=300, flow_pretrain_steps=100, batch_size=8, crop=128,
+                 prompter_steps=100, segment_images=6)
 QUICK = DemoSizes(size=(64, 128), n_train=8, n_val=4, steps=6, flow_pretrain_steps=2, batch_size=2, crop=64,
                   prompter_steps=2, segment_images=2)
 
@@ -85,7 +85,8 @@ def run_demo(out: str | Path = "demo_out", weights: str | Path = "weights/demo.p
     print(f"[3/4] evaluating msp, maxlogit, energy, entropy, sml, jsd on the synthetic evaluation split -> {eval_dir}")
     rc = cli_main(["eval", "--dataset", "synthetic", "--root", str(data_root), "--checkpoint", str(weights),
                    "--score", "msp,maxlogit,energy,entropy,sml,jsd", "--out", str(eval_dir), "--overwrite",
-                   "--s2m", "--prompter", "auto", "--prompt-model", "grabcut", "--workers", "0"])
+                   "--s2m", "--prompter", "auto", "--prompt-model", "grabcut", "--workers", "0",
+                   "--min-segment-size", "50", "--min-instance-size", "10"])
     if rc:
         raise SystemExit(rc)
     print((eval_dir / "results.md").read_text())
