@@ -1,0 +1,32 @@
+"""S2M: anomaly maps -> box/point prompts -> promptable mask model -> whole OOD objects.
+
+``prompts`` (PeakPrompter, LearnedPrompter, train_prompter), ``promptable`` (SamBackend, GrabCutBackend),
+``pipeline`` (S2M, S2MResult, build_s2m), ``evaluate`` (S2MEval), ``tool`` (``denseood segment``).
+Imported lazily so that ``import denseood.s2m`` stays cheap.
+"""
+from __future__ import annotations
+
+_EXPORTS = {
+    "Prompts": "denseood.s2m.prompts",
+    "PeakPrompter": "denseood.s2m.prompts",
+    "LearnedPrompter": "denseood.s2m.prompts",
+    "train_prompter": "denseood.s2m.prompts",
+    "PromptableSegmenter": "denseood.s2m.promptable",
+    "SamBackend": "denseood.s2m.promptable",
+    "GrabCutBackend": "denseood.s2m.promptable",
+    "build_prompt_model": "denseood.s2m.promptable",
+    "S2M": "denseood.s2m.pipeline",
+    "S2MResult": "denseood.s2m.pipeline",
+    "build_s2m": "denseood.s2m.pipeline",
+    "S2MEval": "denseood.s2m.evaluate",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'denseood.s2m' has no attribute {name!r}")

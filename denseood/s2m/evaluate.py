@@ -1,0 +1,124 @@
+"""S2M evaluation beside the anomaly-score rows of ``denseood eval --s2m``.
+
+Rows of :meth:`S2MEval.compute`:
+
+- ``"s2m"``: object metrics of the S2M instance masks (ObjectMetrics: iou, sIoU, PPV, mean_F1, ...) plus the
+  pixel metrics (ap, fpr95, auroc) of the object-refined anomaly map (see denseood.s2m.pipeline).
+- ``"threshold@bestF1"``: the same object metrics for the anomaly map thresholded at its best-F1 pixel
+  threshold, each 8-connected component of ``map >= t`` being one object (components smaller than
+  ``min_segment_size`` dropped, as in the SMIYC component metrics). The threshold is chosen on the ground truth
+  of the evaluated frames themselves, so it is an oracle: an upper bound for any fixed threshold.
+
+Two passes: ``update`` runs S2M and accumulates everything that needs no threshold; it also caches each
+frame's anomaly map as float16 and its mask to a temporary folder. The raw-map PixelMetrics see the same
+float16-rounded values, so the best-F1 threshold and the replayed pixel decisions agree exactly (the raw
+pixel AP / FPR95 in the baseline row are those of the fp16-rounded maps). ``compute`` gets the threshold
+and replays the cached frames. DDP: each rank caches its own frames; every metric reduces across ranks inside ``compute``,
+which is collective (every rank must call it).
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..errors import DenseOODError
+
+
+class S2MEval:
+    """Accumulate S2M and thresholded-baseline object metrics. pixel_mode: PixelMetrics mode for the best-F1
+    threshold and the refined map's pixel metrics."""
+
+    def __init__(self, s2m: Any, min_segment_size: int = 500, min_instance_size: int = 100,
+                 pixel_mode: str = "streaming", cache_dir: str | Path | None = None) -> None:
+        from ..eval import ObjectMetrics, PixelMetrics
+
+        self.s2m = s2m
+        self.min_segment_size = int(min_segment_size)
+        self.min_instance_size = int(min_instance_size)
+        self.objects = ObjectMetrics(min_instance_size=self.min_instance_size)
+        self.refined_pixels = PixelMetrics(mode=pixel_mode)
+        self.raw_pixels = PixelMetrics(mode=pixel_mode)
+        self._tmp = Path(tempfile.mkdtemp(prefix="denseood-s2m-", dir=cache_dir))
+        self._n = 0
+        self._n_objects = 0
+        self._seconds = 0.0
+
+    def update(self, image: np.ndarray, anomaly_map: np.ndarray, ood_mask: np.ndarray) -> Any:
+        """image (H,W,3) uint8, anomaly_map (H,W) float raw scores, ood_mask (H,W) uint8 0/1/255. Returns the
+        S2MResult of the frame."""
+        a = np.asarray(anomaly_map, np.float32)
+        m = np.asarray(ood_mask, np.uint8)
+        if a.shape != m.shape:
+            raise DenseOODError(f"S2MEval.update: anomaly map {a.shape} and ood_mask {m.shape} differ in size")
+        res = self.s2m.segment_from_map(image, a)
+        self.objects.update(res.instances, m)
+        self.refined_pixels.update(res.refined_map, m)
+        a16 = a.astype(np.float16)
+        self.raw_pixels.update(a16.astype(np.float32), m)  # the threshold is chosen on exactly the cached values
+        np.save(self._tmp / f"map_{self._n}.npy", a16)
+        np.save(self._tmp / f"mask_{self._n}.npy", m)
+        self._n += 1
+        self._n_objects += len(res)
+        self._seconds += float(res.timing.get("total", 0.0))
+        return res
+
+    def threshold_instances(self, anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
+        """(H,W) int32 8-connected components of ``map >= threshold`` (the side at which PixelMetrics counts a
+        pixel as predicted anomalous, so its best F1 is reproduced) with >= min_segment_size px, ids 1..K."""
+        n, lab = cv2.connectedComponents((np.asarray(anomaly_map) >= threshold).astype(np.uint8), connectivity=8)
+        if n <= 1:
+            return np.zeros(lab.shape, np.int32)
+        size = np.bincount(lab.ravel(), minlength=n)
+        keep = size >= max(self.min_segment_size, 1)
+        keep[0] = False
+        lut = np.zeros(n, np.int32)
+        lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+        return lut[lab]
+
+    def compute(self) -> dict[str, dict]:
+        """{"s2m": {...}, "threshold@bestF1": {...}} (collective under torch.distributed)."""
+        from ..eval import ObjectMetrics
+
+        from .. import dist
+
+        raw = self.raw_pixels.compute()
+        thr = float(raw["best_f1_threshold"])
+        s2m = dict(self.objects.compute())
+        ref = self.refined_pixels.compute()
+        for k in ("ap", "fpr95", "auroc", "best_f1"):
+            s2m[f"pixel_{k}"] = ref[k]
+        n_obj = int(sum(dist.all_gather_object(self._n_objects)))
+        secs = float(sum(dist.all_gather_object(self._seconds)))
+        n_img = int(s2m["n_images"])
+        s2m.update(objects_per_image=n_obj / max(n_img, 1), seconds_per_image=secs / max(n_img, 1))
+        base = ObjectMetrics(min_instance_size=self.min_instance_size)
+        for i in range(self._n):
+            a = np.load(self._tmp / f"map_{i}.npy").astype(np.float32)
+            m = np.load(self._tmp / f"mask_{i}.npy")
+            base.update(self.threshold_instances(a, thr), m)
+        b = dict(base.compute())
+        for k in ("ap", "fpr95", "auroc", "best_f1"):
+            b[f"pixel_{k}"] = raw[k]
+        b["threshold"] = thr
+        return {"s2m": s2m, "threshold@bestF1": b}
+
+    def close(self) -> None:
+        """Delete the frame cache."""
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> "S2MEval":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass

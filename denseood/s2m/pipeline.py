@@ -1,0 +1,291 @@
+"""S2M pipeline: image -> segmenter -> anomaly map -> prompts -> promptable mask model -> whole OOD objects.
+
+Per image the output (:class:`S2MResult`) holds the instance map, the object masks, boxes and scores and an
+"object-refined" anomaly map that pixel metrics can score.
+
+Object score = mean RAW anomaly score (the segmenter's score, e.g. JSD in nats) inside the object's mask, so
+scores are comparable across images (not normalised per image).
+
+Refined map rule: pixels of object k take object k's score; every other pixel keeps its anomaly score
+down-weighted by ``f(a) = a - (1 - outside_weight) * |a|`` (= ``outside_weight * a`` for non-negative
+scores). f is continuous and strictly increasing, so outside the objects the ranking of pixels is that of the
+anomaly map, while pixels no object claims are pushed below comparable pixels inside objects.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from .promptable import PromptableSegmenter, build_prompt_model, resolve_device, resolve_dtype
+from .prompts import LearnedPrompter, PeakPrompter, Prompts
+
+
+@dataclass
+class S2MResult:
+    """S2M output of one image.
+
+    instances: (H,W) int32, 0 = background, ids 1..N in descending object-score order; where masks overlap the
+        higher-scoring object wins. masks: (N,H,W) bool full masks (before overlap resolution), row i = id i+1.
+    boxes: (N,4) float32 xyxy tight boxes of the masks (x1, y1 exclusive). scores: (N,) float32 object scores
+        (mean raw anomaly inside the mask). quality: (N,) mask-model quality. anomaly_map: (H,W) float32 raw.
+    refined_map: (H,W) float32 (see the module docstring). prompts: the prompts given to the mask model.
+    timing: seconds per stage ("segmenter" (amortised over the batch), "prompts", "masks", "post", "total").
+    """
+
+    instances: np.ndarray
+    masks: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    quality: np.ndarray
+    anomaly_map: np.ndarray
+    refined_map: np.ndarray
+    prompts: Prompts
+    timing: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @property
+    def areas(self) -> np.ndarray:
+        """(N,) int64 visible pixels of each object in ``instances``."""
+        return np.bincount(self.instances.ravel(), minlength=len(self) + 1)[1:].astype(np.int64)
+
+
+def mask_iou_matrix(masks: np.ndarray) -> np.ndarray:
+    """(N,H,W) bool -> (N,N) float64 mask IoU."""
+    n = len(masks)
+    if n == 0:
+        return np.zeros((0, 0))
+    flat = masks.reshape(n, -1).astype(np.float32)
+    inter = flat @ flat.T
+    area = np.diag(inter)
+    union = area[:, None] + area[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0).astype(np.float64)
+
+
+def mask_boxes(masks: np.ndarray) -> np.ndarray:
+    """(N,H,W) bool -> (N,4) float32 tight xyxy boxes (exclusive ends); zeros for empty masks."""
+    out = np.zeros((len(masks), 4), np.float32)
+    for i, m in enumerate(masks):
+        ys = np.flatnonzero(m.any(1))
+        xs = np.flatnonzero(m.any(0))
+        if len(ys):
+            out[i] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
+    return out
+
+
+def refine_map(anomaly_map: np.ndarray, instances: np.ndarray, scores: np.ndarray, outside_weight: float = 0.5) -> np.ndarray:
+    """Object-refined map: instance i's pixels -> scores[i-1]; others f(a) = a - (1 - w) |a| (module docstring)."""
+    a = np.asarray(anomaly_map, np.float32)
+    out = (a - (1.0 - outside_weight) * np.abs(a)).astype(np.float32)
+    if len(scores):
+        lut = np.concatenate([[0.0], np.asarray(scores, np.float32)]).astype(np.float32)
+        inside = instances > 0
+        out[inside] = lut[instances[inside]]
+    return out
+
+
+def assemble(masks: np.ndarray, obj_scores: np.ndarray, nms_iou: float, min_area: int) -> tuple[np.ndarray, np.ndarray]:
+    """Order by score, mask-IoU NMS, paint the instance map (higher score wins overlaps), drop objects left
+    with fewer than ``min_area`` visible pixels. Returns (kept indices in id order, instances (H,W) int32)."""
+    h, w = masks.shape[1:] if masks.ndim == 3 else (0, 0)
+    inst = np.zeros((h, w), np.int32)
+    if len(masks) == 0:
+        return np.zeros(0, np.int64), inst
+    order = np.argsort(-obj_scores, kind="stable")
+    ious = mask_iou_matrix(masks)
+    kept: list[int] = []
+    for i in order:
+        if masks[i].sum() < max(min_area, 1):
+            continue
+        if any(ious[i, j] > nms_iou for j in kept):
+            continue
+        kept.append(int(i))
+    final: list[int] = []
+    for i in kept:
+        vis = masks[i] & (inst == 0)
+        if vis.sum() < max(min_area, 1):
+            continue
+        final.append(i)
+        inst[vis] = len(final)
+    return np.asarray(final, np.int64), inst
+
+
+class S2M:
+    """Segment every OOD object.
+
+    segmenter: a denseood Segmenter (None: only :meth:`segment_from_map` can be used). prompter: a
+    :class:`PeakPrompter` / :class:`LearnedPrompter` (any callable map, image -> Prompts). mask_model: a
+    PromptableSegmenter (SamBackend / GrabCutBackend). score: anomaly score name. device/dtype: shared by the
+    segmenter (via denseood.infer.Inference) and the mask model's setting. nms_iou: mask-IoU above which the
+    lower-scoring of two masks is dropped. min_area: objects with fewer pixels are dropped. input_size: as in
+    Inference ("model" = the checkpoint's training size). outside_weight: see :func:`refine_map`.
+    """
+
+    def __init__(self, segmenter: Any, prompter: Any, mask_model: PromptableSegmenter, *, score: str = "jsd",
+                 device: str | torch.device = "auto", dtype: str | torch.dtype = "auto", nms_iou: float = 0.5,
+                 min_area: int = 16, input_size: Any = "model", outside_weight: float = 0.5, batch_size: int = 2) -> None:
+        if not 0.0 < outside_weight <= 1.0:
+            raise ConfigError(f"outside_weight must be in (0, 1], got {outside_weight}")
+        self.segmenter = segmenter
+        self.prompter = prompter
+        self.mask_model = mask_model
+        self.score = score
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.nms_iou = float(nms_iou)
+        self.min_area = int(min_area)
+        self.input_size = input_size
+        self.outside_weight = float(outside_weight)
+        self.batch_size = max(1, int(batch_size))
+        self._engine = None
+
+    # -- anomaly maps
+    def _inference(self):
+        if self._engine is None:
+            if self.segmenter is None:
+                raise ConfigError("this S2M has no segmenter; use segment_from_map(image, anomaly_map)")
+            from ..infer import Inference, dtype_name
+
+            self._engine = Inference(self.segmenter, scores=(self.score,), device=str(self.device),
+                                     dtype=dtype_name(self.dtype), input_size=self.input_size)
+        return self._engine
+
+    def anomaly_maps(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
+        """Raw maps (H,W) float32 for uint8 (H,W,3) images (same-size runs batched) and seconds per image."""
+        eng = self._inference()
+        maps: list[np.ndarray | None] = [None] * len(images)
+        secs = [0.0] * len(images)
+        i = 0
+        while i < len(images):
+            j = i + 1
+            while j < len(images) and j - i < self.batch_size and images[j].shape == images[i].shape:
+                j += 1
+            t0 = time.perf_counter()
+            out = eng.predict(np.stack([np.asarray(im) for im in images[i:j]]))[self.score].float().cpu().numpy()
+            dt = (time.perf_counter() - t0) / (j - i)
+            for k in range(i, j):
+                maps[k] = out[k - i].astype(np.float32)
+                secs[k] = dt
+            i = j
+        return maps, secs  # type: ignore[return-value]
+
+    def __call__(self, images: Sequence[np.ndarray] | np.ndarray) -> list[S2MResult]:
+        """images: list of uint8 (H,W,3) RGB (any sizes) or one such image / a (B,H,W,3) array. One result each."""
+        if isinstance(images, np.ndarray):
+            images = [images] if images.ndim == 3 else list(images)
+        for k, im in enumerate(images):
+            if not (isinstance(im, np.ndarray) and im.ndim == 3 and im.shape[2] == 3 and im.dtype == np.uint8):
+                raise ConfigError(f"S2M: image {k} must be a (H,W,3) uint8 RGB array, got "
+                                  f"{getattr(im, 'shape', None)} {getattr(im, 'dtype', type(im).__name__)}")
+        maps, secs = self.anomaly_maps(images)
+        out = []
+        for im, m, s in zip(images, maps, secs):
+            r = self.segment_from_map(im, m)
+            r.timing["segmenter"] = s
+            r.timing["total"] += s
+            out.append(r)
+        return out
+
+    def segment_from_map(self, image: np.ndarray, anomaly_map: np.ndarray) -> S2MResult:
+        """image (H,W,3) uint8 + precomputed raw anomaly map (H,W) float -> :class:`S2MResult`."""
+        image = np.asarray(image)
+        a = np.asarray(anomaly_map, np.float32)
+        if a.shape != image.shape[:2]:
+            raise ConfigError(f"S2M: anomaly map {a.shape} does not match the image {image.shape[:2]}")
+        t0 = time.perf_counter()
+        prompts = self.prompter(a, image)
+        t1 = time.perf_counter()
+        if len(prompts):
+            masks, quality = self.mask_model.predict(image, prompts.boxes, (prompts.points, prompts.point_labels))
+            masks = np.asarray(masks, bool)
+        else:
+            masks, quality = np.zeros((0,) + a.shape, bool), np.zeros(0, np.float32)
+        t2 = time.perf_counter()
+        obj = np.array([float(a[m].mean()) if m.any() else -np.inf for m in masks], np.float32)
+        keep, inst = assemble(masks, obj, self.nms_iou, self.min_area)
+        masks, obj = masks[keep], obj[keep]
+        quality = np.asarray(quality, np.float32)[keep]
+        result = S2MResult(instances=inst, masks=masks, boxes=mask_boxes(masks), scores=obj, quality=quality,
+                           anomaly_map=a, refined_map=refine_map(a, inst, obj, self.outside_weight),
+                           prompts=prompts, timing={})
+        t3 = time.perf_counter()
+        result.timing = {"segmenter": 0.0, "prompts": t1 - t0, "masks": t2 - t1, "post": t3 - t2, "total": t3 - t0}
+        return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _checkpoint_extra(model: Any, checkpoint: str | Path | None) -> dict:
+    if checkpoint is not None:
+        from ..models.segmenter import read_checkpoint
+
+        return dict(read_checkpoint(checkpoint).get("extra") or {})
+    meta = getattr(model, "checkpoint_meta", None) or {}
+    if isinstance(meta.get("extra"), dict):
+        return dict(meta["extra"])
+    path = getattr(model, "checkpoint_path", None)
+    if path is not None and Path(path).is_file():
+        from ..models.segmenter import read_checkpoint
+
+        return dict(read_checkpoint(path).get("extra") or {})
+    return {}
+
+
+def build_prompter(spec: str, extra: dict, score: str, device: torch.device, where: str = "the checkpoint") -> Any:
+    """"peak" | "learned" | "auto" | PATH of a prompter file -> a prompter (see :func:`build_s2m`)."""
+    spec = str(spec)
+    if spec == "peak":
+        return PeakPrompter()
+    if spec in ("learned", "auto"):
+        st = extra.get("prompter")
+        if st is None:
+            if spec == "learned":
+                raise ConfigError(f"--prompter learned: {where} holds no learned prompter; train one with "
+                                  f"`denseood train-prompter --checkpoint CKPT --root DATA` or use --prompter peak")
+            print("note: the checkpoint has no learned prompter (train one with `denseood train-prompter`); "
+                  "using the training-free peak prompter", file=sys.stderr)
+            return PeakPrompter()
+        prompter = LearnedPrompter.from_state(st, device=device, source=f"{where} extra['prompter']")
+    elif spec.endswith((".pt", ".pth")) or Path(spec).is_file():
+        prompter = LearnedPrompter.load(spec, device=device)
+    else:
+        raise ConfigError(f"unknown --prompter {spec!r}; use learned, peak, auto or the path of a prompter file")
+    if prompter.score_name != score:
+        raise ConfigError(f"the learned prompter was trained on '{prompter.score_name}' maps but the score is "
+                          f"'{score}'; use --score {prompter.score_name}, retrain it with --score {score}, or "
+                          f"use --prompter peak")
+    return prompter
+
+
+def build_s2m(model: Any, prompter: str = "auto", prompt_model: str = "grabcut", device: Any = "auto",
+              dtype: Any = "auto", score: str = "jsd", *, checkpoint: str | Path | None = None,
+              input_size: Any = "model", **kw: Any) -> S2M:
+    """Assemble an :class:`S2M` from a checkpoint.
+
+    model: a Segmenter or the path of a checkpoint. prompter: "learned" (the checkpoint's ``extra["prompter"]``,
+    ConfigError when missing), "peak", "auto" (learned when present, else peak with a printed note) or the
+    path of a prompter file written by ``denseood train-prompter --out``. prompt_model: "grabcut" |
+    "sam:TYPE:PATH". checkpoint: where to read ``extra`` when ``model`` is a Segmenter object.
+    """
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if isinstance(model, (str, Path)):
+        from ..models.segmenter import load_checkpoint
+
+        checkpoint = Path(model)
+        model = load_checkpoint(checkpoint, map_location="cpu")
+    extra = _checkpoint_extra(model, checkpoint)
+    where = f"checkpoint {checkpoint}" if checkpoint is not None else "the checkpoint"
+    p = build_prompter(prompter, extra, score, dev, where)
+    names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    mm = build_prompt_model(prompt_model, device=str(dev), dtype=names[dt])
+    return S2M(model, p, mm, score=score, device=dev, dtype=dt, input_size=input_size, **kw)
