@@ -199,7 +199,7 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
                         write_png(out / "maps" / s / _with_suffix(rel, ".png"),
                                   blend(smp.image, heatmap(maps_np[s][j]), alpha=0.6))
                 if s2m_eval is not None:
-                    s2m_eval.update(smp.image, maps_np[scores[0]][j].astype(np.float32), smp.ood_mask)
+                    s2m_eval.update(smp.image, maps_np[s2m.score][j].astype(np.float32), smp.ood_mask)
             n_local += len(samples)
 
         n_total = int(sum(dist.all_gather_object(n_local)))
@@ -271,6 +271,7 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
                                  "metrics": "none: this split has no anomaly labels"}
     if s2m_results is not None:
         results["s2m"] = s2m_results
+        results["s2m_score"] = s2m.score
     if save_maps:
         results["maps"] = str(out / "maps")
 
@@ -323,8 +324,8 @@ def results_markdown(results: dict) -> str:
     mem = "peak GPU memory allocated" if results.get("peak_mem_kind") == "cuda_max_allocated" else "peak process RSS"
     text = head + "\n".join(rows) + f"\n\nimages/s over all ranks (inference only); peak memory = {mem}.\n"
     if results.get("s2m"):
-        first = next(iter(results["scores"]), "")
-        text += (f"\n## S2M objects (on the {first} map)\n\n| method | IoU % | sIoU % | PPV % | mean F1 % | pixel AP % |\n"
+        used = results.get("s2m_score") or next(iter(results["scores"]), "")
+        text += (f"\n## S2M objects (on the {used} map)\n\n| method | IoU % | sIoU % | PPV % | mean F1 % | pixel AP % |\n"
                  "|---|---:|---:|---:|---:|---:|\n")
         for name, m in results["s2m"].items():
             if isinstance(m, dict):
@@ -361,7 +362,7 @@ def main(args) -> int:
         dataset = open_dataset(args.dataset, args.root, args.split, **sizes)
         model = load_checkpoint(args.checkpoint, map_location="cpu", num_classes=dataset.num_classes,
                                 class_set=dataset.class_set)
-        s2m = _build_s2m(args, model, scores[0], input_size) if args.s2m else None
+        s2m = _build_s2m(args, model, _s2m_score(args, scores), input_size) if args.s2m else None
         res = evaluate(dataset, model, scores, args.out, protocol=protocol, batch_size=args.batch_size,
                        workers=args.workers, limit=args.limit, device=args.device, dtype=args.dtype,
                        input_size=input_size, sliding_window=sliding, overlap=getattr(args, "overlap", 1 / 3),
@@ -375,6 +376,18 @@ def main(args) -> int:
         if started:
             dist.cleanup()
     return 0
+
+
+def _s2m_score(args, scores: list[str]) -> str:
+    """The score whose maps feed S2M: the stored learned prompter's own score when it was requested, else ``jsd``
+    when requested, else the first requested score."""
+    if args.prompter in ("learned", "auto"):
+        from ..models.segmenter import read_checkpoint
+
+        meta = read_checkpoint(args.checkpoint).get("extra", {}).get("prompter", {}).get("meta", {})
+        if meta.get("score") in scores:
+            return meta["score"]
+    return "jsd" if "jsd" in scores else scores[0]
 
 
 def _build_s2m(args, model, score: str, input_size: Any):
