@@ -93,14 +93,24 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, quality: int = 95) -> 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as (H,W,3) uint8 RGB. Raises DatasetError naming the file if missing or unreadable."""
+    img = _decode_image(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _decode_image(path: str | os.PathLike, flags: int) -> np.ndarray:
+    """cv2.imdecode of ``path`` with ``flags``; DatasetError naming the file when missing or undecodable.
+
+    EXIF orientation is ignored by the callers (IMREAD_IGNORE_ORIENTATION / IMREAD_UNCHANGED) so that images stay
+    aligned pixel for pixel with their label PNGs.
+    """
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"image file not found: {path}")
     data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    img = cv2.imdecode(data, flags) if data.size else None
     if img is None:
         raise DatasetError(f"cannot decode image file {path} (corrupt or not an image); re-extract or remove it")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
 
 
 def read_label(path: str | os.PathLike) -> np.ndarray:
@@ -150,13 +160,7 @@ def read_image_alpha(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | 
 
     16-bit images are scaled to 8 bit. Raises DatasetError naming the file if missing or unreadable.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"image file not found: {path}")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
-        raise DatasetError(f"cannot decode image file {path} (corrupt or not an image); re-extract or remove it")
+    img = _decode_image(path, cv2.IMREAD_UNCHANGED)
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
     if img.dtype != np.uint8:

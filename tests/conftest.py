@@ -12,3 +12,13 @@ torch.set_num_threads(2)
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tests that time things or run beside a torchrun subprocess: on a 2-core machine,
+    2 threads per process oversubscribe the cores and run many times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

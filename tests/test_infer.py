@@ -15,14 +15,7 @@ from denseood.models.segmenter import create_segmenter
 H, W = 64, 128
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core test machine, 2 threads per process oversubscribe the cores
-    and run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def np_jsd_score(logits: np.ndarray) -> np.ndarray:

@@ -95,6 +95,25 @@ class NegativeSource:
         return []
 
 
+def _sample_boxes(b: int, h: int, w: int, size_range: tuple[int, int], multiple: int,
+                  per_image: int | tuple[int, int], p: float, generator: torch.Generator | None) -> list[list[Box]]:
+    """Random paste boxes (xyxy, exclusive end) per image: sides from ``size_range`` clipped to the image and rounded
+    to ``multiple``; each image gets negatives with probability ``p``, ``per_image`` of them."""
+    hs = _size_choices(*size_range, h, multiple, "height")
+    ws = _size_choices(*size_range, w, multiple, "width")
+    boxes: list[list[Box]] = []
+    for _ in range(b):
+        row: list[Box] = []
+        if p >= 1.0 or _rand(generator) < p:
+            for _ in range(_count(per_image, generator)):
+                ph = hs[_randint(0, len(hs) - 1, generator)]
+                pw = ws[_randint(0, len(ws) - 1, generator)]
+                y0, x0 = _randint(0, h - ph, generator), _randint(0, w - pw, generator)
+                row.append((x0, y0, x0 + pw, y0 + ph))
+        boxes.append(row)
+    return boxes
+
+
 class FlowNegatives(NegativeSource):
     """Synthetic negatives sampled from a jointly trained :class:`PatchFlow` (NFlowJS).
 
@@ -114,20 +133,7 @@ class FlowNegatives(NegativeSource):
         return list(self.flow.parameters())
 
     def _boxes(self, b: int, h: int, w: int, generator: torch.Generator | None) -> list[list[Box]]:
-        d = self.flow.downsampling
-        hs = _size_choices(*self.size_range, h, d, "height")
-        ws = _size_choices(*self.size_range, w, d, "width")
-        boxes: list[list[Box]] = []
-        for _ in range(b):
-            row: list[Box] = []
-            if self.p >= 1.0 or _rand(generator) < self.p:
-                for _ in range(_count(self.per_image, generator)):
-                    ph = hs[_randint(0, len(hs) - 1, generator)]
-                    pw = ws[_randint(0, len(ws) - 1, generator)]
-                    y0, x0 = _randint(0, h - ph, generator), _randint(0, w - pw, generator)
-                    row.append((x0, y0, x0 + pw, y0 + ph))
-            boxes.append(row)
-        return boxes
+        return _sample_boxes(b, h, w, self.size_range, self.flow.downsampling, self.per_image, self.p, generator)
 
     @staticmethod
     def _by_size(boxes: list[list[Box]]) -> dict[tuple[int, int], list[tuple[int, Box]]]:
@@ -241,25 +247,17 @@ class PasteNegatives(NegativeSource):
               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         _check_batch(images, labels)
         b, _, h, w = images.shape
-        hs = _size_choices(*self.size_range, h, 1, "height")
-        ws = _size_choices(*self.size_range, w, 1, "width")
         out = images.clone()
         mask = torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
-        boxes: list[list[Box]] = []
-        for i in range(b):
-            row: list[Box] = []
-            if self.p >= 1.0 or _rand(generator) < self.p:
-                for _ in range(_count(self.per_image, generator)):
-                    ph = hs[_randint(0, len(hs) - 1, generator)]
-                    pw = ws[_randint(0, len(ws) - 1, generator)]
-                    y0, x0 = _randint(0, h - ph, generator), _randint(0, w - pw, generator)
-                    rgb, m = self._patch(ph, pw, generator)
-                    patch = torch.from_numpy(rgb).permute(2, 0, 1).to(out.device, out.dtype) / 255.0
-                    mt = torch.from_numpy(m).to(out.device)
-                    out[i, :, y0:y0 + ph, x0:x0 + pw] = torch.where(mt, patch, out[i, :, y0:y0 + ph, x0:x0 + pw])
-                    mask[i, y0:y0 + ph, x0:x0 + pw] |= mt
-                    row.append((x0, y0, x0 + pw, y0 + ph))
-            boxes.append(row)
+        boxes = _sample_boxes(b, h, w, self.size_range, 1, self.per_image, self.p, generator)
+        for i, row in enumerate(boxes):
+            for x0, y0, x1, y1 in row:
+                ph, pw = y1 - y0, x1 - x0
+                rgb, m = self._patch(ph, pw, generator)
+                patch = torch.from_numpy(rgb).permute(2, 0, 1).to(out.device, out.dtype) / 255.0
+                mt = torch.from_numpy(m).to(out.device)
+                out[i, :, y0:y1, x0:x1] = torch.where(mt, patch, out[i, :, y0:y1, x0:x1])
+                mask[i, y0:y1, x0:x1] |= mt
         self.last_boxes = boxes
         return out, labels.masked_fill(mask, IGNORE_INDEX), mask
 

@@ -11,14 +11,7 @@ from denseood.cli import main as cli_main
 from denseood.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core test machine, 2 threads per process oversubscribe the cores
-    and run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_bench_rows_and_ratios():

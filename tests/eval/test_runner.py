@@ -23,14 +23,7 @@ ALL_SCORES = ["msp", "maxlogit", "energy", "entropy", "jsd", "sml", "mahalanobis
 SIZES = ["--min-segment-size", "20", "--min-instance-size", "10"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core test machine, 2 threads per process oversubscribe the cores
-    and run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="session")
