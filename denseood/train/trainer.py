@@ -681,7 +681,8 @@ class Trainer:
             self._heldout = torch.stack(patches).float().div(255.0).to(self.device)
         with torch.no_grad():
             self.flow.eval()
-            v = float(self.flow.bits_per_dim(self._heldout, dequantize=False).mean())
+            g = torch.Generator(device="cpu").manual_seed(self.cfg.seed)  # same dequantisation noise every time
+            v = float(self.flow.bits_per_dim(self._heldout, generator=g).mean())
             self.flow.train()
         return v
 
