@@ -97,6 +97,19 @@ def instances_to_labels(pred_instances: Any, shape: tuple[int, int] | None = Non
     return lab
 
 
+def instance_inputs(pred_instances: Any, ood_mask: Any, who: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validated inputs of one image: (label map (H,W) int, 0 = background; ood_mask (H,W) uint8 0/1/255).
+
+    pred_instances: (H,W) int label map or (N,H,W) bool masks. ``who`` names the caller in the error message.
+    """
+    m = _to_tensor(ood_mask, "ood_mask")
+    if m.ndim != 2:
+        raise DenseOODError(f"{who} takes one image: ood_mask must be (H,W), got {tuple(m.shape)}")
+    _, m = prepare_inputs(torch.zeros(m.shape, dtype=torch.float32), m.cpu())
+    gt = m[0].numpy()
+    return instances_to_labels(pred_instances, gt.shape), gt
+
+
 def frame_component_stats(pred_labels: np.ndarray, gt: np.ndarray, min_instance_size: int
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-component statistics of one frame.
@@ -194,12 +207,11 @@ class ComponentMetrics:
         instances with fewer than ``min_pred_size`` remaining pixels are removed (default 0 = keep all, as
         the official evaluator does for given masks).
         """
-        m = _to_tensor(ood_mask, "ood_mask")
-        if m.ndim != 2:
-            raise DenseOODError(f"update_instances takes one image: ood_mask must be (H,W), got {tuple(m.shape)}")
-        _, m = prepare_inputs(torch.zeros(m.shape, dtype=torch.float32), m.cpu())
-        gt = m[0].numpy()
-        lab = instances_to_labels(pred_instances, gt.shape)
+        lab, gt = instance_inputs(pred_instances, ood_mask, "update_instances")
+        self._add_instance_labels(lab, gt, min_pred_size)
+
+    def _add_instance_labels(self, lab: np.ndarray, gt: np.ndarray, min_pred_size: int = 0) -> None:
+        """update_instances after validation: lab (H,W) int label map, gt (H,W) uint8 0/1/255."""
         lab = np.where(gt == 255, 0, lab)
         size = np.bincount(lab.ravel())
         lab, _ = _compact(lab, size >= max(int(min_pred_size), 1))

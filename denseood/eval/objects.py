@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from ..errors import DenseOODError
-from .components import ComponentMetrics, instances_to_labels
-from .pixel import _all_reduce, _gather_objects, _is_dist, _to_tensor, prepare_inputs
+from .components import ComponentMetrics, instance_inputs
+from .pixel import _all_reduce, _gather_objects, _is_dist
 
 
 class ObjectMetrics:
@@ -38,12 +38,7 @@ class ObjectMetrics:
     def update(self, pred_instances: Any, ood_mask: Any) -> None:
         """One image: pred_instances (H,W) int label map (0 background) or (N,H,W) bool masks; ood_mask (H,W)
         uint8 0/1/255."""
-        m = _to_tensor(ood_mask, "ood_mask")
-        if m.ndim != 2:
-            raise DenseOODError(f"ObjectMetrics.update takes one image: ood_mask must be (H,W), got {tuple(m.shape)}")
-        _, m = prepare_inputs(torch.zeros(m.shape, dtype=torch.float32), m.cpu())
-        gt = m[0].numpy()
-        lab = instances_to_labels(pred_instances, gt.shape)
+        lab, gt = instance_inputs(pred_instances, ood_mask, "ObjectMetrics.update")
         valid = gt != 255
         pred = (lab > 0) & valid
         anom = gt == 1
@@ -54,7 +49,7 @@ class ObjectMetrics:
         if union:
             self._per_image.append(inter / union)
         self._n_images += 1
-        self.components.update_instances(lab, gt)
+        self.components._add_instance_labels(lab, gt)
 
     def compute(self) -> dict:
         """iou, iou_per_image_mean, sIoU, PPV, mean_F1, F1_per_threshold, n_gt, n_pred, n_images."""
