@@ -16,13 +16,12 @@ gradients (and the logged losses) of an N-rank run equal those of one process wi
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -131,16 +130,18 @@ def global_batch_plan(n_items: int, global_batch: int, step: int, seed: int) -> 
     Epoch-wise permutations from (seed, epoch): consecutive steps walk through the permutation.
     """
     out = []
+    perms: dict[int, np.ndarray] = {}   # a step spans at most a few epochs: one permutation each
     for pos in range(global_batch):
         k = step * global_batch + pos
         epoch, off = divmod(k, n_items)
-        perm = np.random.default_rng(_seed_of(seed, 17, epoch)).permutation(n_items)
-        out.append((int(perm[off]), _seed_of(seed, 29, step, pos)))
+        if epoch not in perms:
+            perms[epoch] = np.random.default_rng(_seed_of(seed, 17, epoch)).permutation(n_items)
+        out.append((int(perms[epoch][off]), _seed_of(seed, 29, step, pos)))
     return out
 
 
 class StepBatchSampler:
-    """Yields, for steps ``start..end-1``, this rank's slice of the global batch as (index, seed, position) keys."""
+    """Yields, for steps ``start..end-1``, this rank's slice of the global batch as (index, seed) keys."""
 
     def __init__(self, n_items: int, global_batch: int, start: int, end: int, seed: int, rank: int = 0, world: int = 1):
         if global_batch % world:
@@ -151,16 +152,15 @@ class StepBatchSampler:
     def __len__(self) -> int:
         return max(0, self.end - self.start)
 
-    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         per = self.gb // self.world
         for step in range(self.start, self.end):
             plan = global_batch_plan(self.n, self.gb, step, self.seed)
-            lo = self.rank * per
-            yield [(plan[p][0], plan[p][1], p) for p in range(lo, lo + per)]
+            yield plan[self.rank * per:(self.rank + 1) * per]
 
 
 class CropDataset(Dataset):
-    """Wraps a training reader; key (index, seed, position) -> augmented crop, deterministic in the seed."""
+    """Wraps a training reader; key (index, seed) -> augmented crop, deterministic in the seed."""
 
     def __init__(self, base, crop: int, scale: tuple[float, float], num_classes: int):
         from ..data.transforms import train_transform
@@ -172,7 +172,7 @@ class CropDataset(Dataset):
         return len(self.base)
 
     def __getitem__(self, key):
-        idx, seed, pos = key
+        idx, seed = key
         s = self.base[idx]
         if s.semantic is None:
             raise DatasetError(f"{self.base.name}: frame {s.name} has no semantic labels; training needs them")
@@ -182,15 +182,14 @@ class CropDataset(Dataset):
                                f"0..{self.num_classes - 1} (255 = ignore); check the labels or the dataset choice")
         image, label = self.transform(s.image, s.semantic, seed=seed)
         return (torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),
-                torch.from_numpy(np.ascontiguousarray(label)).long(), pos, seed)
+                torch.from_numpy(np.ascontiguousarray(label)).long(), seed)
 
 
 def _collate(batch):
     imgs = torch.stack([b[0] for b in batch])
     labs = torch.stack([b[1] for b in batch])
-    pos = torch.tensor([b[2] for b in batch], dtype=torch.long)
-    seeds = [b[3] for b in batch]
-    return imgs, labs, pos, seeds
+    seeds = [b[2] for b in batch]
+    return imgs, labs, seeds
 
 
 # --------------------------------------------------------------------------- schedule / helpers
@@ -209,11 +208,12 @@ def lr_factor(cfg: TrainConfig, step: int, phase_start: int, phase_len: int) -> 
 
 
 def resolve_device(spec: str) -> torch.device:
-    if spec in (None, "auto"):
-        if dist.is_dist() and torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
+    """infer.resolve_device, except that "auto" under DDP on CUDA picks this rank's GPU (LOCAL_RANK)."""
+    from ..infer import resolve_device as _resolve
+
+    if spec in (None, "auto") and dist.is_dist() and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return _resolve(spec)
 
 
 def _freeze_bn(model: nn.Module) -> None:
@@ -386,7 +386,7 @@ class Trainer:
         dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def train_step(self, step: int, images_u8: torch.Tensor, labels: torch.Tensor, pos: torch.Tensor, seeds: list[int]) -> dict[str, float]:
+    def train_step(self, step: int, images_u8: torch.Tensor, labels: torch.Tensor, seeds: list[int]) -> dict[str, float]:
         """One optimisation step on this rank's slice; returns the globally reduced loss terms."""
         cfg = self.cfg
         phase, start, length = self.phase_of(step)
@@ -637,8 +637,8 @@ class Trainer:
         bar = tqdm(total=end - self.step, desc="train", disable=not (main and self.progress), dynamic_ncols=True)
         last_terms: dict[str, float] = {}
         flow_bpd_log: list[tuple[int, float]] = []
-        for images, labels, pos, seeds in self.loader(self.step, end):
-            terms = self.train_step(self.step, images, labels, pos, seeds)
+        for images, labels, seeds in self.loader(self.step, end):
+            terms = self.train_step(self.step, images, labels, seeds)
             last_terms = terms
             self.step += 1
             phase = self.phase_of(self.step - 1)[0]
@@ -714,12 +714,11 @@ class Trainer:
         self.save("model.pt", metrics=final_metrics, with_state=False)
         best = self.out / "best.pt"
         if best.is_file() and self.cfg.fit_stats:
-            from ..models.segmenter import load_checkpoint, save_checkpoint, read_checkpoint
+            from ..models.segmenter import load_checkpoint, save_checkpoint
 
-            ck = read_checkpoint(best)
-            bm = load_checkpoint(best).to(self.device)
+            bm = load_checkpoint(best).to(self.device)   # written by save(..., with_state=False): no extra
             self._fit_stats(bm)
-            save_checkpoint(bm, best, config=ck.get("config"), metrics=ck.get("metrics"), extra=ck.get("extra"))
+            save_checkpoint(bm, best, config=bm.checkpoint_meta["config"], metrics=bm.checkpoint_meta["metrics"])
         if self.flow is not None:
             self.save_flow_samples(self.out / "flow_samples.png")
         dist.barrier()
@@ -730,7 +729,7 @@ class Trainer:
 
         def batches():
             g = self.loader(0, min(self.cfg.stats_batches, self.cfg.total_steps))
-            for images, labels, _, _ in g:
+            for images, labels, _ in g:
                 x = model.normalize(images.to(self.device).float())
                 yield {"image": x, "semantic": labels.to(self.device)}
 
@@ -764,10 +763,9 @@ class Trainer:
 # --------------------------------------------------------------------------- CLI
 
 
-_CLI_KEYS = {"dataset": "dataset", "root": "root", "val_root": "val_root", "arch": "arch", "encoder": "encoder",
-             "encoder_weights": "encoder_weights", "negatives": "negatives", "steps": "steps", "batch_size": "batch_size",
-             "crop": "crop", "lr": "lr", "out": "out", "init": "init", "amp": "amp", "device": "device", "seed": "seed",
-             "sync_bn": "sync_bn"}
+#: TrainConfig fields that have their own command-line option (same name, dashes for underscores)
+_CLI_KEYS = ("dataset", "root", "val_root", "arch", "encoder", "encoder_weights", "negatives", "steps", "batch_size",
+             "crop", "lr", "out", "init", "amp", "device", "seed", "sync_bn")
 
 
 def config_from_args(args) -> TrainConfig:
@@ -776,8 +774,8 @@ def config_from_args(args) -> TrainConfig:
 
     cfg = load_yaml(TrainConfig, args.config) if getattr(args, "config", None) else TrainConfig()
     data = to_dict(cfg)
-    for a, k in _CLI_KEYS.items():
-        v = getattr(args, a, None)
+    for k in _CLI_KEYS:
+        v = getattr(args, k, None)
         if v is not None:
             data[k] = v
     for item in getattr(args, "set", []) or []:
