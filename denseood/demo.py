@@ -48,7 +48,8 @@ def run_demo(out: str | Path = "demo_out", weights: str | Path = "weights/demo.p
     data_root = out / "data"
     manifest = data_root / "synthetic.json"
     want = {"n_train": sz.n_train, "n_val": sz.n_val, "size": list(sz.size), "seed": 0}
-    if not manifest.is_file() or any(json.loads(manifest.read_text()).get(k) != v for k, v in want.items()):
+    have = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    if any(have.get(k) != v for k, v in want.items()):
         print(f"[1/4] writing the synthetic road world to {data_root} ({sz.n_train} train, {sz.n_val} eval, {sz.size[1]}x{sz.size[0]})")
         if data_root.exists():
             shutil.rmtree(data_root)
