@@ -39,19 +39,77 @@ def from_dict(cls: type[T], data: dict, source: str = "config") -> T:
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(fields)}")
     hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for k, v in data.items():
-        h = hints.get(k)
-        if dataclasses.is_dataclass(h) and isinstance(v, dict):
-            v = from_dict(h, v, f"{source}.{k}")
-        elif typing.get_origin(h) is tuple and isinstance(v, list):
-            v = tuple(v)
-        kwargs[k] = v
+    kwargs = {k: _coerce(v, hints.get(k), f"{source}: {k}") for k, v in data.items()}
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{source}: {e}") from e
     return obj
+
+
+def _coerce(v: Any, hint: Any, where: str) -> Any:
+    """Check ``v`` against the field type ``hint`` and convert what YAML leaves ambiguous.
+
+    YAML 1.1 reads ``1e-3`` as a string and ``[0.5, 1.5]`` as a list: numeric strings become floats for float
+    fields, lists become tuples for tuple fields. Anything that does not fit raises ConfigError naming the key.
+    """
+    if hint is None or hint is Any:
+        return v
+    if dataclasses.is_dataclass(hint):
+        if isinstance(v, dict):
+            return from_dict(hint, v, where)
+        if isinstance(v, hint):
+            return v
+        raise ConfigError(f"{where}: expected a mapping for {hint.__name__}, got {v!r}")
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if v is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(v, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {v!r} fits none of {hint}")
+    if origin is tuple:
+        if not isinstance(v, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {v!r}")
+        if args and args[-1] is not Ellipsis:
+            if len(v) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {len(v)} ({v!r})")
+            return tuple(_coerce(x, a, where) for x, a in zip(v, args))
+        return tuple(_coerce(x, args[0], where) for x in v) if args else tuple(v)
+    if origin in (list, dict):
+        return v
+    if hint is bool:
+        if isinstance(v, bool):
+            return v
+        raise ConfigError(f"{where}: expected true/false, got {v!r}")
+    if hint is int:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        raise ConfigError(f"{where}: expected an integer, got {v!r}")
+    if hint is float:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+        if isinstance(v, str):
+            try:
+                return float(v)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {v!r}")
+    if hint is str:
+        if isinstance(v, str):
+            return v
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return str(v)
+        raise ConfigError(f"{where}: expected a string, got {v!r}")
+    return v
 
 
 def load_yaml(cls: type[T], path: str | os.PathLike) -> T:

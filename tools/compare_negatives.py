@@ -1,8 +1,13 @@
 #!/usr/bin/env python
-"""Issue-4 acceptance experiment: the same segmenter trained with negatives none / void / flow on the synthetic
+"""Issue-4 acceptance experiment: the same segmenter fine-tuned with negatives none / void / flow on the synthetic
 world, each evaluated with msp, maxlogit, energy, jsd on the held-out evaluation split (one run, one table).
 
-    python tools/compare_negatives.py --out runs/compare --steps 600
+Protocol (as in the NFlowJS paper, which fine-tunes a pre-trained segmenter): one base model is trained without
+negatives for ``--base-steps``; every variant then fine-tunes that checkpoint (``--init``) for ``--steps`` with the
+same schedule, seed and data order, differing only in its negatives. ``none`` is therefore the fair baseline: the
+same number of training steps without negatives. ``--base-steps 0`` trains every variant from scratch instead.
+
+    python tools/compare_negatives.py --out runs/compare --base-steps 800 --steps 400
 
 Writes OUT/compare.md and OUT/compare.json; every number comes from ``denseood eval`` results.json files.
 """
@@ -18,15 +23,27 @@ from denseood.cli import main as cli
 from denseood.io import atomic_write_json, atomic_write_text
 
 
+def _evaluate(data: Path, ckpt: Path, out: Path) -> int:
+    return cli(["eval", "--dataset", "synthetic", "--root", str(data), "--checkpoint", str(ckpt),
+                "--score", "msp,maxlogit,energy,jsd", "--out", str(out), "--overwrite", "--exact", "--workers", "0",
+                "--min-segment-size", "50", "--min-instance-size", "10"])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/compare")
-    ap.add_argument("--steps", type=int, default=600)
-    ap.add_argument("--flow-pretrain-steps", type=int, default=150)
-    ap.add_argument("--n-train", type=int, default=120)
-    ap.add_argument("--n-val", type=int, default=40)
-    ap.add_argument("--size", default="192x384")
-    ap.add_argument("--crop", type=int, default=160)
+    ap.add_argument("--base-steps", type=int, default=800, help="steps of the shared base model (no negatives)")
+    ap.add_argument("--steps", type=int, default=400, help="fine-tuning steps of every variant")
+    ap.add_argument("--lr", type=float, default=1e-3, help="base learning rate")
+    ap.add_argument("--ft-lr", type=float, default=5e-4, help="fine-tuning learning rate")
+    ap.add_argument("--lam", type=float, default=0.03, help="weight of the JS loss on negative pixels")
+    ap.add_argument("--flow-lr", type=float, default=1e-3)
+    ap.add_argument("--flow-pretrain-steps", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-train", type=int, default=80)
+    ap.add_argument("--n-val", type=int, default=30)
+    ap.add_argument("--size", default="128x256")
+    ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--negatives", default="none,void,flow")
     args = ap.parse_args()
@@ -37,30 +54,50 @@ def main() -> int:
         from denseood.data import synthetic
 
         synthetic.write(data, args.n_train, args.n_val, seed=0, size=(h, w))
+    common = ["--dataset", "synthetic", "--root", str(data), "--arch", "fpn", "--encoder", "resnet18",
+              "--batch-size", str(args.batch_size), "--crop", str(args.crop), "--seed", str(args.seed),
+              "--set", "val_every=0", "--set", "fit_stats=false", "--set", "workers=1"]
+    init: list[str] = []
+    lr = args.lr
+    if args.base_steps:
+        base = out / "base"
+        if not (base / "model.pt").is_file():
+            if base.exists():
+                shutil.rmtree(base)
+            rc = cli(["train", *common, "--negatives", "none", "--steps", str(args.base_steps), "--lr", str(args.lr),
+                      "--out", str(base), "--set", f"ckpt_every={args.base_steps}"])
+            if rc:
+                return rc
+        init, lr = ["--init", str(base / "model.pt")], args.ft_lr
     rows = {}
+    if args.base_steps:
+        rc = _evaluate(data, out / "base" / "model.pt", out / "eval_base")
+        if rc:
+            return rc
+        res = json.loads((out / "eval_base" / "results.json").read_text())
+        summary = json.loads((out / "base" / "summary.json").read_text())
+        rows[f"base ({args.base_steps} steps)"] = {"scores": res["scores"], "miou": summary.get("final", {}).get("miou")}
     for neg in args.negatives.split(","):
         run = out / f"train_{neg}"
         t0 = time.perf_counter()
         if not (run / "model.pt").is_file():
             if run.exists():
                 shutil.rmtree(run)
-            rc = cli(["train", "--dataset", "synthetic", "--root", str(data), "--negatives", neg, "--arch", "fpn",
-                      "--encoder", "resnet18", "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-                      "--crop", str(args.crop), "--lr", "1e-3", "--out", str(run), "--seed", "0",
-                      "--set", f"flow_pretrain_steps={args.flow_pretrain_steps}", "--set", "val_every=0",
-                      "--set", f"ckpt_every={args.steps}", "--set", "fit_stats=false", "--set", "workers=1", "--set", "val_limit=30"])
+            rc = cli(["train", *common, *init, "--negatives", neg, "--steps", str(args.steps), "--lr", str(lr),
+                      "--out", str(run), "--set", f"ckpt_every={args.steps}", "--set", f"lam={args.lam}",
+                      "--set", f"flow_lr={args.flow_lr}", "--set", f"flow_pretrain_steps={args.flow_pretrain_steps}"])
             if rc:
                 return rc
         train_s = time.perf_counter() - t0
         ev = out / f"eval_{neg}"
-        rc = cli(["eval", "--dataset", "synthetic", "--root", str(data), "--checkpoint", str(run / "model.pt"),
-                  "--score", "msp,maxlogit,energy,jsd", "--out", str(ev), "--overwrite", "--exact", "--workers", "0",
-                  "--min-segment-size", "50", "--min-instance-size", "10"])
+        rc = _evaluate(data, run / "model.pt", ev)
         if rc:
             return rc
         res = json.loads((ev / "results.json").read_text())
         summary = json.loads((run / "summary.json").read_text())
-        rows[neg] = {"scores": res["scores"], "miou": summary.get("final", {}).get("miou"), "train_seconds": train_s}
+        rows[f"{neg} (+{args.steps} steps)" if args.base_steps else neg] = {
+            "scores": res["scores"], "miou": summary.get("final", {}).get("miou"), "train_seconds": train_s,
+            "flow_heldout_bpd": summary.get("flow_heldout_bpd")}
     lines = ["| negatives | score | AP % | FPR95 % | AUROC % | sIoU % | PPV % | mean F1 % | inlier mIoU % |",
              "|---|---|---|---|---|---|---|---|---|"]
     for neg, r in rows.items():

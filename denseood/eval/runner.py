@@ -362,7 +362,7 @@ def main(args) -> int:
         dataset = open_dataset(args.dataset, args.root, args.split, **sizes)
         model = load_checkpoint(args.checkpoint, map_location="cpu", num_classes=dataset.num_classes,
                                 class_set=dataset.class_set)
-        s2m = _build_s2m(args, model, _s2m_score(args, scores), input_size) if args.s2m else None
+        s2m = _build_s2m(args, model, scores, input_size) if args.s2m else None
         res = evaluate(dataset, model, scores, args.out, protocol=protocol, batch_size=args.batch_size,
                        workers=args.workers, limit=args.limit, device=args.device, dtype=args.dtype,
                        input_size=input_size, sliding_window=sliding, overlap=getattr(args, "overlap", 1 / 3),
@@ -378,19 +378,7 @@ def main(args) -> int:
     return 0
 
 
-def _s2m_score(args, scores: list[str]) -> str:
-    """The score whose maps feed S2M: the stored learned prompter's own score when it was requested, else ``jsd``
-    when requested, else the first requested score."""
-    if args.prompter in ("learned", "auto"):
-        from ..models.segmenter import read_checkpoint
-
-        meta = read_checkpoint(args.checkpoint).get("extra", {}).get("prompter", {}).get("meta", {})
-        if meta.get("score") in scores:
-            return meta["score"]
-    return "jsd" if "jsd" in scores else scores[0]
-
-
-def _build_s2m(args, model, score: str, input_size: Any):
+def _build_s2m(args, model, scores: list[str], input_size: Any):
     """S2M pipeline for ``--s2m`` (prompter and prompt model from the command line; ConfigError when unavailable)."""
     import importlib.util
 
@@ -402,5 +390,5 @@ def _build_s2m(args, model, score: str, input_size: Any):
     device = args.device
     if device in (None, "auto") and dist.world_size() > 1 and torch.cuda.is_available():
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
-    return build_s2m(model, args.prompter, args.prompt_model, device, args.dtype, score,
+    return build_s2m(model, args.prompter, args.prompt_model, device, args.dtype, scores,
                      checkpoint=args.checkpoint, input_size=input_size)

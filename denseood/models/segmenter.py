@@ -81,6 +81,7 @@ class Segmenter(nn.Module):
         self.pad_multiple = _pad_multiple(net.encoder)
         self.stats: dict[str, torch.Tensor] = {}
         self.checkpoint_meta: dict[str, Any] | None = None
+        self.checkpoint_path: str | None = None
         self.checkpoint_sha256: str | None = None
 
     @property
@@ -462,7 +463,8 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     """Rebuild the Segmenter of a checkpoint file, load weights strictly and stats; returns it in eval mode.
 
     num_classes / class_set: what the caller's dataset expects; a different checkpoint raises CheckpointError.
-    Sets ``model.checkpoint_meta`` (meta + ``metrics`` + ``config``) and ``model.checkpoint_sha256`` (16 hex).
+    Sets ``model.checkpoint_meta`` (meta + ``metrics`` + ``config`` + ``extra`` without the training state),
+    ``model.checkpoint_path`` and ``model.checkpoint_sha256`` (16 hex).
     """
     path = Path(path)
     ckpt, sha = _read_with_hash(path, "cpu")
@@ -502,6 +504,9 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     if not isinstance(stats, dict) or not all(isinstance(v, torch.Tensor) for v in stats.values()):
         raise CheckpointError(f"checkpoint {path}: 'stats' must be a dict of tensors")
     model.stats = dict(stats)
-    model.checkpoint_meta = {**meta, "metrics": ckpt.get("metrics", {}), "config": ckpt.get("config", {})}
+    extra = ckpt.get("extra") if isinstance(ckpt.get("extra"), dict) else {}
+    model.checkpoint_meta = {**meta, "metrics": ckpt.get("metrics", {}), "config": ckpt.get("config", {}),
+                             "extra": {k: v for k, v in extra.items() if k != "train_state"}}
+    model.checkpoint_path = str(path)
     model.checkpoint_sha256 = sha
     return model.to(map_location).eval()

@@ -225,14 +225,14 @@ class S2M:
 
 
 def _checkpoint_extra(model: Any, checkpoint: str | Path | None) -> dict:
-    if checkpoint is not None:
-        from ..models.segmenter import read_checkpoint
-
-        return dict(read_checkpoint(checkpoint).get("extra") or {})
+    """``extra`` of the checkpoint: kept on the model by ``load_checkpoint`` (no second read of the file) unless
+    ``checkpoint`` names another file than the one the model was loaded from."""
     meta = getattr(model, "checkpoint_meta", None) or {}
-    if isinstance(meta.get("extra"), dict):
+    loaded_from = getattr(model, "checkpoint_path", None)
+    same = checkpoint is None or (loaded_from is not None and Path(loaded_from).resolve() == Path(checkpoint).resolve())
+    if same and isinstance(meta.get("extra"), dict):
         return dict(meta["extra"])
-    path = getattr(model, "checkpoint_path", None)
+    path = checkpoint if checkpoint is not None else loaded_from
     if path is not None and Path(path).is_file():
         from ..models.segmenter import read_checkpoint
 
@@ -240,8 +240,25 @@ def _checkpoint_extra(model: Any, checkpoint: str | Path | None) -> dict:
     return {}
 
 
-def build_prompter(spec: str, extra: dict, score: str, device: torch.device, where: str = "the checkpoint") -> Any:
-    """"peak" | "learned" | "auto" | PATH of a prompter file -> a prompter (see :func:`build_s2m`)."""
+def _pick_score(score: str | Sequence[str], prompter: Any) -> str:
+    """The score S2M runs on: ``score`` itself, or from candidates the learned prompter's own score when it is
+    among them, else ``jsd`` when present, else the first candidate."""
+    if isinstance(score, str):
+        return score
+    cands = list(score)
+    if not cands:
+        raise ConfigError("S2M needs at least one score name")
+    own = getattr(prompter, "score_name", None)
+    if own in cands:
+        return own
+    return "jsd" if "jsd" in cands else cands[0]
+
+
+def build_prompter(spec: str, extra: dict, score: str | Sequence[str], device: torch.device,
+                   where: str = "the checkpoint") -> Any:
+    """"peak" | "learned" | "auto" | PATH of a prompter file -> a prompter (see :func:`build_s2m`).
+
+    score: the score name, or candidate names (the learned prompter's own score is chosen when among them)."""
     spec = str(spec)
     if spec == "peak":
         return PeakPrompter()
@@ -259,6 +276,7 @@ def build_prompter(spec: str, extra: dict, score: str, device: torch.device, whe
         prompter = LearnedPrompter.load(spec, device=device)
     else:
         raise ConfigError(f"unknown --prompter {spec!r}; use learned, peak, auto or the path of a prompter file")
+    score = _pick_score(score, prompter)
     if prompter.score_name != score:
         raise ConfigError(f"the learned prompter was trained on '{prompter.score_name}' maps but the score is "
                           f"'{score}'; use --score {prompter.score_name}, retrain it with --score {score}, or "
@@ -267,14 +285,16 @@ def build_prompter(spec: str, extra: dict, score: str, device: torch.device, whe
 
 
 def build_s2m(model: Any, prompter: str = "auto", prompt_model: str = "grabcut", device: Any = "auto",
-              dtype: Any = "auto", score: str = "jsd", *, checkpoint: str | Path | None = None,
+              dtype: Any = "auto", score: str | Sequence[str] = "jsd", *, checkpoint: str | Path | None = None,
               input_size: Any = "model", **kw: Any) -> S2M:
     """Assemble an :class:`S2M` from a checkpoint.
 
     model: a Segmenter or the path of a checkpoint. prompter: "learned" (the checkpoint's ``extra["prompter"]``,
     ConfigError when missing), "peak", "auto" (learned when present, else peak with a printed note) or the
     path of a prompter file written by ``denseood train-prompter --out``. prompt_model: "grabcut" |
-    "sam:TYPE:PATH". checkpoint: where to read ``extra`` when ``model`` is a Segmenter object.
+    "sam:TYPE:PATH". score: the anomaly score S2M runs on, or candidate names (e.g. the scores an evaluation
+    computes): then the learned prompter's own score when it is among them, else ``jsd`` when present, else the
+    first. checkpoint: where to read ``extra`` when ``model`` is a Segmenter object.
     """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
@@ -286,6 +306,7 @@ def build_s2m(model: Any, prompter: str = "auto", prompt_model: str = "grabcut",
     extra = _checkpoint_extra(model, checkpoint)
     where = f"checkpoint {checkpoint}" if checkpoint is not None else "the checkpoint"
     p = build_prompter(prompter, extra, score, dev, where)
+    score = _pick_score(score, p)
     names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
     mm = build_prompt_model(prompt_model, device=str(dev), dtype=names[dt])
     return S2M(model, p, mm, score=score, device=dev, dtype=dt, input_size=input_size, **kw)

@@ -666,25 +666,45 @@ class Trainer:
         return summary
 
     def _heldout_bpd(self) -> float:
-        """Bits/dim of the flow on fixed held-out inlier patches (validation frames, or the last training frames)."""
+        """Bits/dim of the flow on fixed held-out inlier patches (up to 16 patches of 32 px from the validation frames,
+        or the last training frames without a validation set), each free of anomaly and void pixels."""
         if not hasattr(self, "_heldout"):
-            src = self.val_set if self.val_set is not None else self.train_set
-            ds = self.flow.downsampling
-            s = max(ds, (min(32, self.cfg.crop) // ds) * ds)
-            patches = []
-            for i in range(min(4, len(src))):
-                img = src[len(src) - 1 - i].image
-                h, w = img.shape[:2]
-                for (yy, xx) in ((h // 2, w // 4), (h * 3 // 4, w // 2)):
-                    yy, xx = min(yy, h - s), min(xx, w - s)
-                    patches.append(torch.from_numpy(img[yy:yy + s, xx:xx + s].copy()).permute(2, 0, 1))
-            self._heldout = torch.stack(patches).float().div(255.0).to(self.device)
+            self._heldout = self._heldout_patches()
         with torch.no_grad():
             self.flow.eval()
             g = torch.Generator(device="cpu").manual_seed(self.cfg.seed)  # same dequantisation noise every time
             v = float(self.flow.bits_per_dim(self._heldout, generator=g).mean())
             self.flow.train()
         return v
+
+    def _heldout_patches(self, n: int = 16) -> torch.Tensor:
+        src = self.val_set if self.val_set is not None else self.train_set
+        ds = self.flow.downsampling
+        s = max(ds, (min(32, self.cfg.crop) // ds) * ds)
+        patches: list[torch.Tensor] = []
+        for i in range(len(src)):
+            smp = src[len(src) - 1 - i]
+            img = smp.image
+            h, w = img.shape[:2]
+            if h < s or w < s:
+                continue
+            bad = np.zeros((h, w), bool)
+            if smp.ood_mask is not None:
+                bad |= smp.ood_mask != 0
+            if smp.semantic is not None:
+                bad |= smp.semantic == IGNORE
+            taken = 0
+            for yy in np.linspace(h // 3, h - s, 3).astype(int):  # below the horizon, where anomalies are pasted
+                for xx in np.linspace(0, w - s, 5).astype(int):
+                    if taken < 2 and not bad[yy:yy + s, xx:xx + s].any():
+                        patches.append(torch.from_numpy(img[yy:yy + s, xx:xx + s].copy()).permute(2, 0, 1))
+                        taken += 1
+            if len(patches) >= n:
+                break
+        if not patches:
+            raise DatasetError(f"no {s}x{s} inlier patch without anomaly/void pixels found in the held-out frames "
+                               "for the flow's bits/dim log")
+        return torch.stack(patches[:n]).float().div(255.0).to(self.device)
 
     def _validate_and_keep_best(self) -> None:
         main = dist.is_main()

@@ -148,3 +148,25 @@ def test_build_s2m_prompter_choices(tmp_path, capsys, ckpt):
     f = lp.save(tmp_path / "p.pt")
     s = build_s2m(load_checkpoint(ck), str(f), "grabcut", "cpu", "fp32", "jsd")
     assert isinstance(s.prompter, LearnedPrompter)
+
+
+def test_build_s2m_picks_the_score_from_candidates_without_rereading(monkeypatch, ckpt):
+    """Given the evaluation's score names, S2M runs on the learned prompter's own score (else jsd, else the first),
+    and a model from load_checkpoint is not read from disk a second time."""
+    import denseood.models.segmenter as seg
+    from denseood.models.segmenter import load_checkpoint
+    from denseood.s2m.prompts import store_prompter_in_checkpoint
+
+    assert build_s2m(ckpt, "peak", "grabcut", "cpu", "fp32", ["msp", "jsd"]).score == "jsd"
+    assert build_s2m(ckpt, "peak", "grabcut", "cpu", "fp32", ["maxlogit", "msp"]).score == "maxlogit"
+    store_prompter_in_checkpoint(LearnedPrompter.build("tiny", score_name="msp"), ckpt)
+    model = load_checkpoint(ckpt)
+
+    def no_read(*a, **k):
+        raise AssertionError("checkpoint read a second time")
+
+    monkeypatch.setattr(seg, "read_checkpoint", no_read)
+    s = build_s2m(model, "learned", "grabcut", "cpu", "fp32", ["jsd", "msp", "maxlogit"], checkpoint=ckpt)
+    assert isinstance(s.prompter, LearnedPrompter) and s.score == "msp"
+    with pytest.raises(ConfigError, match="trained on 'msp'"):
+        build_s2m(model, "learned", "grabcut", "cpu", "fp32", ["jsd", "maxlogit"], checkpoint=ckpt)

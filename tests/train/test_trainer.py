@@ -169,3 +169,32 @@ def test_ddp_two_processes_match_single_process(synth_root, tmp_path):
         for k in ("loss", "ce", "js", "flow_bpd"):
             if k in a:
                 assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-7), (k, a, b)
+
+
+def test_flow_heldout_log_uses_inlier_patches_only(synth_root, tmp_path):
+    """The held-out bits/dim of flow pre-training is logged, on validation patches free of anomaly and void pixels."""
+    t = Trainer(tiny_cfg(synth_root, tmp_path / "h", steps=1, flow_pretrain_steps=2, crop=64), progress=False)
+    summary = t.fit()
+    log = summary["flow_heldout_bpd"]
+    assert [s for s, _ in log] == [1, 2] and all(np.isfinite(v) for _, v in log)
+    patches = t._heldout_patches()
+    s = patches.shape[-1]
+    assert patches.shape[1] == 3 and s == 32
+    # every patch is found in a validation frame at a place with ood_mask == 0 and a valid semantic label
+    frames = [t.val_set[i] for i in range(len(t.val_set))]
+    for p in (patches * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy():
+        found = False
+        for smp in frames:
+            h, w = smp.image.shape[:2]
+            for y in range(h - s + 1):
+                for x in range(w - s + 1):
+                    if np.array_equal(smp.image[y:y + s, x:x + s], p):
+                        assert not smp.ood_mask[y:y + s, x:x + s].any()
+                        assert not (smp.semantic[y:y + s, x:x + s] == 255).any()
+                        found = True
+                        break
+                if found:
+                    break
+            if found:
+                break
+        assert found
