@@ -36,7 +36,10 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=400, help="fine-tuning steps of every variant")
     ap.add_argument("--lr", type=float, default=1e-3, help="base learning rate")
     ap.add_argument("--ft-lr", type=float, default=5e-4, help="fine-tuning learning rate")
-    ap.add_argument("--lam", type=float, default=0.03, help="weight of the JS loss on negative pixels")
+    ap.add_argument("--lam", type=float, default=1.0,
+                    help="weight of the JS loss on negative pixels (the trainer's default 0.03 is too weak to act "
+                         "within a few hundred fine-tuning steps; see BENCHMARKS.md)")
+    ap.add_argument("--neg-size", default="16x64", help="MINxMAX side of the pasted negatives in px")
     ap.add_argument("--flow-lr", type=float, default=1e-3)
     ap.add_argument("--flow-pretrain-steps", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
@@ -85,7 +88,8 @@ def main() -> int:
                 shutil.rmtree(run)
             rc = cli(["train", *common, *init, "--negatives", neg, "--steps", str(args.steps), "--lr", str(lr),
                       "--out", str(run), "--set", f"ckpt_every={args.steps}", "--set", f"lam={args.lam}",
-                      "--set", f"flow_lr={args.flow_lr}", "--set", f"flow_pretrain_steps={args.flow_pretrain_steps}"])
+                      "--set", f"flow_lr={args.flow_lr}", "--set", f"flow_pretrain_steps={args.flow_pretrain_steps}",
+                      "--set", f"neg_size=[{args.neg_size.replace('x', ',')}]"])
             if rc:
                 return rc
         train_s = time.perf_counter() - t0

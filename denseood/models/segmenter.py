@@ -53,7 +53,8 @@ class Segmenter(nn.Module):
     """smp segmentation model + metadata (classes, normalisation) + fitted score statistics.
 
     Attributes: ``arch``, ``encoder_name``, ``num_classes``, ``class_names`` (tuple), ``class_set`` (name in
-    ``CLASS_SETS`` or None), ``mean``/``std`` (3-tuples for 0..1 RGB), ``train_size`` ((H, W) or None),
+    ``CLASS_SETS`` or None), ``mean``/``std`` (3-tuples for 0..1 RGB), ``train_size`` ((H, W) of the training frames or None; the
+    default inference size),
     ``feature_channels`` (channels F of the decoder features), ``pad_multiple`` (inputs are zero-padded at the
     bottom/right to a multiple of this, i.e. with the normalised mean colour, and outputs cropped back),
     ``stats`` (dict of fitted score statistics: ``sml_mean`` (C,), ``sml_std`` (C,), ``maha_means`` (C,F),

@@ -68,7 +68,7 @@ class TrainConfig:
     schedule: str = "poly"               # poly | cosine | constant
     warmup_steps: int = 0
     lam: float = 0.03                    # weight of the JS loss on negative pixels
-    flow_lr: float = 1e-4
+    flow_lr: float = 1e-3
     flow_levels: int = 3
     flow_steps: int = 4
     flow_hidden: int = 64
@@ -268,6 +268,7 @@ class Trainer:
         self.num_classes = int(self.train_set.num_classes)
         first = self.train_set[0]
         h, w = first.image.shape[:2]
+        self.frame_size = (int(h), int(w))
         if cfg.crop > min(h, w):
             raise ConfigError(f"--crop {cfg.crop} is larger than the images of {cfg.dataset} ({w}x{h}, frame {first.name}); "
                               f"choose --crop <= {min(h, w)}")
@@ -298,8 +299,10 @@ class Trainer:
         else:
             model = create_segmenter(cfg.arch, cfg.encoder, self.num_classes, encoder_weights=cfg.encoder_weights,
                                      class_names=self.train_set.class_names, class_set=self.train_set.class_set,
-                                     train_size=(cfg.crop, cfg.crop))
-        model.train_size = (cfg.crop, cfg.crop)
+                                     train_size=self.frame_size)
+        # the frame size the crops were cut from (at scale 1): inference resizes to it by default
+        # (input_size "model"); the crop size is no inference size (a square crop of a 1:2 frame)
+        model.train_size = self.frame_size
         model.to(self.device)
         if cfg.sync_bn:
             if not self.distributed:

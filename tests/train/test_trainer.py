@@ -101,6 +101,8 @@ def test_checkpoint_is_loadable_by_eval_loader(synth_root, tmp_path):
     t.fit()
     m = load_checkpoint(tmp_path / "r" / "model.pt", num_classes=19, class_set="cityscapes")
     assert m.num_classes == 19 and "sml_mean" in m.stats and "maha_precision" in m.stats
+    # the default inference size is the training frames' size (64x128), not the square crop (48x48)
+    assert m.train_size == (64, 128)
     assert (tmp_path / "r" / "flow_samples.png").is_file()
     assert (tmp_path / "r" / "config.yaml").is_file()
 
