@@ -50,6 +50,24 @@ def _check_batch(images: torch.Tensor, labels: torch.Tensor) -> None:
                           f"matching the images, got {tuple(labels.shape)}")
 
 
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; backward multiplies the incoming gradient by ``scale``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return g * ctx.scale, None
+
+
+def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x`` unchanged in the forward pass; its gradient is multiplied by ``scale`` (1.0: ``x`` itself)."""
+    return x if scale == 1.0 else _ScaleGrad.apply(x, float(scale))
+
+
 def _check_common(per_image: int | tuple[int, int], size_range: tuple[int, int], p: float) -> None:
     lo_n, hi_n = (per_image, per_image) if isinstance(per_image, int) else per_image
     if lo_n < 0 or hi_n < lo_n:
@@ -119,15 +137,20 @@ class FlowNegatives(NegativeSource):
 
     per_image: patches per selected image (int, or (min, max) drawn uniformly); size_range: patch side range in px,
     clipped to the image size and rounded to multiples of ``flow.downsampling`` (height and width drawn
-    independently); temperature: latent temperature; p: probability that an image receives negatives.
+    independently); temperature: latent temperature; p: probability that an image receives negatives;
+    grad_scale: factor on the gradient that reaches the flow through the pasted samples (forward unchanged). The
+    trainer sets it to ``flow_js_weight / lam`` so the flow sees its own JS weight while the segmenter keeps ``lam``.
     """
 
     def __init__(self, flow: PatchFlow, per_image: int | tuple[int, int] = 1,
-                 size_range: tuple[int, int] = (16, 216), temperature: float = 1.0, p: float = 1.0) -> None:
+                 size_range: tuple[int, int] = (16, 216), temperature: float = 1.0, p: float = 1.0,
+                 grad_scale: float = 1.0) -> None:
         super().__init__()
         _check_common(per_image, size_range, p)
+        if not (math.isfinite(grad_scale) and grad_scale >= 0.0):
+            raise ConfigError(f"grad_scale={grad_scale}: use a finite factor >= 0 (1.0 = the plain joint gradient)")
         self.flow, self.per_image, self.size_range = flow, per_image, tuple(size_range)
-        self.temperature, self.p = float(temperature), float(p)
+        self.temperature, self.p, self.grad_scale = float(temperature), float(p), float(grad_scale)
 
     def flow_parameters(self) -> list[nn.Parameter]:
         return list(self.flow.parameters())
@@ -153,6 +176,7 @@ class FlowNegatives(NegativeSource):
         mask = torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
         for (ph, pw), items in self._by_size(boxes).items():
             patches = self.flow.sample(len(items), ph, pw, self.temperature, generator).to(out.device, out.dtype)
+            patches = scale_grad(patches, self.grad_scale)
             for j, (i, (x0, y0, x1, y1)) in enumerate(items):
                 out[i, :, y0:y1, x0:x1] = patches[j]
                 mask[i, y0:y1, x0:x1] = True
@@ -291,7 +315,7 @@ class NoNegatives(NegativeSource):
 
 
 _KWARGS = {
-    "flow": {"per_image", "size_range", "temperature", "p"},
+    "flow": {"per_image", "size_range", "temperature", "p", "grad_scale"},
     "paste": {"per_image", "size_range", "min_foreground", "p", "ellipse_prob", "cache_size"},
     "void": {"ignore_index"},
     "none": set(),
@@ -303,8 +327,8 @@ def build_negatives(spec: str, flow: PatchFlow | None = None, **kw) -> NegativeS
     """Parse ``spec`` ("flow" | "void" | "paste:DIR" | "none") into a NegativeSource.
 
     "flow" uses ``flow`` (a new default PatchFlow() when None; reach it through ``.flow`` / ``flow_parameters()``).
-    Keyword options that belong to another source (any of per_image, size_range, temperature, p, min_foreground,
-    ellipse_prob, cache_size, ignore_index) are accepted and ignored, so one config can serve every source;
+    Keyword options that belong to another source (any of per_image, size_range, temperature, p, grad_scale,
+    min_foreground, ellipse_prob, cache_size, ignore_index) are accepted and ignored, so one config can serve every source;
     other keywords raise ConfigError.
     """
     known = set().union(*_KWARGS.values())

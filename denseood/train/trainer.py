@@ -68,6 +68,7 @@ class TrainConfig:
     schedule: str = "poly"               # poly | cosine | constant
     warmup_steps: int = 0
     lam: float = 0.03                    # weight of the JS loss on negative pixels
+    flow_js_weight: float | None = None  # the JS weight the flow sees through its samples (None: lam, one joint objective)
     flow_lr: float = 1e-3
     flow_levels: int = 3
     flow_steps: int = 4
@@ -106,6 +107,14 @@ class TrainConfig:
             raise ConfigError(f"amp {self.amp!r}: expected none | bf16 | fp16")
         if self.schedule not in ("poly", "cosine", "constant"):
             raise ConfigError(f"schedule {self.schedule!r}: expected poly | cosine | constant")
+        if self.lam < 0:
+            raise ConfigError(f"lam must be >= 0, got {self.lam}")
+        if self.flow_js_weight is not None:
+            if self.flow_js_weight < 0:
+                raise ConfigError(f"flow_js_weight must be >= 0 (or null for lam), got {self.flow_js_weight}")
+            if self.lam == 0 and self.flow_js_weight > 0:
+                raise ConfigError("flow_js_weight > 0 needs lam > 0: the flow's JS gradient is the segmenter's JS "
+                                  "gradient rescaled by flow_js_weight / lam")
         if self.optimizer not in ("adamw", "adam", "sgd"):
             raise ConfigError(f"optimizer {self.optimizer!r}: expected adamw | adam | sgd")
 
@@ -328,7 +337,7 @@ class Trainer:
             lo, hi = cfg.neg_size
             hi = min(hi, cfg.crop)
             self.negatives = build_negatives("flow", flow=self.flow, per_image=cfg.neg_per_image, size_range=(lo, hi),
-                                             temperature=cfg.neg_temperature)
+                                             temperature=cfg.neg_temperature, grad_scale=self.flow_grad_scale)
             self._init_flow()
         elif cfg.negatives.startswith("paste:"):
             lo, hi = cfg.neg_size
@@ -369,6 +378,14 @@ class Trainer:
             if self.device.type != "cuda":
                 raise ConfigError("--amp fp16 needs CUDA (GradScaler); use --amp bf16 on CPU")
             self.scaler = torch.amp.GradScaler("cuda")
+
+    @property
+    def flow_grad_scale(self) -> float:
+        """Factor on the gradient reaching the flow through its samples: ``flow_js_weight / lam`` (1 when unset)."""
+        cfg = self.cfg
+        if cfg.flow_js_weight is None or cfg.lam == 0:
+            return 1.0
+        return cfg.flow_js_weight / cfg.lam
 
     # ---- phases
     def phase_of(self, step: int) -> tuple[str, int, int]:
@@ -452,7 +469,8 @@ class Trainer:
         if flow_nll is not None:
             # One joint objective minimised w.r.t. segmenter and flow: the segmenter gets CE + lam*JS, the flow
             # gets its NLL on the inlier patches under the paste boxes + the same lam*JS through its samples
-            # (which pushes samples towards inputs where the segmenter is uncertain: the inlier border).
+            # (which pushes samples towards inputs where the segmenter is uncertain: the inlier border);
+            # with flow_js_weight set, FlowNegatives rescales the samples' gradient so the flow sees that weight.
             total = loss + flow_nll / n_img * self.world
             terms["flow_nll"] = flow_nll.detach()
         step_flow = self.flow_opt is not None and flow_nll is not None
@@ -647,9 +665,13 @@ class Trainer:
             phase = self.phase_of(self.step - 1)[0]
             rec = {"step": self.step, "phase": phase, **{k: v for k, v in terms.items() if k != "phase"}}
             if self.step % cfg.log_every == 0 or self.step == end:
+                if self.flow is not None and phase != "pretrain" and main:
+                    # the flow's fit to held-out inliers, during its pre-training and while the JS term acts on it
+                    rec["flow_heldout_bpd"] = self._heldout_bpd()
+                    flow_bpd_log.append((self.step, rec["flow_heldout_bpd"]))
                 self.history.append(rec)
-                if phase == "flow_pretrain" and main:
-                    flow_bpd_log.append((self.step, self._heldout_bpd()))
+            if phase == "flow_pretrain" and self.step == self.phase_of(self.step - 1)[1] + cfg.flow_pretrain_steps and main:
+                self.save_flow_samples(self.out / "flow_samples_pretrain.png")   # before the JS term shapes them
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items() if isinstance(v, float)}, refresh=False)
             if cfg.val_every and (self.step % cfg.val_every == 0 or self.step == total) and phase != "flow_pretrain":

@@ -131,3 +131,41 @@ def test_flow_loss_gradient_equals_joint_objective():
     out.backward()
     assert out.item() == pytest.approx(3.0 + 0.05 * 0.2)
     assert js.grad.item() == pytest.approx(0.05) and nll.grad.item() == pytest.approx(1.0)
+
+
+def test_flow_js_weight_rescales_only_the_flow_gradient():
+    """FlowNegatives(grad_scale=beta/lam): the joint backward gives the flow grad(NLL + beta*JS) (1x1 segmenter) and
+    leaves the segmenter's gradient (CE + lam*JS) and the forward pass unchanged."""
+    torch.manual_seed(0)
+    flow = PatchFlow(levels=2, steps=1, hidden=8)
+    flow.encode(torch.rand(2, 3, 8, 8))
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    seg = torch.nn.Conv2d(3, 4, 1)
+    images = torch.rand(2, 3, 24, 32)
+    labels = torch.randint(0, 4, (2, 24, 32))
+    lam, beta = 0.5, 0.02
+
+    def run(grad_scale: float, kind: str = "joint"):
+        flow.zero_grad(), seg.zero_grad()
+        neg = FlowNegatives(flow, per_image=1, size_range=(8, 16), grad_scale=grad_scale)
+        out, lab, mask = neg.paste(images, labels, generator=torch.Generator().manual_seed(1))
+        logits = seg(out)
+        nll = neg.inlier_nll(images, generator=torch.Generator().manual_seed(2))
+        if kind == "joint":
+            total, _ = nflowjs_segmenter_loss(logits, lab, mask, lam=lam)
+            (total + nll).backward()
+        else:
+            nflowjs_flow_loss(nll, jsd_uniform_loss(logits, mask), beta=beta).backward()
+        return out.detach(), [p.grad.clone() for p in flow.parameters()], [p.grad.clone() for p in seg.parameters()]
+
+    out1, flow1, seg1 = run(1.0)
+    out2, flow2, seg2 = run(beta / lam)
+    _, ref, _ = run(1.0, kind="flow")
+    assert torch.equal(out1, out2)
+    assert all(torch.equal(a, b) for a, b in zip(seg1, seg2))
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(flow2, ref))
+    assert not all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(flow1, ref))
+    with pytest.raises(ConfigError, match="grad_scale"):
+        FlowNegatives(flow, grad_scale=-1.0)

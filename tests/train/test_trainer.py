@@ -144,6 +144,17 @@ def test_bad_negatives_spec(synth_root, tmp_path):
         Trainer(tiny_cfg(synth_root, tmp_path / "x", negatives="gan"), progress=False)
 
 
+def test_flow_js_weight_config(synth_root, tmp_path):
+    """flow_js_weight reaches FlowNegatives as the gradient factor flow_js_weight / lam; nonsense values are refused."""
+    t = Trainer(tiny_cfg(synth_root, tmp_path / "w", lam=0.5, flow_js_weight=0.02), progress=False)
+    assert t.negatives.grad_scale == pytest.approx(0.04)
+    assert Trainer(tiny_cfg(synth_root, tmp_path / "w2", lam=0.5), progress=False).negatives.grad_scale == 1.0
+    with pytest.raises(ConfigError, match="needs lam > 0"):
+        tiny_cfg(synth_root, tmp_path / "x", lam=0.0, flow_js_weight=0.1).validate()
+    with pytest.raises(ConfigError, match="flow_js_weight must be >= 0"):
+        tiny_cfg(synth_root, tmp_path / "x", flow_js_weight=-1.0).validate()
+
+
 @pytest.mark.slow
 def test_ddp_two_processes_match_single_process(synth_root, tmp_path):
     """torchrun --nproc_per_node 2 (gloo, CPU) logs the same losses as one process with the same global batch.
@@ -174,11 +185,14 @@ def test_ddp_two_processes_match_single_process(synth_root, tmp_path):
 
 
 def test_flow_heldout_log_uses_inlier_patches_only(synth_root, tmp_path):
-    """The held-out bits/dim of flow pre-training is logged, on validation patches free of anomaly and void pixels."""
+    """The flow's held-out bits/dim is logged in its pre-training and joint phases, on validation patches free of
+    anomaly and void pixels; samples are saved after pre-training and at the end."""
     t = Trainer(tiny_cfg(synth_root, tmp_path / "h", steps=1, flow_pretrain_steps=2, crop=64), progress=False)
     summary = t.fit()
     log = summary["flow_heldout_bpd"]
-    assert [s for s, _ in log] == [1, 2] and all(np.isfinite(v) for _, v in log)
+    assert [s for s, _ in log] == [1, 2, 3] and all(np.isfinite(v) for _, v in log)
+    assert [h["flow_heldout_bpd"] for h in t.history if "flow_heldout_bpd" in h] == [v for _, v in log]
+    assert (tmp_path / "h" / "flow_samples_pretrain.png").is_file() and (tmp_path / "h" / "flow_samples.png").is_file()
     patches = t._heldout_patches()
     s = patches.shape[-1]
     assert patches.shape[1] == 3 and s == 32
