@@ -90,17 +90,37 @@ def test_segmenter_loss_shape_errors():
         jsd_uniform_loss(logits[0], neg[0])
 
 
-def test_flow_loss_gradient_equals_joint_objective():
-    """grad_flow(seg_total + nll) == grad_flow(nflowjs_flow_loss(nll, js, lam)) for a 1x1 segmenter; d/d js = beta.
-
-    (With a wider receptive field the joint sum also carries CE gradients of inlier pixels next to a patch.)
-    """
+def _tiny_flow() -> PatchFlow:
+    """A small flow with ActNorm initialised and every parameter moved off its (often zero) initial value."""
     torch.manual_seed(0)
     flow = PatchFlow(levels=2, steps=1, hidden=8)
     flow.encode(torch.rand(2, 3, 8, 8))
     with torch.no_grad():
         for p in flow.parameters():
             p.add_(0.05 * torch.randn_like(p))
+    return flow
+
+
+def _backward(neg: FlowNegatives, seg: torch.nn.Module, images, labels, kind: str, lam: float, beta: float):
+    """Paste (fixed seed) and backprop either the joint objective CE + lam*JS + NLL ("joint") or the flow's own loss
+    NLL + beta*JS ("flow"). Returns the pasted images."""
+    out, lab, mask = neg.paste(images, labels, generator=torch.Generator().manual_seed(1))
+    logits = seg(out)
+    nll = neg.inlier_nll(images, generator=torch.Generator().manual_seed(2))
+    if kind == "joint":
+        total, _ = nflowjs_segmenter_loss(logits, lab, mask, lam=lam)
+        (total + nll).backward()
+    else:
+        nflowjs_flow_loss(nll, jsd_uniform_loss(logits, mask), beta=beta).backward()
+    return out.detach()
+
+
+def test_flow_loss_gradient_equals_joint_objective():
+    """grad_flow(seg_total + nll) == grad_flow(nflowjs_flow_loss(nll, js, lam)) for a 1x1 segmenter; d/d js = beta.
+
+    (With a wider receptive field the joint sum also carries CE gradients of inlier pixels next to a patch.)
+    """
+    flow = _tiny_flow()
     neg = FlowNegatives(flow, per_image=1, size_range=(8, 16))
     images = torch.rand(2, 3, 24, 32)
     labels = torch.randint(0, 4, (2, 24, 32))
@@ -108,14 +128,7 @@ def test_flow_loss_gradient_equals_joint_objective():
 
     def grads(kind: str, seg: torch.nn.Module) -> list[torch.Tensor]:
         flow.zero_grad()
-        out, lab, mask = neg.paste(images, labels, generator=torch.Generator().manual_seed(1))
-        logits = seg(out)
-        nll = neg.inlier_nll(images, generator=torch.Generator().manual_seed(2))
-        if kind == "joint":
-            total, _ = nflowjs_segmenter_loss(logits, lab, mask, lam=lam)
-            (total + nll).backward()
-        else:
-            nflowjs_flow_loss(nll, jsd_uniform_loss(logits, mask), beta=lam).backward()
+        _backward(neg, seg, images, labels, kind, lam=lam, beta=lam)
         return [p.grad.clone() for p in flow.parameters()]
 
     seg1 = torch.nn.Conv2d(3, 4, 1)  # receptive field 1 px: CE of inlier pixels does not see the patches
@@ -136,12 +149,7 @@ def test_flow_loss_gradient_equals_joint_objective():
 def test_flow_js_weight_rescales_only_the_flow_gradient():
     """FlowNegatives(grad_scale=beta/lam): the joint backward gives the flow grad(NLL + beta*JS) (1x1 segmenter) and
     leaves the segmenter's gradient (CE + lam*JS) and the forward pass unchanged."""
-    torch.manual_seed(0)
-    flow = PatchFlow(levels=2, steps=1, hidden=8)
-    flow.encode(torch.rand(2, 3, 8, 8))
-    with torch.no_grad():
-        for p in flow.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    flow = _tiny_flow()
     seg = torch.nn.Conv2d(3, 4, 1)
     images = torch.rand(2, 3, 24, 32)
     labels = torch.randint(0, 4, (2, 24, 32))
@@ -150,15 +158,8 @@ def test_flow_js_weight_rescales_only_the_flow_gradient():
     def run(grad_scale: float, kind: str = "joint"):
         flow.zero_grad(), seg.zero_grad()
         neg = FlowNegatives(flow, per_image=1, size_range=(8, 16), grad_scale=grad_scale)
-        out, lab, mask = neg.paste(images, labels, generator=torch.Generator().manual_seed(1))
-        logits = seg(out)
-        nll = neg.inlier_nll(images, generator=torch.Generator().manual_seed(2))
-        if kind == "joint":
-            total, _ = nflowjs_segmenter_loss(logits, lab, mask, lam=lam)
-            (total + nll).backward()
-        else:
-            nflowjs_flow_loss(nll, jsd_uniform_loss(logits, mask), beta=beta).backward()
-        return out.detach(), [p.grad.clone() for p in flow.parameters()], [p.grad.clone() for p in seg.parameters()]
+        out = _backward(neg, seg, images, labels, kind, lam=lam, beta=beta)
+        return out, [p.grad.clone() for p in flow.parameters()], [p.grad.clone() for p in seg.parameters()]
 
     out1, flow1, seg1 = run(1.0)
     out2, flow2, seg2 = run(beta / lam)
