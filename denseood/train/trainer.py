@@ -657,20 +657,18 @@ class Trainer:
         t0 = time.perf_counter()
         bar = tqdm(total=end - self.step, desc="train", disable=not (main and self.progress), dynamic_ncols=True)
         last_terms: dict[str, float] = {}
-        flow_bpd_log: list[tuple[int, float]] = []
         for images, labels, seeds in self.loader(self.step, end):
             terms = self.train_step(self.step, images, labels, seeds)
             last_terms = terms
             self.step += 1
-            phase = self.phase_of(self.step - 1)[0]
+            phase, start, length = self.phase_of(self.step - 1)
             rec = {"step": self.step, "phase": phase, **{k: v for k, v in terms.items() if k != "phase"}}
             if self.step % cfg.log_every == 0 or self.step == end:
                 if self.flow is not None and phase != "pretrain" and main:
                     # the flow's fit to held-out inliers, during its pre-training and while the JS term acts on it
                     rec["flow_heldout_bpd"] = self._heldout_bpd()
-                    flow_bpd_log.append((self.step, rec["flow_heldout_bpd"]))
                 self.history.append(rec)
-            if phase == "flow_pretrain" and self.step == self.phase_of(self.step - 1)[1] + cfg.flow_pretrain_steps and main:
+            if phase == "flow_pretrain" and self.step == start + length and main:
                 self.save_flow_samples(self.out / "flow_samples_pretrain.png")   # before the JS term shapes them
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items() if isinstance(v, float)}, refresh=False)
@@ -682,8 +680,9 @@ class Trainer:
                 dist.barrier()
         bar.close()
         summary = {"steps": self.step, "seconds": time.perf_counter() - t0, "last": last_terms, "best": self.best}
+        flow_bpd_log = [(h["step"], h["flow_heldout_bpd"]) for h in self.history if "flow_heldout_bpd" in h]
         if flow_bpd_log and main:
-            summary["flow_heldout_bpd"] = flow_bpd_log
+            summary["flow_heldout_bpd"] = flow_bpd_log   # the whole run's, earlier parts of a resumed run included
         if self.step >= total:
             summary.update(self._finish())
         if main:
