@@ -153,6 +153,8 @@ def test_flow_js_weight_config(synth_root, tmp_path):
         tiny_cfg(synth_root, tmp_path / "x", lam=0.0, flow_js_weight=0.1).validate()
     with pytest.raises(ConfigError, match="flow_js_weight must be >= 0"):
         tiny_cfg(synth_root, tmp_path / "x", flow_js_weight=-1.0).validate()
+    with pytest.raises(ConfigError, match="lam must be >= 0"):
+        tiny_cfg(synth_root, tmp_path / "x", lam=-0.1).validate()
 
 
 @pytest.mark.slow
