@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -125,3 +127,28 @@ def load_yaml(cls: type[T], path: str | os.PathLike) -> T:
 
 def dump_yaml(cfg: Any, path: str | os.PathLike) -> Path:
     return atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def parse_hw(text: str | Sequence[int] | int | None, what: str = "size") -> tuple[int, int] | None:
+    """A height x width from a user value.
+
+    text: ``"512x1024"`` (also ``"512*1024"``), ``(512, 1024)``, a single int ``n`` -> ``(n, n)``; None -> None.
+    what: the option's name, used in the error. Raises ConfigError on anything else or a non-positive side.
+    """
+    if text is None:
+        return None
+    if isinstance(text, bool):
+        raise ConfigError(f"invalid {what} {text!r}; expected HxW, e.g. 512x1024")
+    if isinstance(text, numbers.Integral):
+        parts: list = [int(text), int(text)]
+    elif isinstance(text, str):
+        parts = text.lower().replace("*", "x").split("x")
+    else:
+        parts = list(text)
+    try:
+        h, w = (int(p) for p in parts)
+    except (ValueError, TypeError):
+        raise ConfigError(f"invalid {what} {text!r}; expected HxW, e.g. 512x1024") from None
+    if h <= 0 or w <= 0:
+        raise ConfigError(f"invalid {what} {text!r}; height and width must be positive")
+    return h, w

@@ -1,14 +1,30 @@
-"""Thin helpers over torch.distributed for runs started by ``torchrun`` (never a home-made launcher)."""
+"""Devices and DDP: the one place that knows about ``torch.distributed`` and device choice.
+
+Runs are started by ``torchrun`` (never a home-made launcher). Every stage uses only the public
+names here: :func:`resolve_device`, :func:`all_reduce`, :func:`gather`, :func:`gather_cat`,
+:func:`rank`, :func:`world_size`, :func:`is_dist`, :func:`barrier`. See docs/architecture.md.
+"""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
-import torch.distributed as dist
+import torch.distributed as tdist
+
+from .errors import ConfigError
+
+_REDUCE_OPS = ("sum", "min", "max")
 
 
 def launched_by_torchrun() -> bool:
+    """True when ``torchrun`` started this process with more than one rank (RANK and WORLD_SIZE set)."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def local_rank() -> int:
+    """This process's GPU index on its node (``LOCAL_RANK`` from torchrun; 0 otherwise)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def init_from_env(backend: str | None = None) -> bool:
@@ -18,26 +34,27 @@ def init_from_env(backend: str | None = None) -> bool:
     """
     if not launched_by_torchrun():
         return False
-    if dist.is_initialized():
+    if tdist.is_initialized():
         return True
     if backend is None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend)
+        torch.cuda.set_device(local_rank())
+    tdist.init_process_group(backend=backend)
     return True
 
 
 def is_dist() -> bool:
-    return dist.is_available() and dist.is_initialized()
+    """True inside an initialised process group."""
+    return tdist.is_available() and tdist.is_initialized()
 
 
 def rank() -> int:
-    return dist.get_rank() if is_dist() else 0
+    return tdist.get_rank() if is_dist() else 0
 
 
 def world_size() -> int:
-    return dist.get_world_size() if is_dist() else 1
+    return tdist.get_world_size() if is_dist() else 1
 
 
 def is_main() -> bool:
@@ -46,34 +63,89 @@ def is_main() -> bool:
 
 def barrier() -> None:
     if is_dist():
-        dist.barrier()
+        tdist.barrier()
+
+
+def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """Device from a user spec.
+
+    spec: ``"auto"``/None -> this rank's GPU (``cuda:LOCAL_RANK``) under a multi-process run with CUDA,
+    ``cuda`` when available, else ``cpu``; ``"cpu"``, ``"cuda"``, ``"cuda:N"``; a ``torch.device`` is returned as is.
+    Raises ConfigError for a malformed, unsupported or unavailable device.
+    """
+    if isinstance(spec, torch.device):
+        return spec
+    if spec in (None, "auto"):
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        if is_dist() or launched_by_torchrun():
+            return torch.device("cuda", local_rank())
+        return torch.device("cuda")
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"invalid device {spec!r}: {e}; use auto, cpu, cuda or cuda:N") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {spec!r} requested but CUDA is not available; use --device cpu or auto")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device type {dev.type!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def _comm_device(t: torch.Tensor) -> torch.device:
+    if tdist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return t.device if t.is_cuda else torch.device("cpu")
+
+
+def all_reduce(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """Reduce ``t`` over ranks; returns a new tensor on t's device (a copy when not distributed).
+
+    op: "sum" | "min" | "max". With nccl the reduction runs on this rank's GPU and is copied back.
+    """
+    if op not in _REDUCE_OPS:
+        raise ConfigError(f"unknown reduce op {op!r}; valid: {', '.join(_REDUCE_OPS)}")
+    if not is_dist():
+        return t.clone()
+    dev = _comm_device(t)
+    c = t.to(dev).clone()
+    tdist.all_reduce(c, op={"sum": tdist.ReduceOp.SUM, "min": tdist.ReduceOp.MIN, "max": tdist.ReduceOp.MAX}[op])
+    return c.to(t.device)
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum ``t`` over ranks in place (no-op when not distributed) and return it.
-
-    With nccl the tensor is moved to the current CUDA device for the reduction and copied back.
-    """
-    if not is_dist():
-        return t
-    if dist.get_backend() == "nccl" and not t.is_cuda:
-        tc = t.cuda()
-        dist.all_reduce(tc, op=dist.ReduceOp.SUM)
-        t.copy_(tc.cpu())
-    else:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    """Sum ``t`` over ranks *in place* (no-op when not distributed) and return it."""
+    if is_dist():
+        t.copy_(all_reduce(t, "sum"))
     return t
 
 
-def all_gather_object(obj):
-    """List of ``obj`` from every rank (a one-element list when not distributed)."""
+def gather(obj: Any) -> list:
+    """List of ``obj`` (any picklable value) from every rank in rank order; ``[obj]`` when not distributed."""
     if not is_dist():
         return [obj]
-    out = [None] * world_size()
-    dist.all_gather_object(out, obj)
+    out: list = [None] * world_size()
+    tdist.all_gather_object(out, obj)
     return out
+
+
+all_gather_object = gather  # the 0.1 name
+
+
+def gather_cat(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate the 1-D tensors of all ranks (rank order, sizes may differ); identity when not distributed."""
+    if not is_dist():
+        return t
+    sizes = gather(int(t.numel()))
+    dev = _comm_device(t)
+    n = max(sizes)
+    buf = torch.zeros(n, dtype=t.dtype, device=dev)
+    buf[: t.numel()] = t.to(dev)
+    outs = [torch.empty(n, dtype=t.dtype, device=dev) for _ in sizes]
+    tdist.all_gather(outs, buf)
+    return torch.cat([o[:k] for o, k in zip(outs, sizes)]).to(t.device)
 
 
 def cleanup() -> None:
     if is_dist():
-        dist.destroy_process_group()
+        tdist.destroy_process_group()

@@ -16,28 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from .config import parse_hw
 from .data.sample import Sample
+from .dist import resolve_device
 from .errors import ConfigError
+
+__all__ = ["Inference", "ShardSampler", "collate_samples", "resolve_device", "resolve_dtype", "dtype_name",
+           "parse_hw", "peak_memory_mb", "DTYPES"]
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' -> cuda when available else cpu; otherwise ``torch.device(device)`` (ConfigError when unusable)."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"invalid device {device!r}: {e}; use auto, cpu, cuda or cuda:N") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device type {dev.type!r} is not supported; use auto, cpu, cuda or cuda:N")
-    return dev
-
-
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """'auto' -> bf16 on CUDA when supported, else fp16 on CUDA, fp32 on CPU; or fp32|bf16|fp16 explicitly."""
     if dtype in (None, "auto"):
@@ -62,23 +52,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 def dtype_name(dt: torch.dtype) -> str:
     return {v: k for k, v in DTYPES.items()}[dt]
-
-
-def parse_hw(text: str | Sequence[int] | None, what: str = "size") -> tuple[int, int] | None:
-    """'512x1024' (or (512, 1024)) -> (512, 1024); None -> None. ConfigError on anything else."""
-    if text is None:
-        return None
-    if isinstance(text, str):
-        parts = text.lower().replace("*", "x").split("x")
-    else:
-        parts = list(text)
-    try:
-        h, w = (int(p) for p in parts)
-    except (ValueError, TypeError):
-        raise ConfigError(f"invalid {what} {text!r}; expected HxW, e.g. 512x1024") from None
-    if h <= 0 or w <= 0:
-        raise ConfigError(f"invalid {what} {text!r}; height and width must be positive")
-    return h, w
 
 
 def peak_memory_mb(device: torch.device) -> float:

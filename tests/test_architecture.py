@@ -1,0 +1,166 @@
+"""The package's import rules (docs/architecture.md): each stage imports only stages below it, and no
+module-level import cycle exists. The checker parses source with ``ast``; nothing is imported."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import denseood
+
+CORE = {"errors", "_version", "io", "dist", "config", "viz"}
+BELOW = ["core", "data", "models", "scores", "infer", "s2m"]
+ALLOWED: dict[str, set[str]] = {
+    "core": {"core"},
+    "data": {"core", "data"},
+    "models": {"core", "data", "models"},
+    "scores": {"core", "data", "models", "scores"},
+    "infer": {"core", "data", "models", "scores", "infer"},
+    "s2m": set(BELOW),
+    "eval": {"core", "eval"},  # metric objects: nothing above errors/dist/io
+    "train": {*BELOW, "eval", "train"},
+    "commands": {*BELOW, "eval", "train", "commands"},
+    "top": {*BELOW, "eval", "train", "commands", "top"},
+}
+
+
+def stage_of(module: str, package: str) -> str:
+    """'pkg.s2m.prompts' -> 's2m'; core modules -> 'core'; the package itself, cli and __main__ -> 'top'."""
+    parts = module.split(".")
+    if parts[0] != package or len(parts) == 1 or parts[1] in ("cli", "__main__"):
+        return "top"
+    head = parts[1]
+    return "core" if head in CORE else head
+
+
+def module_name(path: Path, root: Path, package: str) -> str:
+    rel = path.relative_to(root).with_suffix("")
+    parts = [package, *rel.parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(tree: ast.Module, module: str, is_pkg: bool, known: set[str]):
+    """Yield (target module, lineno, module_level) for every import of the package in a parsed file."""
+    package = module.split(".")[0]
+    top_level = {id(n) for n in tree.body}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".") if is_pkg else module.split(".")[:-1]
+                base = base[: len(base) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            names = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in known else mod for a in node.names]
+        else:
+            continue
+        for name in dict.fromkeys(names):
+            if name.split(".")[0] == package:
+                yield name, node.lineno, id(node) in top_level
+
+
+def check_imports(root: Path, package: str) -> list[str]:
+    """Violations of the layer rules and module-level import cycles under the package folder ``root``."""
+    files = {module_name(p, root, package): p for p in sorted(root.rglob("*.py"))}
+    known = set(files)
+    problems: list[str] = []
+    graph: dict[str, set[str]] = {m: set() for m in files}
+    for mod, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        src = stage_of(mod, package)
+        allowed = ALLOWED.get(src)
+        for target, line, module_level in _imports(tree, mod, path.name == "__init__.py", known):
+            dst = stage_of(target, package)
+            if allowed is None:
+                problems.append(f"{path}: unknown stage {src!r}; add it to the layer table")
+                break
+            if dst not in allowed:
+                problems.append(f"{path}:{line}: {mod} ({src}) imports {target} ({dst}), which is not below it")
+            while target not in known and "." in target:
+                target = target.rsplit(".", 1)[0]
+            if module_level and target in known and target != mod:
+                graph[mod].add(target)
+    problems += [f"import cycle: {' -> '.join(c)}" for c in _cycles(graph)]
+    return problems
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan), each as a sorted list."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_denseood_imports_only_downward_and_has_no_cycles():
+    root = Path(denseood.__file__).parent
+    assert check_imports(root, "denseood") == []
+
+
+def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
+    root = tmp_path / "pkg"
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    for d in [root, *[p for p in root.rglob("*") if p.is_dir()]]:
+        (d / "__init__.py").touch()
+    return root
+
+
+def test_checker_accepts_a_clean_synthetic_tree(tmp_path):
+    root = _tree(tmp_path, {"data/reader.py": "from ..errors import E\n", "errors.py": "class E(Exception): pass\n",
+                            "train/loop.py": "from ..data.reader import x\nfrom pkg.eval import m\n",
+                            "eval/m.py": "from .. import dist\n", "dist.py": ""})
+    assert check_imports(root, "pkg") == []
+
+
+@pytest.mark.parametrize("rel, text, expect", [
+    ("data/reader.py", "from ..train.loop import fit\n", "(data) imports pkg.train.loop (train)"),
+    ("data/reader.py", "def f():\n    from pkg.s2m import x\n", "(data) imports pkg.s2m (s2m)"),  # function level too
+    ("eval/m.py", "import pkg.models.net\n", "(eval) imports pkg.models.net (models)"),
+    ("models/net.py", "from ..commands import run\n", "(models) imports pkg.commands (commands)"),
+])
+def test_checker_rejects_a_deliberate_upward_import(tmp_path, rel, text, expect):
+    root = _tree(tmp_path, {rel: text, "train/loop.py": "", "s2m/__init__.py": "", "models/net.py": "",
+                            "commands/__init__.py": ""} | {rel: text})
+    problems = check_imports(root, "pkg")
+    assert len(problems) == 1 and expect in problems[0], problems
+
+
+def test_checker_rejects_a_module_level_cycle_but_not_a_deferred_import(tmp_path):
+    root = _tree(tmp_path, {"s2m/a.py": "from .b import y\nx = 1\n", "s2m/b.py": "from .a import x\ny = 2\n"})
+    assert check_imports(root, "pkg") == ["import cycle: pkg.s2m.a -> pkg.s2m.b"]
+    root2 = _tree(tmp_path / "2", {"s2m/a.py": "from .b import y\nx = 1\n",
+                                   "s2m/b.py": "def f():\n    from .a import x\n    return x\ny = 2\n"})
+    assert check_imports(root2, "pkg") == []
