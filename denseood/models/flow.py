@@ -338,3 +338,15 @@ class PatchFlow(nn.Module):
 def nll_loss(flow: PatchFlow, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mean bits/dim (scalar) of 8-bit images x (uint8, or float k/255 in [0,1]) under ``flow``, dequantized."""
     return flow.bits_per_dim(x, dequantize=True, generator=generator).mean()
+
+
+def flow_from_config(cfg: dict | None) -> PatchFlow:
+    """A PatchFlow shaped by a training config's ``flow_levels`` / ``flow_steps`` / ``flow_hidden`` (ints).
+
+    cfg: a ``TrainConfig`` as a dict (e.g. a checkpoint's ``config``); missing or non-int keys keep PatchFlow's
+    defaults. The one place that maps config keys to the flow's shape (trainer and prompter both use it).
+    """
+    cfg = cfg or {}
+    kw = {k: int(cfg[f"flow_{k}"]) for k in ("levels", "steps", "hidden")
+          if isinstance(cfg.get(f"flow_{k}"), int) and not isinstance(cfg.get(f"flow_{k}"), bool)}
+    return PatchFlow(**kw)
