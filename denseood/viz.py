@@ -1,4 +1,7 @@
-"""Visualisation: heat maps, overlays, object drawings, PR/ROC curves (PNG via matplotlib Agg)."""
+"""Visualisation: heat maps, overlays, object drawings, PR/ROC curves (PNG via matplotlib Agg).
+
+See docs/architecture.md.
+"""
 from __future__ import annotations
 
 import os
@@ -58,8 +61,24 @@ def draw_objects(image: np.ndarray, instances: np.ndarray, boxes: np.ndarray | N
             x0, y0, x1, y1 = (int(round(v)) for v in b)
             cv2.rectangle(out, (x0, y0), (x1, y1), (0, 255, 0), 2)
             if scores is not None and k < len(scores):
-                cv2.putText(out, f"{float(scores[k]):.2f}", (x0, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1, cv2.LINE_AA)
+                text = f"{float(scores[k]):.2f}"
+                cv2.putText(out, text, label_origin(text, (x0, y0), out.shape[:2]), _FONT, _FONT_SCALE, (0, 255, 0), 1,
+                            cv2.LINE_AA)
     return out
+
+
+_FONT, _FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.5
+
+
+def label_origin(text: str, corner: tuple[int, int], hw: tuple[int, int]) -> tuple[int, int]:
+    """Bottom-left origin for ``text`` placed just above a box's top-left ``corner`` (x, y), moved inside an image
+    of size ``hw`` = (H, W) so that the whole label stays visible (below the corner when there is no room above)."""
+    (tw, th), base = cv2.getTextSize(text, _FONT, _FONT_SCALE, 1)
+    x, y = corner
+    x = int(min(max(x, 0), max(hw[1] - tw - 1, 0)))
+    y = y - 4 if y - 4 - th >= 0 else y + th + 4
+    y = int(min(max(y, th), max(hw[0] - base - 1, th)))
+    return x, y
 
 
 def plot_curves(curves: dict[str, dict[str, np.ndarray]], path: str | os.PathLike, kind: str = "pr") -> Path:
@@ -69,8 +88,9 @@ def plot_curves(curves: dict[str, dict[str, np.ndarray]], path: str | os.PathLik
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import atomic_write_bytes
     import io as _io
+
+    from .io import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(5, 4), dpi=110)
     for name, c in curves.items():

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from denseood.bench.metrics import bench_metrics, format_table, run
+from denseood.commands.bench.metrics import bench_metrics, format_table, run
 from denseood.errors import ConfigError
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from denseood.bench.infer import bench_infer, default_dtypes, format_table
+from denseood.commands.bench.infer import bench_infer, default_dtypes, format_table
 from denseood.cli import main as cli_main
 from denseood.errors import ConfigError
 
@@ -50,6 +50,7 @@ def test_cli_json(tmp_path, capsys):
     assert "| 32x64 | bf16 |" in capsys.readouterr().out
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_bench_cuda():
     rows = bench_infer("fpn", "resnet18", sizes=[(128, 256)], iters=2, warmup=1, device="cuda", progress=False)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from denseood.bench.s2m import bench_s2m, format_table, make_scene
+from denseood.commands.bench.s2m import bench_s2m, format_table, make_scene
 from denseood.cli import main as cli_main
 from denseood.errors import ConfigError
 
@@ -46,6 +46,7 @@ def test_cli_json(tmp_path, capsys):
     assert "grabcut" in out and "skipped" in out
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_bench_sam_cuda_skip_without_weights(tmp_path):
     res = bench_s2m(sizes=[(64, 128)], frames=1, iters=1, device="cuda", sam_weights=tmp_path / "none.pth",

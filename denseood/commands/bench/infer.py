@@ -1,0 +1,116 @@
+"""``denseood bench infer``: images/s and peak memory of segmenter + jsd score per input size and dtype,
+all in one run so the ratios against fp32 are comparable."""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ...errors import ConfigError
+from ...io import atomic_write_json
+
+DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((512, 1024), (1024, 2048))
+
+
+def default_dtypes(device: torch.device, compile: bool = False) -> list[str]:
+    """fp32, bf16 on CPU; fp32, bf16 (when supported), fp16 on CUDA, plus '<dtype>+compile' variants with compile."""
+    if device.type != "cuda":
+        base = ["fp32", "bf16"]
+    else:
+        base = ["fp32", *(["bf16"] if torch.cuda.is_bf16_supported() else []), "fp16"]
+    return base + ([f"{d}+compile" for d in base] if compile else [])
+
+
+def bench_infer(arch: str = "deeplabv3plus", encoder: str = "resnet50",
+                sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES, dtypes: Sequence[str] | None = None,
+                batch_size: int = 1, iters: int | None = None, device: str = "auto", warmup: int = 2,
+                num_classes: int = 19, compile: bool = False, progress: bool = True) -> list[dict]:
+    """Time ``Inference.predict`` (segmenter forward under autocast + jsd score on the device).
+
+    dtypes: names 'fp32' | 'bf16' | 'fp16', optionally suffixed '+compile'. iters: timed batches per setting
+    (default 20 on CUDA, 3 on CPU) after ``warmup`` untimed ones. Returns one dict per (size, dtype): size, dtype,
+    compile, batch_size, iters, images_per_s, ms_per_image, peak_mem_mb (CUDA: max allocated during that setting;
+    CPU: process peak RSS, monotonic over the run), speedup_vs_fp32 (same size, same run).
+    """
+    from ...dist import resolve_device
+    from ...infer import Inference
+    from ...models.segmenter import create_segmenter
+
+    dev = resolve_device(device)
+    if dtypes is None:
+        dtypes = default_dtypes(dev, compile)
+    if iters is None:
+        iters = 20 if dev.type == "cuda" else 3
+    if iters < 1 or batch_size < 1:
+        raise ConfigError(f"iters and batch size must be >= 1, got {iters}, {batch_size}")
+    model = create_segmenter(arch, encoder, num_classes)
+    rows: list[dict] = []
+    gen = np.random.default_rng(0)
+    for h, w in sizes:
+        images = torch.from_numpy(gen.integers(0, 256, (batch_size, h, w, 3), dtype=np.uint8))
+        if dev.type == "cuda":
+            images = images.pin_memory()
+        for spec in dtypes:
+            dt, _, extra = spec.partition("+")
+            if extra not in ("", "compile"):
+                raise ConfigError(f"unknown dtype variant {spec!r}; use fp32|bf16|fp16 optionally with +compile")
+            eng = Inference(model, scores=("jsd",), device=str(dev), dtype=dt, input_size=None,
+                            compile=extra == "compile")
+            for _ in range(warmup):
+                eng.predict(images)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+                torch.cuda.empty_cache()
+            eng.reset_stats()
+            t = time.perf_counter()
+            for _ in range(iters):
+                eng.predict(images)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            sec = time.perf_counter() - t
+            st = eng.stats
+            row = {"arch": arch, "encoder": encoder, "size": [h, w], "dtype": dt, "compile": extra == "compile",
+                   "device": str(dev), "batch_size": batch_size, "iters": iters,
+                   "images_per_s": batch_size * iters / sec, "ms_per_image": 1000.0 * sec / (batch_size * iters),
+                   "peak_mem_mb": st["peak_mem_mb"]}
+            rows.append(row)
+            if progress:
+                print(f"  {h}x{w} {spec:<14} {row['images_per_s']:8.2f} img/s  {row['peak_mem_mb']:8.0f} MB", flush=True)
+        base = next((r for r in rows if r["size"] == [h, w] and r["dtype"] == "fp32" and not r["compile"]), None)
+        for r in rows:
+            if r["size"] == [h, w]:
+                r["speedup_vs_fp32"] = r["images_per_s"] / base["images_per_s"] if base else None
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """Markdown table of ``bench_infer`` rows."""
+    mem = "peak GPU MB" if rows and rows[0]["device"].startswith("cuda") else "peak RSS MB"
+    lines = [f"| size | dtype | compile | images/s | ms/image | {mem} | x fp32 |", "|---|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        sp = r.get("speedup_vs_fp32")
+        lines.append(f"| {r['size'][0]}x{r['size'][1]} | {r['dtype']} | {'yes' if r['compile'] else 'no'} | "
+                     f"{r['images_per_s']:.2f} | {r['ms_per_image']:.1f} | {r['peak_mem_mb']:.0f} | "
+                     f"{'–' if sp is None else f'{sp:.2f}'} |")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    """Handler of ``denseood bench infer``."""
+    from ...config import parse_hw
+
+    sizes = tuple(parse_hw(s.strip(), "--sizes") for s in args.sizes.split(",") if s.strip())
+    rows = bench_infer(args.arch, args.encoder, sizes=sizes, batch_size=args.batch_size, iters=args.iters,
+                       device=args.device, compile=args.compile)
+    print(f"\n{args.arch}/{args.encoder} segmenter + jsd score, batch {args.batch_size}, {rows[0]['device']}, "
+          f"torch {torch.__version__}\n")
+    print(format_table(rows))
+    if args.json:
+        atomic_write_json(args.json, {"bench": "infer", "torch": torch.__version__, "rows": rows})
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+__all__ = ["bench_infer", "default_dtypes", "format_table", "run"]
