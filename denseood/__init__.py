@@ -11,7 +11,13 @@ Public API (imported lazily so that ``import denseood`` stays cheap)::
 """
 from __future__ import annotations
 
+import os as _os
+
 from ._version import __version__
+
+# albumentations checks PyPI for a newer version when it is imported (a DNS query and an HTTPS connect).
+# denseood never touches the network: switch that check off before any submodule can import it.
+_os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 _EXPORTS = {
     "create_segmenter": "denseood.models.segmenter",

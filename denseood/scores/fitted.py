@@ -75,15 +75,39 @@ def mahalanobis(logits: torch.Tensor, features: torch.Tensor | None = None,
         if not bool(valid.any()):
             raise ConfigError("Mahalanobis statistics hold no fitted class (all maha_counts are 0); refit them")
     means = means[valid]
-    center = means.mean(dim=0)  # centring keeps the expanded quadratic form well conditioned in float32
-    mu = means - center
-    z = features.to(dev, torch.float32).permute(0, 2, 3, 1).reshape(-1, f) - center
-    zp = z @ prec
-    d2 = (zp * z).sum(dim=1, keepdim=True) - 2.0 * (zp @ mu.T) + ((mu @ prec) * mu).sum(dim=1)[None, :]
-    dist = d2.amin(dim=1).clamp_min(0.0).sqrt().reshape(b, 1, h, w)
+    z = features.to(dev, torch.float32).permute(0, 2, 3, 1).reshape(-1, f)
+    d2 = mahalanobis_min_d2(z, means, prec)
+    dist = d2.clamp_min(0.0).sqrt().reshape(b, 1, h, w)
     if (h, w) != tuple(x.shape[-2:]):
         dist = F.interpolate(dist, size=x.shape[-2:], mode="bilinear", align_corners=False)
     return dist[:, 0]
+
+
+def mahalanobis_min_d2(z: torch.Tensor, means: torch.Tensor, prec: torch.Tensor) -> torch.Tensor:
+    """min_c (z - mu_c)^T P (z - mu_c) per row, accurate to float32 rounding of the *difference*.
+
+    z: (N,F) float32 features; means: (K,F) float32 class means; prec: (F,F) symmetric positive definite.
+    Returns (N,) float32. Two passes: the nearest class is chosen with the linear part of the expanded form
+    (the z^T P z term is the same for every class, so it is skipped), then that class's distance is computed
+    from the residual z - mu_c, which float32 subtracts exactly when z is near mu_c. Expanding the quadratic
+    form instead loses about eps * |z|^2 * |P| to cancellation, which is large when class means are far
+    from each other (and so from their centroid). Cost: one (N,F)x(F,K) and one (N,F)x(F,F) product.
+    """
+    center = means.mean(dim=0)
+    mu = means - center
+    a = prec @ mu.T  # (F,K)
+    # score_c = -2 (z - center)^T P mu_c + mu_c^T P mu_c = -2 z^T a_c + const_c
+    const = ((mu * a.T).sum(dim=1) + 2.0 * (center @ a))[None]
+    out = torch.empty(z.shape[0], dtype=z.dtype, device=z.device)
+    for i in range(0, z.shape[0], _ROWS):  # row blocks keep the (rows, F) temporaries in cache
+        zb = z[i:i + _ROWS]
+        nearest = torch.addmm(const, zb, a, alpha=-2.0).argmin(dim=1)
+        r = means.index_select(0, nearest).sub_(zb)
+        out[i:i + _ROWS] = (r @ prec).mul_(r).sum(dim=1)
+    return out
+
+
+_ROWS = 4096
 
 
 # ------------------------------------------------------------------------------------------------ fitting

@@ -180,3 +180,52 @@ def test_fit_on_segmenter_end_to_end(tmp_path):
     s = anomaly_score("sml", logits, **score_kwargs("sml", ck))
     assert d.shape == s.shape == (1, 40, 60)
     assert torch.isfinite(d).all() and torch.isfinite(s).all() and (d >= 0).all()
+
+
+def _expanded_form_d2(z, means, prec):
+    """The 0.1 computation (centred expanded quadratic form in float32), kept to show what the test catches."""
+    center = means.mean(dim=0)
+    mu, zc = means - center, z - center
+    zp = zc @ prec
+    d2 = (zp * zc).sum(dim=1, keepdim=True) - 2.0 * (zp @ mu.T) + ((mu @ prec) * mu).sum(dim=1)[None, :]
+    return d2.amin(dim=1)
+
+
+def _far_apart_case(spread: float, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    k, f = 6, 16
+    means = (torch.rand(k, f, generator=g) - 0.5) * 2 * spread  # class means up to ~spread apart per axis
+    a = torch.randn(f, f, generator=g, dtype=torch.float64)
+    prec64 = a @ a.T / f + torch.eye(f, dtype=torch.float64)
+    near = means.repeat_interleave(20, 0) + 0.05 * torch.randn(k * 20, f, generator=g)  # d ~ 0.3 from a mean
+    mid = 0.5 * (means[:3] + means[3:]) + torch.randn(3, f, generator=g)
+    z = torch.cat([near, mid]).float()
+    return z, means.float(), prec64.float()
+
+
+def _reference_d(z, means, prec):
+    r = z.double()[:, None, :] - means.double()[None]
+    return torch.einsum("nkf,fg,nkg->nk", r, prec.double(), r).amin(dim=1).sqrt()
+
+
+@pytest.mark.parametrize("spread", [1.0, 30.0, 1e3])
+def test_mahalanobis_matches_float64_with_far_apart_means(spread):
+    from denseood.scores.fitted import mahalanobis_min_d2
+
+    z, means, prec = _far_apart_case(spread)
+    ref = _reference_d(z, means, prec)
+    got = mahalanobis_min_d2(z, means, prec).clamp_min(0).sqrt().double()
+    rel = ((got - ref).abs() / ref).max().item()
+    assert rel < 1e-6, rel
+    # through the public score too (features (B,F,h,w), stats as a checkpoint holds them)
+    feats = z.T.reshape(1, z.shape[1], 1, -1)
+    d = anomaly_score("mahalanobis", feats.new_zeros(1, 3, 1, z.shape[0]), features=feats,
+                      stats={"maha_means": means, "maha_precision": prec})
+    assert ((d[0, 0].double() - ref).abs() / ref).max().item() < 1e-6
+
+
+def test_the_expanded_form_fails_the_far_apart_case():
+    z, means, prec = _far_apart_case(1e3)
+    ref = _reference_d(z, means, prec)
+    old = _expanded_form_d2(z, means, prec).clamp_min(0).sqrt().double()
+    assert ((old - ref).abs() / ref).max().item() > 1e-4
