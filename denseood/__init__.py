@@ -17,7 +17,7 @@ from ._version import __version__
 
 # albumentations checks PyPI for a newer version when it is imported (a DNS query and an HTTPS connect).
 # denseood never touches the network: switch that check off before any submodule can import it.
-_os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+_os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
 
 _EXPORTS = {
     "create_segmenter": "denseood.models.segmenter",
