@@ -19,8 +19,8 @@ import os
 from pathlib import Path
 
 from ..errors import DatasetError
-from ..io import read_image
-from .base import BaseDataset, Frame, list_image_files
+from ..io import list_images, read_image
+from .base import BaseDataset, Frame
 from .sample import Sample
 from .smiyc import laf_scene_folder
 
@@ -39,7 +39,7 @@ def _folder_pairs(ds: BaseDataset, root: Path) -> list[Frame]:
         raise ds._missing(img_dir, "image folder")
     if not lab_dir.is_dir():
         raise ds._missing(lab_dir, "label folder")
-    images = list_image_files(img_dir)
+    images = list_images(img_dir, hidden=False)
     if not images:
         raise ds._empty(img_dir, "*.{png,jpg,webp}")
     frames = []

@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from ..io import check_label_values, check_same_size, read_image, read_label
-from .base import BaseDataset, Frame, list_image_files
+from .base import BaseDataset, Frame
 from .classes import STREETHAZARDS_CLASSES
 from .sample import IGNORE, Sample
 
@@ -75,16 +75,8 @@ class StreetHazardsDataset(BaseDataset):
             raise self._missing(img_dir, "image folder")
         if not ann_dir.is_dir():
             raise self._missing(ann_dir, "annotation folder")
-        frames = []
-        for p in list_image_files(img_dir, recursive=True):
-            rel = p.relative_to(img_dir)
-            label = ann_dir / rel.with_suffix(".png")
-            if not label.is_file():
-                raise self._missing_label(p, label)
-            name = "_".join(rel.with_suffix("").parts)
-            frames.append(Frame(name=name, image=p, label=label))
-        if not frames:
-            raise self._empty(img_dir, "<town>/*.png")
+        frames = self._pair_frames(img_dir, ann_dir, lambda stem: (f"{stem}.png",), "<town>/*.png",
+                                   folder_in_name=True)
         self.has_ood_labels = self.split == "test"
         return frames
 
