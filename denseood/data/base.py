@@ -2,7 +2,10 @@
 ``__getitem__`` reads, validates and converts one frame from disk into a :class:`Sample`.
 
 Subclasses set the class attributes (``name``, ``splits``, ``default_split``, ``LAYOUT``, ...) and implement
-``_discover() -> list[Frame]`` and ``_load(frame) -> Sample``.
+``_discover() -> list[Frame]`` and ``_load(frame) -> Sample``. Readers whose labels mirror the image folder
+(``label_dir/<rel>/<name>``) build their frames with :meth:`BaseDataset._pair_frames`.
+
+See docs/architecture.md.
 """
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Cityscapes reader (official layout; labelIds -> 19 train ids as in cityscapesScripts, or labelTrainIds)."""
+"""Cityscapes reader (official layout; labelIds -> 19 train ids as in cityscapesScripts, or labelTrainIds).
+
+See docs/architecture.md.
+"""
 from __future__ import annotations
 
 import os

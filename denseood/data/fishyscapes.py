@@ -12,6 +12,8 @@ Two layouts are accepted:
 
 Pixel metrics: the Fishyscapes evaluator is exact (sort-based, pooled) -> ``default_protocol = "exact"``.
 Component sizes: (500, 100), the SegEval-AnomalyTrack values the SMIYC benchmark uses for FishyLAFAnomaly-val.
+
+See docs/architecture.md.
 """
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Plain image folder (no labels): ``folder`` reader for scoring / segmenting any images."""
+"""Plain image folder (no labels): ``folder`` reader for scoring / segmenting any images.
+
+See docs/architecture.md.
+"""
 from __future__ import annotations
 
 import os

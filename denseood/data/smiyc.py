@@ -13,6 +13,8 @@ Layouts, frame ids and split rules follow the official ``road-anomaly-benchmark`
 * denseood extras read when present (any SMIYC root): ``labels_masks/<fid>_labels_instance.png`` (uint16 anomaly
   instance ids, 0 = none -> ``Sample.instances``) and ``labels_masks/<fid>_labels_trainids.png`` (uint8 inlier train
   ids, 255 at anomaly/void -> ``Sample.semantic``).
+
+See docs/architecture.md.
 """
 from __future__ import annotations
 

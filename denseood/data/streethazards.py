@@ -3,6 +3,8 @@
 ``ROOT/train/images/training/<town>/<n>.png`` (split ``train``), ``ROOT/train/images/validation/<town>/<n>.png``
 (split ``val``), ``ROOT/test/images/test/<town>/<n>.png`` (split ``test``; towns t5, t6), each with the same relative
 path under ``annotations/`` instead of ``images/``.
+
+See docs/architecture.md.
 """
 from __future__ import annotations
 
