@@ -1,4 +1,8 @@
-"""File I/O shared by all stages: atomic writes (temp file + rename) and image/label reading with clear errors."""
+"""File I/O shared by all stages: atomic writes (temp file + rename), image/label reading with errors that name the
+file, label value / size checks and the image-folder lister.
+
+See docs/architecture.md.
+"""
 from __future__ import annotations
 
 import json
@@ -148,11 +152,16 @@ def check_same_size(image: np.ndarray, label: np.ndarray, image_path: str | os.P
             f"{label.shape[1]}x{label.shape[0]} (WxH); the label must match its image pixel for pixel")
 
 
-def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
-    """Sorted image files (by IMAGE_EXTENSIONS) in ``folder``."""
+def list_images(folder: str | os.PathLike, recursive: bool = False, *, hidden: bool = True) -> list[Path]:
+    """Image files (suffix in IMAGE_EXTENSIONS, case-insensitive) in ``folder``, sorted by path.
+
+    recursive: also search subfolders. hidden: False skips files whose name starts with '.' (e.g. macOS ``._x.png``
+    resource forks); the dataset readers pass False. The one image-folder lister of the package.
+    """
     folder = Path(folder)
     it = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                  and (hidden or not p.name.startswith(".")))
 
 
 def read_image_alpha(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:

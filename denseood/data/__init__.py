@@ -1,4 +1,7 @@
-"""Dataset readers for the official layouts; ``open_dataset(name, root, split)``."""
+"""Dataset readers for the official layouts; ``open_dataset(name, root, split)``.
+
+See docs/architecture.md.
+"""
 from .sample import IGNORE, Sample
 from .registry import DATASETS, open_dataset
 

@@ -2,20 +2,24 @@
 ``__getitem__`` reads, validates and converts one frame from disk into a :class:`Sample`.
 
 Subclasses set the class attributes (``name``, ``splits``, ``default_split``, ``LAYOUT``, ...) and implement
-``_discover() -> list[Frame]`` and ``_load(frame) -> Sample``.
+``_discover() -> list[Frame]`` and ``_load(frame) -> Sample``. Readers whose labels mirror the image folder
+(``label_dir/<rel>/<name>``) build their frames with :meth:`BaseDataset._pair_frames`.
+
+See docs/architecture.md.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Iterator
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError, DatasetError
-from ..io import IMAGE_EXTENSIONS, check_label_values, check_same_size, read_label
+from ..io import check_label_values, check_same_size, list_images, read_label
 from .classes import CLASS_SETS
 from .sample import IGNORE, Sample
 
@@ -128,9 +132,40 @@ class BaseDataset(torch.utils.data.Dataset):
         return DatasetError(f"{self.name}: no images found under {path} (looked for {pattern}, split "
                             f"'{self.split}'); expected layout:\n{self.LAYOUT}")
 
-    def _missing_label(self, image: Path, label: Path) -> DatasetError:
-        return DatasetError(f"{self.name} split '{self.split}': image {image} has no label file {label}; every frame "
+    def _missing_label(self, image: Path, *labels: Path) -> DatasetError:
+        """Error for an image of a labelled split without its label; ``labels``: the accepted label paths."""
+        shown = str(labels[0]) if len(labels) == 1 else "(" + " or ".join(map(str, labels)) + ")"
+        return DatasetError(f"{self.name} split '{self.split}': image {image} has no label file {shown}; every frame "
                             f"of a labelled split needs its label (restore the label or remove the image)")
+
+    def _pair_frames(self, img_dir: Path, label_dir: Path, label_names: Callable[[str], Sequence[str]], pattern: str,
+                     *, suffix: str = "", rename_hint: str = "rename or move it out", labelled: bool = True,
+                     folder_in_name: bool = False) -> list[Frame]:
+        """Frames of every image under ``img_dir`` (recursive, hidden files skipped) paired with its label.
+
+        An image ``img_dir/<rel>/<key><suffix>.<ext>`` gets the first existing file of
+        ``label_dir/<rel>/<n>`` for ``n`` in ``label_names(key)``. ``suffix``: required end of the image stem (an
+        image without it raises DatasetError with ``rename_hint``). ``labelled``: a missing label raises
+        (:meth:`_missing_label`); otherwise the frame gets ``label=None``. Frame name: ``key``, or
+        ``<rel parts>_<key>`` joined by '_' with ``folder_in_name``. No image at all raises :meth:`_empty` with
+        ``pattern``.
+        """
+        frames = []
+        for p in list_images(img_dir, recursive=True, hidden=False):
+            key = strip_image_suffix(p, suffix)
+            if key is None:
+                raise DatasetError(f"{self.name}: {p} is in the image folder but its name does not end with "
+                                   f"'{suffix}.<ext>'; {rename_hint}")
+            rel = p.parent.relative_to(img_dir)
+            candidates = [label_dir / rel / n for n in label_names(key)]
+            label = next((c for c in candidates if c.is_file()), None)
+            if label is None and labelled:
+                raise self._missing_label(p, *candidates)
+            name = "_".join((*rel.parts, key)) if folder_in_name else key
+            frames.append(Frame(name=name, image=p, label=label))
+        if not frames:
+            raise self._empty(img_dir, pattern)
+        return frames
 
     def _sample(self, frame: Frame, image: np.ndarray, **kw) -> Sample:
         meta = {"image_path": str(frame.image), "dataset": self.name, "split": self.split}
@@ -166,9 +201,8 @@ class BaseDataset(torch.utils.data.Dataset):
 
 
 def list_image_files(folder: Path, recursive: bool = False) -> list[Path]:
-    """Sorted image files (IMAGE_EXTENSIONS, case-insensitive) in ``folder`` (hidden files skipped)."""
-    it = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    """Sorted image files in ``folder``, hidden files skipped: :func:`denseood.io.list_images` with ``hidden=False``."""
+    return list_images(folder, recursive, hidden=False)
 
 
 def strip_image_suffix(path: Path, suffix: str) -> str | None:

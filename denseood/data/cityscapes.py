@@ -1,13 +1,15 @@
-"""Cityscapes reader (official layout; labelIds -> 19 train ids as in cityscapesScripts, or labelTrainIds)."""
+"""Cityscapes reader (official layout; labelIds -> 19 train ids as in cityscapesScripts, or labelTrainIds).
+
+See docs/architecture.md.
+"""
 from __future__ import annotations
 
 import os
 
 import numpy as np
 
-from ..errors import DatasetError
 from ..io import check_label_values, check_same_size, read_image, read_label
-from .base import BaseDataset, Frame, list_image_files, strip_image_suffix
+from .base import BaseDataset, Frame
 from .classes import cityscapes_lut
 from .sample import IGNORE, Sample
 
@@ -46,23 +48,9 @@ class CityscapesDataset(BaseDataset):
         labelled = self.split != "test"
         if labelled and not gt_dir.is_dir():
             raise self._missing(gt_dir, "label folder")
-        frames = []
-        for p in list_image_files(img_dir, recursive=True):
-            fid = strip_image_suffix(p, IMAGE_SUFFIX)
-            if fid is None:
-                raise DatasetError(f"{self.name}: {p} is in the image folder but its name does not end with "
-                                   f"'{IMAGE_SUFFIX}.<ext>'; rename it to the Cityscapes pattern or move it out")
-            rel = p.parent.relative_to(img_dir)
-            tid = gt_dir / rel / f"{fid}{TRAINIDS_SUFFIX}"
-            lid = gt_dir / rel / f"{fid}{LABELIDS_SUFFIX}"
-            label = tid if tid.is_file() else lid if lid.is_file() else None
-            if label is None and labelled:
-                raise DatasetError(
-                    f"{self.name} split '{self.split}': image {p} has no label file ({tid} or {lid}); every frame "
-                    f"of a labelled split needs its label (restore the label or remove the image)")
-            frames.append(Frame(name=fid, image=p, label=label))
-        if not frames:
-            raise self._empty(img_dir, "<city>/*_leftImg8bit.{png,jpg,webp}")
+        frames = self._pair_frames(img_dir, gt_dir, lambda fid: (f"{fid}{TRAINIDS_SUFFIX}", f"{fid}{LABELIDS_SUFFIX}"),
+                                   "<city>/*_leftImg8bit.{png,jpg,webp}", suffix=IMAGE_SUFFIX, labelled=labelled,
+                                   rename_hint="rename it to the Cityscapes pattern or move it out")
         self.has_semantic = all(f.label is not None for f in frames)
         return frames
 

@@ -1,4 +1,7 @@
-"""Class sets and label-id tables (one place; readers and checkpoints refer to these by name)."""
+"""Class sets and label-id tables (one place; readers and checkpoints refer to these by name).
+
+See docs/architecture.md.
+"""
 from __future__ import annotations
 
 import numpy as np

@@ -12,6 +12,8 @@ Two layouts are accepted:
 
 Pixel metrics: the Fishyscapes evaluator is exact (sort-based, pooled) -> ``default_protocol = "exact"``.
 Component sizes: (500, 100), the SegEval-AnomalyTrack values the SMIYC benchmark uses for FishyLAFAnomaly-val.
+
+See docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -19,8 +21,8 @@ import os
 from pathlib import Path
 
 from ..errors import DatasetError
-from ..io import read_image
-from .base import BaseDataset, Frame, list_image_files
+from ..io import list_images, read_image
+from .base import BaseDataset, Frame
 from .sample import Sample
 from .smiyc import laf_scene_folder
 
@@ -39,7 +41,7 @@ def _folder_pairs(ds: BaseDataset, root: Path) -> list[Frame]:
         raise ds._missing(img_dir, "image folder")
     if not lab_dir.is_dir():
         raise ds._missing(lab_dir, "label folder")
-    images = list_image_files(img_dir)
+    images = list_images(img_dir, hidden=False)
     if not images:
         raise ds._empty(img_dir, "*.{png,jpg,webp}")
     frames = []

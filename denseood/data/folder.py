@@ -1,4 +1,7 @@
-"""Plain image folder (no labels): ``folder`` reader for scoring / segmenting any images."""
+"""Plain image folder (no labels): ``folder`` reader for scoring / segmenting any images.
+
+See docs/architecture.md.
+"""
 from __future__ import annotations
 
 import os
@@ -6,8 +9,8 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import DatasetError
-from ..io import IMAGE_EXTENSIONS, read_image
-from .base import BaseDataset, Frame, list_image_files
+from ..io import IMAGE_EXTENSIONS, list_images, read_image
+from .base import BaseDataset, Frame
 from .sample import Sample
 
 
@@ -35,7 +38,7 @@ class FolderDataset(BaseDataset):
             if self._file.suffix.lower() not in IMAGE_EXTENSIONS:
                 raise DatasetError(f"{self._file} is not an image file (expected one of {', '.join(IMAGE_EXTENSIONS)})")
             return [Frame(name=self._file.stem, image=self._file)]
-        files = list_image_files(self.root, recursive=self.recursive)
+        files = list_images(self.root, recursive=self.recursive, hidden=False)
         if not files:
             hint = "" if self.recursive else " (images in subfolders are read only with recursive=True)"
             raise DatasetError(f"folder {self.root} is empty: no image files ({', '.join(IMAGE_EXTENSIONS)}) found"

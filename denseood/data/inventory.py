@@ -1,8 +1,11 @@
-"""``denseood datasets --root DIR``: which benchmarks are present under DIR (or its immediate subfolders), with
-frame counts per split, and what is missing for the others."""
+"""Dataset inventory: which benchmarks are present under a folder (or its immediate subfolders), with frame counts
+per split, and what is missing for the others. :func:`scan` returns the rows, :func:`format_report` renders them;
+the ``denseood datasets`` verb (``denseood.commands.datasets``) prints the report.
+
+See docs/architecture.md.
+"""
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -33,11 +36,12 @@ def _first_line(e: Exception) -> str:
     return str(e).splitlines()[0]
 
 
-def scan(root: str | os.PathLike) -> list[dict]:
+def scan(root: str | os.PathLike, json_path: str | os.PathLike | None = None) -> list[dict]:
     """One dict per benchmark (every name of DATASETS except ``folder``):
     ``{"name", "found": bool, "locations": [{"path", "splits": {split: n_frames}, "problems": {split: msg}}],
     "missing": [msg, ...], "layout": str}``. A benchmark is found at a candidate folder (ROOT or an immediate
-    subfolder) when at least one of its splits opens; ``missing`` says what is absent when it is found nowhere."""
+    subfolder) when at least one of its splits opens; ``missing`` says what is absent when it is found nowhere.
+    ``json_path``: also write the rows there as JSON (atomically)."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetError(f"datasets: root {root} does not exist or is not a folder")
@@ -64,6 +68,8 @@ def scan(root: str | os.PathLike) -> list[dict]:
             missing = partial or [f"no folder with this layout in {root} or its subfolders"]
         out.append({"name": name, "found": bool(locations), "locations": locations, "missing": missing,
                     "layout": cls.LAYOUT})
+    if json_path is not None:
+        atomic_write_json(json_path, out)
     return out
 
 
@@ -84,12 +90,3 @@ def format_report(rows: list[dict], root: str | os.PathLike) -> str:
             lines.append(f"  {'':<15}          expected layout:")
             lines.extend(f"  {'':<15}          {ln.strip()}" for ln in r["layout"].splitlines())
     return "\n".join(lines)
-
-
-def main(args: argparse.Namespace) -> int:
-    """CLI handler of ``denseood datasets --root DIR [--json FILE]``; prints the report, returns 0."""
-    rows = scan(args.root)
-    print(format_report(rows, args.root))
-    if getattr(args, "json", None):
-        atomic_write_json(args.json, rows)
-    return 0

@@ -1,4 +1,7 @@
-"""``open_dataset(name, root, split, **kwargs)`` and the table of reader classes ``DATASETS``."""
+"""``open_dataset(name, root, split, **kwargs)`` and the table of reader classes ``DATASETS``.
+
+See docs/architecture.md.
+"""
 from __future__ import annotations
 
 import inspect

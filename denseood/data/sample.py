@@ -1,4 +1,7 @@
-"""The Sample every reader yields (DESIGN.md, label convention)."""
+"""The Sample every reader yields (DESIGN.md, label convention).
+
+See docs/architecture.md.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -13,6 +13,8 @@ Layouts, frame ids and split rules follow the official ``road-anomaly-benchmark`
 * denseood extras read when present (any SMIYC root): ``labels_masks/<fid>_labels_instance.png`` (uint16 anomaly
   instance ids, 0 = none -> ``Sample.instances``) and ``labels_masks/<fid>_labels_trainids.png`` (uint8 inlier train
   ids, 255 at anomaly/void -> ``Sample.semantic``).
+
+See docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import DatasetError
-from ..io import check_same_size, read_image, read_label
-from .base import BaseDataset, Frame, list_image_files, strip_image_suffix
+from ..io import check_same_size, list_images, read_image, read_label
+from .base import BaseDataset, Frame
 from .sample import IGNORE, Sample
 
 LABEL_SUFFIX = "_labels_semantic.png"
@@ -83,7 +85,7 @@ class SMIYCTrack(BaseDataset):
         img_dir, lab_dir = base / "images", base / "labels_masks"
         if self.split == "validation" and not lab_dir.is_dir():
             raise self._missing(lab_dir, "label folder")
-        images = list_image_files(img_dir)
+        images = list_images(img_dir, hidden=False)
         if not images:
             raise self._empty(img_dir, "<fid>.{jpg,webp,png}")
         frames = []
@@ -240,18 +242,8 @@ class LostAndFoundDataset(BaseDataset):
             raise self._missing(img_dir, "image folder")
         if not gt_dir.is_dir():
             raise self._missing(gt_dir, "label folder")
-        frames = []
-        for p in list_image_files(img_dir, recursive=True):
-            fid = strip_image_suffix(p, LAF_IMAGE_SUFFIX)
-            if fid is None:
-                raise DatasetError(f"{self.name}: {p} is in the image folder but its name does not end with "
-                                   f"'{LAF_IMAGE_SUFFIX}.<ext>'; rename or move it out")
-            label = gt_dir / p.parent.relative_to(img_dir) / f"{fid}{LAF_LABEL_SUFFIX}"
-            if not label.is_file():
-                raise self._missing_label(p, label)
-            frames.append(Frame(name=fid, image=p, label=label))
-        if not frames:
-            raise self._empty(img_dir, "<NN_scene>/*_leftImg8bit.{png,webp,jpg}")
+        frames = self._pair_frames(img_dir, gt_dir, lambda fid: (f"{fid}{LAF_LABEL_SUFFIX}",),
+                                   "<NN_scene>/*_leftImg8bit.{png,webp,jpg}", suffix=LAF_IMAGE_SUFFIX)
         frames.sort(key=lambda f: f.name)
         self.excluded: dict[str, str] = {}
         if self.frame_list is not None:

@@ -3,6 +3,8 @@
 ``ROOT/train/images/training/<town>/<n>.png`` (split ``train``), ``ROOT/train/images/validation/<town>/<n>.png``
 (split ``val``), ``ROOT/test/images/test/<town>/<n>.png`` (split ``test``; towns t5, t6), each with the same relative
 path under ``annotations/`` instead of ``images/``.
+
+See docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import os
 import numpy as np
 
 from ..io import check_label_values, check_same_size, read_image, read_label
-from .base import BaseDataset, Frame, list_image_files
+from .base import BaseDataset, Frame
 from .classes import STREETHAZARDS_CLASSES
 from .sample import IGNORE, Sample
 
@@ -75,16 +77,8 @@ class StreetHazardsDataset(BaseDataset):
             raise self._missing(img_dir, "image folder")
         if not ann_dir.is_dir():
             raise self._missing(ann_dir, "annotation folder")
-        frames = []
-        for p in list_image_files(img_dir, recursive=True):
-            rel = p.relative_to(img_dir)
-            label = ann_dir / rel.with_suffix(".png")
-            if not label.is_file():
-                raise self._missing_label(p, label)
-            name = "_".join(rel.with_suffix("").parts)
-            frames.append(Frame(name=name, image=p, label=label))
-        if not frames:
-            raise self._empty(img_dir, "<town>/*.png")
+        frames = self._pair_frames(img_dir, ann_dir, lambda stem: (f"{stem}.png",), "<town>/*.png",
+                                   folder_in_name=True)
         self.has_ood_labels = self.split == "test"
         return frames
 

@@ -4,7 +4,9 @@ Masks (train ids, ood masks) are always resampled nearest-neighbour and padded w
 Determinism: pass ``seed`` to a call (e.g. derived from (epoch, sample index)) and the result depends only on the
 inputs and that seed -- independent of DataLoader workers and of what was drawn before, so a resumed run
 reproduces the same augmented data. Without a per-call seed the transform draws from its own generator, seeded
-once by ``train_transform(..., seed=...)``.
+once by ``train_transform(..., seed=...)``. Sizes are parsed by :func:`denseood.config.parse_hw`.
+
+See docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -12,21 +14,9 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from ..config import parse_hw
 from ..errors import ConfigError
 from .sample import IGNORE
-
-
-def _hw(size: int | tuple[int, int] | list[int], what: str) -> tuple[int, int]:
-    if isinstance(size, (int, np.integer)):
-        h = w = int(size)
-    else:
-        try:
-            h, w = (int(v) for v in size)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{what} must be an int or (height, width), got {size!r}") from None
-    if h <= 0 or w <= 0:
-        raise ConfigError(f"{what} must be positive, got {size!r}")
-    return h, w
 
 
 def _check_inputs(image: np.ndarray, mask: np.ndarray | None) -> None:
@@ -62,12 +52,14 @@ class AlbuTransform:
         return f"AlbuTransform({self.compose.transforms!r})"
 
 
-def train_transform(crop: int | tuple[int, int], scale: tuple[float, float] = (0.5, 2.0), hflip: bool = True,
+def train_transform(crop: int | tuple[int, int] | str, scale: tuple[float, float] = (0.5, 2.0), hflip: bool = True,
                     color_jitter: bool = True, seed: int | None = None) -> AlbuTransform:
     """Random scale (uniform in ``scale``), pad to ``crop`` (image 0, mask 255) when smaller, random crop of
     ``crop`` ((h, w) or square int), horizontal flip (p=0.5), colour jitter (brightness/contrast/saturation 0.3,
     hue 0.05, p=0.8). Image bilinear, mask nearest. Output image (crop_h, crop_w, 3) uint8, mask (crop_h, crop_w)."""
-    h, w = _hw(crop, "crop")
+    if crop is None:
+        raise ConfigError("crop must be an int, (height, width) or 'HxW', got None")
+    h, w = parse_hw(crop, "crop")
     lo, hi = (float(s) for s in scale)
     if not 0 < lo <= hi:
         raise ConfigError(f"scale range must satisfy 0 < low <= high, got {scale!r}")
@@ -86,10 +78,10 @@ def train_transform(crop: int | tuple[int, int], scale: tuple[float, float] = (0
     return AlbuTransform(A.Compose(ops, seed=seed))
 
 
-def eval_transform(size: tuple[int, int] | None) -> AlbuTransform:
+def eval_transform(size: int | tuple[int, int] | str | None) -> AlbuTransform:
     """Resize to ``size`` = (h, w) (image bilinear, mask nearest); None = identity."""
     if size is None:
         return AlbuTransform(A.Compose([A.NoOp(p=1.0)]))
-    h, w = _hw(size, "size")
+    h, w = parse_hw(size, "size")
     return AlbuTransform(A.Compose([A.Resize(height=h, width=w, interpolation=cv2.INTER_LINEAR,
                                              mask_interpolation=cv2.INTER_NEAREST, p=1.0)]))
