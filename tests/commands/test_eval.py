@@ -199,7 +199,7 @@ def test_s2m_rows(world, tmp_path):
 
 def test_bf16_autocast_changes_ap_little(world, tmp_path):
     from denseood.data import open_dataset
-    from denseood.eval.runner import evaluate
+    from denseood.commands.eval.runner import evaluate
     from denseood.models.segmenter import load_checkpoint
 
     ds = open_dataset("synthetic", world["root"], "val")

@@ -6,7 +6,7 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
-from denseood.s2m.evaluate import S2MEval
+from denseood.commands.eval.s2m import S2MEval
 from denseood.s2m.pipeline import S2M
 from denseood.s2m.promptable import GrabCutBackend
 from denseood.s2m.prompts import PeakPrompter
