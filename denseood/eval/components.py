@@ -21,6 +21,7 @@ Definitions follow the SegmentMeIfYouCan road-anomaly-benchmark segment evaluato
 
 The per-component quantities come from one sparse co-occurrence table of the two labelings
 (``np.bincount``), so the cost is O(pixels) per frame however many components a noisy map produces.
+See docs/architecture.md.
 """
 from __future__ import annotations
 

@@ -5,6 +5,7 @@
   per-image IoU over images whose union is non-empty);
 * ``sIoU``, ``PPV``, ``mean_F1``, ``F1_per_threshold``: SMIYC component metrics with each predicted mask as
   one component (``ComponentMetrics.update_instances``).
+See docs/architecture.md.
 """
 from __future__ import annotations
 
