@@ -21,6 +21,7 @@ Definitions follow the SegmentMeIfYouCan road-anomaly-benchmark segment evaluato
 
 The per-component quantities come from one sparse co-occurrence table of the two labelings
 (``np.bincount``), so the cost is O(pixels) per frame however many components a noisy map produces.
+See docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DenseOODError
-from .pixel import _gather_objects, _is_dist, _to_tensor, check_finite, prepare_inputs
+from .. import dist
+from ._inputs import check_finite, prepare_inputs, to_tensor
 
 SIOU_THRESHOLDS = np.linspace(0.25, 0.75, 11, endpoint=True)
 _DENSE_TABLE_MAX = 1 << 24
@@ -62,7 +64,7 @@ def instances_to_labels(pred_instances: Any, shape: tuple[int, int] | None = Non
     (N,H,W) bool / 0-1 masks (N may be 0), or a (H,W) bool mask (one instance). Where masks overlap, the
     pixel goes to the earliest mask in the list (S2M lists masks by decreasing object score).
     """
-    x = _to_tensor(pred_instances, "pred_instances").cpu().numpy()
+    x = to_tensor(pred_instances, "pred_instances").cpu().numpy()
     if x.ndim == 3:
         if x.dtype != np.bool_:
             if not np.issubdtype(x.dtype, np.integer) or x.size and (x.min() < 0 or x.max() > 1):
@@ -102,7 +104,7 @@ def instance_inputs(pred_instances: Any, ood_mask: Any, who: str) -> tuple[np.nd
 
     pred_instances: (H,W) int label map or (N,H,W) bool masks. ``who`` names the caller in the error message.
     """
-    m = _to_tensor(ood_mask, "ood_mask")
+    m = to_tensor(ood_mask, "ood_mask")
     if m.ndim != 2:
         raise DenseOODError(f"{who} takes one image: ood_mask must be (H,W), got {tuple(m.shape)}")
     _, m = prepare_inputs(torch.zeros(m.shape, dtype=torch.float32), m.cpu())
@@ -228,8 +230,8 @@ class ComponentMetrics:
         sp = np.concatenate(self._siou_pred) if self._siou_pred else np.zeros(0)
         pp = np.concatenate(self._prec_pred) if self._prec_pred else np.zeros(0)
         n_frames = self._n_frames
-        if _is_dist():
-            parts = _gather_objects((sg, sp, pp, n_frames))
+        if dist.is_dist():
+            parts = dist.gather((sg, sp, pp, n_frames))
             sg = np.concatenate([q[0] for q in parts])
             sp = np.concatenate([q[1] for q in parts])
             pp = np.concatenate([q[2] for q in parts])

@@ -5,6 +5,7 @@
   per-image IoU over images whose union is non-empty);
 * ``sIoU``, ``PPV``, ``mean_F1``, ``F1_per_threshold``: SMIYC component metrics with each predicted mask as
   one component (``ComponentMetrics.update_instances``).
+See docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch
 
 from ..errors import DenseOODError
 from .components import ComponentMetrics, instance_inputs
-from .pixel import _all_reduce, _gather_objects, _is_dist
+from .. import dist
 
 
 class ObjectMetrics:
@@ -53,10 +54,10 @@ class ObjectMetrics:
 
     def compute(self) -> dict:
         """iou, iou_per_image_mean, sIoU, PPV, mean_F1, F1_per_threshold, n_gt, n_pred, n_images."""
-        tot = _all_reduce(torch.tensor([self._inter, self._union, self._n_images], dtype=torch.int64)).tolist()
+        tot = dist.all_reduce(torch.tensor([self._inter, self._union, self._n_images], dtype=torch.int64)).tolist()
         per_image = self._per_image
-        if _is_dist():
-            per_image = [v for part in _gather_objects(per_image) for v in part]
+        if dist.is_dist():
+            per_image = [v for part in dist.gather(per_image) for v in part]
         inter, union, n_images = (int(v) for v in tot)
         if n_images == 0:
             raise DenseOODError("ObjectMetrics.compute(): no images were added; call update() first")

@@ -43,6 +43,9 @@ must call it (the same number of times). It reduces the state over ranks (``all_
 counters, ``all_gather`` for variable-size state) and returns the same dict on every rank, equal to a single
 process that saw all data (exactly for exact/smiyc/caos and for streaming with ``score_range``; with an
 auto-calibrated streaming grid the merged grid may be coarser, within the streaming tolerance).
+
+The input checks live in ``_inputs``, the curve math in ``curves``, the streaming state in ``histogram``.
+See docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -52,219 +55,19 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as tdist
 
+from .. import dist
 from ..errors import ConfigError, DenseOODError
+from ._inputs import check_finite, prepare_inputs, raise_non_finite
+from .curves import CURVE_CACHE_POINTS, desc_counts_exact, subsample_index, summarize_counts
+from .histogram import StreamingHistogram
 
 MODES = ("exact", "streaming", "smiyc", "caos")
 SMIYC_NUM_BINS = 768  # the official 'PixBinaryClass' configuration: num_bins // 2 quantiles per class
-_CURVE_CACHE_POINTS = 20_000
+_Histogram = StreamingHistogram  # the 0.1 name (denseood.eval.pixel._Histogram)
 
-
-# ----------------------------------------------------------------------------------------------------
-# input handling (shared with components.py / objects.py)
-# ----------------------------------------------------------------------------------------------------
-def _to_tensor(x: Any, what: str) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x.detach()
-    if isinstance(x, np.ndarray):
-        if not x.flags.c_contiguous or x.strides and min(x.strides) < 0:
-            x = np.ascontiguousarray(x)
-        return torch.from_numpy(x)
-    raise DenseOODError(f"{what} must be a numpy array or torch tensor, got {type(x).__name__}")
-
-
-def prepare_inputs(scores: Any, ood_mask: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate and batch inputs.
-
-    scores: (H,W) or (B,H,W), any float dtype (numpy or torch); ood_mask: same shape, integer or bool
-    with values in {0, 1, 255}. Returns ``(scores (B,H,W) float32|float64, mask (B,H,W) uint8)`` on the
-    scores' device. float16/bfloat16 are widened to float32 (exact); integer scores become float64.
-    """
-    s = _to_tensor(scores, "scores")
-    m = _to_tensor(ood_mask, "ood_mask")
-    if s.ndim == 2:
-        s = s.unsqueeze(0)
-    if m.ndim == 2:
-        m = m.unsqueeze(0)
-    if s.ndim != 3:
-        raise DenseOODError(f"scores must have shape (H,W) or (B,H,W), got {tuple(s.shape)}")
-    if tuple(s.shape) != tuple(m.shape):
-        raise DenseOODError(
-            f"scores shape {tuple(s.shape)} and ood_mask shape {tuple(m.shape)} differ; resize the score map "
-            "to the label resolution before evaluating")
-    if s.dtype == torch.bool or s.is_complex():
-        raise DenseOODError(f"scores must be real numbers (float), got dtype {s.dtype}")
-    if s.dtype in (torch.float16, torch.bfloat16):
-        s = s.float()
-    elif not s.is_floating_point():
-        s = s.double()
-    if m.dtype == torch.bool:
-        m = m.to(torch.uint8)
-    elif m.is_floating_point() or m.is_complex():
-        raise DenseOODError(f"ood_mask must be an integer array (uint8 0/1/255), got dtype {m.dtype}")
-    if m.device != s.device:
-        m = m.to(s.device)
-    if m.numel():
-        bad = (m != 0) & (m != 1) & (m != 255) if m.dtype != torch.uint8 else (m - 2) < 253  # 2..254 -> 0..252
-        if bool(bad.any()):
-            vals = torch.unique(m[bad])[:8].tolist()
-            raise DenseOODError(
-                f"ood_mask contains values {vals} outside {{0 inlier, 1 anomaly, 255 void}}; map the dataset's "
-                "labels to this convention first (see denseood/data readers)")
-    if m.dtype != torch.uint8:
-        m = m.to(torch.uint8)
-    return s.contiguous(), m.contiguous()
-
-
-def raise_non_finite(s: torch.Tensor, valid: torch.Tensor) -> None:
-    """Raise a DenseOODError describing the NaN/inf scores at valid pixels (call when they exist)."""
-    bad = valid & ~torch.isfinite(s)
-    n_nan = int((valid & torch.isnan(s)).sum())
-    n_inf = int(bad.sum()) - n_nan
-    frames = torch.nonzero(bad.flatten(1).any(1)).flatten()[:5].tolist() if s.ndim == 3 else []
-    raise DenseOODError(
-        f"anomaly scores contain {n_nan} NaN and {n_inf} inf values at non-void pixels (frames {frames} of this "
-        "batch); scores must be finite: check the score function (e.g. log of 0, division by 0) or mark "
-        "those pixels void (255)")
-
-
-def check_finite(s: torch.Tensor, m: torch.Tensor) -> None:
-    """Raise if any non-void pixel has a NaN/inf score. s: (B,H,W) float, m: (B,H,W) uint8."""
-    valid = m != 255
-    if not bool(torch.isfinite(torch.where(valid, s, torch.zeros((), dtype=s.dtype, device=s.device))).all()):
-        raise_non_finite(s, valid)
-
-
-# ----------------------------------------------------------------------------------------------------
-# distributed helpers
-# ----------------------------------------------------------------------------------------------------
-def _is_dist() -> bool:
-    return tdist.is_available() and tdist.is_initialized()
-
-
-def _gather_objects(obj: Any) -> list:
-    if not _is_dist():
-        return [obj]
-    out = [None] * tdist.get_world_size()
-    tdist.all_gather_object(out, obj)
-    return out
-
-
-def _comm_device(t: torch.Tensor) -> torch.device:
-    if tdist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu") if not t.is_cuda else t.device
-
-
-def _all_reduce(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
-    """Reduce ``t`` over ranks (returns a new tensor on t's device; identity when not distributed)."""
-    if not _is_dist():
-        return t.clone()
-    dev = _comm_device(t)
-    c = t.to(dev).clone()
-    tdist.all_reduce(c, op={"sum": tdist.ReduceOp.SUM, "min": tdist.ReduceOp.MIN, "max": tdist.ReduceOp.MAX}[op])
-    return c.to(t.device)
-
-
-def _gather_cat(t: torch.Tensor) -> torch.Tensor:
-    """Concatenate the 1-D tensors of all ranks (rank order); identity when not distributed."""
-    if not _is_dist():
-        return t
-    sizes = _gather_objects(int(t.numel()))
-    dev = _comm_device(t)
-    n = max(sizes)
-    buf = torch.zeros(n, dtype=t.dtype, device=dev)
-    buf[: t.numel()] = t.to(dev)
-    outs = [torch.empty(n, dtype=t.dtype, device=dev) for _ in sizes]
-    tdist.all_gather(outs, buf)
-    return torch.cat([o[:k] for o, k in zip(outs, sizes)]).to(t.device)
-
-
-# ----------------------------------------------------------------------------------------------------
-# curve math shared by the modes
-# ----------------------------------------------------------------------------------------------------
-def _sort1d(x: torch.Tensor) -> torch.Tensor:
-    """Ascending sort; NumPy's SIMD sort on the CPU (much faster than torch's), torch on GPU."""
-    if x.is_cuda:
-        return torch.sort(x).values
-    a = x.numpy().copy()
-    a.sort(kind="quicksort")
-    return torch.from_numpy(a)
-
-
-def desc_counts_exact(pos: torch.Tensor, neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Cumulative counts at every distinct score, thresholds high to low.
-
-    pos, neg: 1-D float tensors (scores of anomaly / inlier pixels), same dtype and device.
-    Returns ``tps, fps`` (int64, non-decreasing, last = (P, N)) and ``thr`` (same dtype as the scores):
-    at threshold ``thr[k]`` a pixel is predicted anomalous when ``score >= thr[k]``.
-    """
-    allv = _sort1d(torch.cat([pos, neg]))
-    pos_sorted = _sort1d(pos)
-    n = allv.numel()
-    change = torch.nonzero(allv[1:] != allv[:-1]).flatten() + 1
-    starts = torch.cat([torch.zeros(1, dtype=torch.int64, device=allv.device), change])
-    vals = allv[starts]
-    cnt_ge = n - starts
-    pos_ge = pos_sorted.numel() - torch.searchsorted(pos_sorted, vals, right=False)
-    tps = pos_ge.flip(0)
-    fps = (cnt_ge - pos_ge).flip(0)
-    return tps, fps, vals.flip(0)
-
-
-def _subsample_index(n: int, rec: torch.Tensor, fpr: torch.Tensor, k: int, extra: list[int]) -> torch.Tensor:
-    """Indices (sorted, unique) of at most ~3k points of a curve of length n, spread in index, recall and FPR."""
-    dev = rec.device
-    if n <= 3 * k:
-        return torch.arange(n, device=dev)
-    grid = torch.linspace(0, 1, k, dtype=torch.float64, device=dev)
-    idx = torch.cat([
-        torch.linspace(0, n - 1, k, device=dev).round().long(),
-        torch.searchsorted(rec.contiguous(), grid).clamp_(max=n - 1),
-        torch.searchsorted(fpr.contiguous(), grid).clamp_(max=n - 1),
-        torch.tensor(extra + [0, n - 1], dtype=torch.int64, device=dev),
-    ])
-    return torch.unique(idx)
-
-
-def summarize_counts(tps: torch.Tensor, fps: torch.Tensor, thr: torch.Tensor) -> tuple[dict, dict]:
-    """sklearn-style metrics from cumulative counts at distinct thresholds (high to low).
-
-    tps, fps: 1-D (int or float) non-decreasing, last element = (P, N), P > 0 and N > 0; thr: same length.
-    AP = sum_k (R_k - R_{k-1}) * P_k (= ``average_precision_score``); AUROC = trapezoid over (FPR, TPR) with
-    (0, 0) prepended (= ``roc_auc_score``); FPR95 at the first point with TPR >= 0.95 (Fishyscapes);
-    best F1 over thresholds (first maximum). Returns (metrics dict of floats, curve dict of numpy arrays).
-    """
-    tps = tps.to(torch.float64)
-    fps = fps.to(torch.float64)
-    thr = thr.to(torch.float64)
-    P = tps[-1]
-    N = fps[-1]
-    prec = tps / (tps + fps)
-    rec = tps / P
-    ap = (torch.diff(rec, prepend=rec.new_zeros(1)) * prec).sum()
-    zero = tps.new_zeros(1)
-    tpr = torch.cat([zero, rec])
-    fpr = torch.cat([zero, fps / N])
-    auroc = torch.trapezoid(tpr, fpr)
-    i95 = torch.searchsorted(tpr, torch.tensor([0.95], dtype=torch.float64, device=tpr.device)).clamp_(max=tpr.numel() - 1)
-    f1 = 2 * tps / (tps + fps + P)
-    ib = torch.argmax(f1)
-    vals = torch.stack([ap, auroc, fpr[i95[0]], thr[(i95[0] - 1).clamp(min=0)], f1[ib], thr[ib]]).tolist()
-    i95_i, ib_i = int(i95[0]) - 1, int(ib)
-    out = dict(ap=vals[0], auroc=vals[1], fpr95=vals[2], threshold_at_tpr95=vals[3], best_f1=vals[4],
-               best_f1_threshold=vals[5])
-    idx = _subsample_index(rec.numel(), rec, fpr[1:], _CURVE_CACHE_POINTS // 3, [max(i95_i, 0), ib_i])
-    one = np.ones(1)
-    curve = dict(
-        precision=np.concatenate([one, prec[idx].cpu().numpy()]),
-        recall=np.concatenate([0 * one, rec[idx].cpu().numpy()]),
-        fpr=np.concatenate([0 * one, fpr[1:][idx].cpu().numpy()]),
-        tpr=np.concatenate([0 * one, rec[idx].cpu().numpy()]),
-        thresholds=np.concatenate([np.nextafter(thr[:1].cpu().numpy(), np.inf), thr[idx].cpu().numpy()]),
-    )
-    return out, curve
+__all__ = ["MODES", "SMIYC_NUM_BINS", "PixelMetrics", "prepare_inputs", "check_finite", "raise_non_finite",
+           "desc_counts_exact", "summarize_counts"]
 
 
 def _require_both(n_pos: int, n_neg: int, mode: str) -> None:
@@ -279,135 +82,7 @@ def _require_both(n_pos: int, n_neg: int, mode: str) -> None:
                             "none is an inlier; FPR and AUROC are undefined. Check the ood_mask convention")
 
 
-# ----------------------------------------------------------------------------------------------------
-# streaming histogram
-# ----------------------------------------------------------------------------------------------------
-class _Histogram:
-    """Two integer histograms (row 0 inlier, row 1 anomaly) of ``nb`` bins plus underflow/overflow slots.
 
-    Storage slot 0 = underflow (< lo), 1..nb = regular bins, nb+1 = overflow (> hi). With a fixed range
-    (``score_range``) the regular bins are uniform on [lo, hi]; otherwise the grid is aligned: bin width
-    2**e, bin k covers [(a+k) 2**e, (a+k+1) 2**e), and the out-of-range slots stay empty.
-    """
-
-    def __init__(self, bins: int, score_range: tuple[float, float] | None):
-        self.nb = int(bins)
-        self.fixed = score_range
-        self.e: int | None = None
-        self.a: int = 0
-        self.vmin = math.inf
-        self.vmax = -math.inf
-        self.hist: torch.Tensor | None = None
-
-    # -- grid -------------------------------------------------------------------------------------
-    def _covers(self, e: int, a: int, m0: float, m1: float) -> bool:
-        return math.floor(math.ldexp(m0, -e)) - a >= 0 and math.floor(math.ldexp(m1, -e)) - a <= self.nb - 1
-
-    def _fit(self, e: int, m0: float, m1: float) -> tuple[int, int]:
-        """Smallest exponent >= e (and centred origin) whose grid covers [m0, m1]."""
-        center = 0.5 * (m0 + m1)
-        while True:
-            a = math.floor(math.ldexp(center, -e)) - self.nb // 2
-            if self._covers(e, a, m0, m1):
-                return e, a
-            e += 1
-
-    def _rebin(self, hist: torch.Tensor, e: int, a: int, e2: int, a2: int) -> torch.Tensor:
-        """Exactly re-bin an aligned histogram from grid (e, a) to the coarser/shifted grid (e2 >= e, a2)."""
-        nb = self.nb
-        idx = ((torch.arange(nb, dtype=torch.int64, device=hist.device) + a) >> (e2 - e)) - a2
-        occupied = hist[:, 1:nb + 1].sum(0) > 0
-        if bool(((idx < 0) | (idx >= nb))[occupied].any()):  # pragma: no cover - guarded by _fit
-            raise DenseOODError("internal error: streaming histogram re-binning lost counts")
-        out = torch.zeros_like(hist)
-        out[:, 1:nb + 1].index_add_(1, idx.clamp(0, nb - 1), hist[:, 1:nb + 1])
-        return out
-
-    def _ensure_grid(self, bmin: float, bmax: float) -> None:
-        m0, m1 = min(self.vmin, bmin), max(self.vmax, bmax)
-        if self.e is None:
-            span = bmax - bmin
-            if not span > 0:
-                span = max(abs(bmax), 1.0) * 2.0 ** -10
-            e = math.ceil(math.log2(2.0 * span / self.nb))
-            self.e, self.a = self._fit(e, m0, m1)
-            return
-        if self._covers(self.e, self.a, m0, m1):
-            return
-        e2, a2 = self._fit(self.e, m0, m1)
-        self.hist = self._rebin(self.hist, self.e, self.a, e2, a2)
-        self.e, self.a = e2, a2
-
-    # -- update -----------------------------------------------------------------------------------
-    def add(self, s: torch.Tensor, m: torch.Tensor) -> None:
-        """s: (B,H,W) float32/64 finite at valid pixels (checked here), m: (B,H,W) uint8 0/1/255."""
-        nb = self.nb
-        valid = m != 255
-        inf = torch.tensor(math.inf, dtype=s.dtype, device=s.device)
-        xs = torch.where(valid, s, inf)
-        lo_hi = torch.stack([xs.amin(), torch.where(valid, s, -inf).amax(), valid.sum().to(s.dtype)]).tolist()
-        bmin, bmax, nvalid = lo_hi
-        if nvalid == 0:
-            return
-        if not (math.isfinite(bmin) and math.isfinite(bmax)):
-            raise_non_finite(s, valid)
-        if self.hist is None:
-            self.hist = torch.zeros(2, nb + 2, dtype=torch.int64, device=s.device)
-        # slot index + (nb + 2) * class, computed in the scores' float type where that is exact:
-        # floor(x * 2**-e) is exact in any binary float; the offset subtraction needs |a| + nb < 2**24 in float32.
-        if self.fixed is None:
-            self._ensure_grid(bmin, bmax)
-            x = xs if (s.dtype == torch.float64 or abs(self.a) + nb + 2 < 2 ** 24) else xs.double()
-            t = torch.mul(x, math.ldexp(1.0, -self.e)).floor_()
-            t.clamp_(self.a - 1, self.a + nb).sub_(self.a - 1)  # void (+inf) -> nb + 1, discarded below
-        else:
-            lo, hi = self.fixed
-            t = torch.sub(xs, lo).mul_(nb / (hi - lo)).floor_().clamp_(0, nb - 1).add_(1)
-            t.masked_fill_(xs < lo, 0)
-            t.masked_fill_(xs > hi, nb + 1)
-        t.add_(m.clamp(max=2), alpha=nb + 2)  # class 0 inlier, 1 anomaly, 2 void (discarded)
-        counts = torch.bincount(t.to(torch.int32 if 3 * (nb + 2) < 2 ** 31 else torch.int64).flatten(),
-                                minlength=3 * (nb + 2))[: 2 * (nb + 2)]
-        self.hist += counts.view(2, nb + 2)
-        self.vmin = min(self.vmin, bmin)
-        self.vmax = max(self.vmax, bmax)
-
-    # -- reduction and metrics --------------------------------------------------------------------
-    def reduced(self, device: torch.device) -> tuple[torch.Tensor, int, int, float, float]:
-        """(hist summed over ranks, e, a, vmin, vmax) on a common grid; collective when distributed."""
-        nb = self.nb
-        hist = self.hist if self.hist is not None else torch.zeros(2, nb + 2, dtype=torch.int64, device=device)
-        e, a, vmin, vmax = self.e, self.a, self.vmin, self.vmax
-        if _is_dist():
-            states = _gather_objects((self.e, self.a, self.vmin, self.vmax))
-            vmin = min(st[2] for st in states)
-            vmax = max(st[3] for st in states)
-            if self.fixed is None:
-                es = [st[0] for st in states if st[0] is not None]
-                if es:
-                    e, a = self._fit(max(es), vmin, vmax)
-                    if self.e is not None:
-                        hist = self._rebin(hist, self.e, self.a, e, a)
-            hist = _all_reduce(hist.to(device))
-        return hist, e, a, vmin, vmax
-
-    def thresholds(self, e: int | None, a: int, vmin: float, device: torch.device) -> torch.Tensor:
-        """Lower edge of every storage slot (float64): underflow -> vmin, overflow -> hi."""
-        nb = self.nb
-        k = torch.arange(nb, dtype=torch.float64, device=device)
-        if self.fixed is None:
-            reg = (k + a) * math.ldexp(1.0, e if e is not None else 0)
-            hi = math.inf
-        else:
-            lo, hi = self.fixed
-            reg = lo + k * ((hi - lo) / nb)
-        return torch.cat([torch.tensor([vmin], dtype=torch.float64, device=device), reg,
-                          torch.tensor([hi], dtype=torch.float64, device=device)])
-
-
-# ----------------------------------------------------------------------------------------------------
-# the public class
-# ----------------------------------------------------------------------------------------------------
 class PixelMetrics:
     """Accumulate pixel anomaly metrics over a dataset.
 
@@ -444,7 +119,7 @@ class PixelMetrics:
     def reset(self) -> None:
         """Forget all accumulated data."""
         self._device = torch.device("cpu")
-        self._hist = _Histogram(self.bins, self.score_range) if self.mode in ("streaming", "caos") else None
+        self._hist = StreamingHistogram(self.bins, self.score_range) if self.mode in ("streaming", "caos") else None
         self._pos: list[torch.Tensor] = []  # exact
         self._neg: list[torch.Tensor] = []
         self._frames: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # smiyc
@@ -545,16 +220,16 @@ class PixelMetrics:
 
     def _counts_reduced(self) -> tuple[int, int, int, int]:
         t = torch.tensor([self._n_pos, self._n_neg, self._n_frames, self._n_skipped], dtype=torch.int64)
-        return tuple(int(v) for v in _all_reduce(t).tolist())
+        return tuple(int(v) for v in dist.all_reduce(t).tolist())
 
     def _compute_exact(self) -> dict:
         dev = self._device
         dtype = torch.float64 if any(p.dtype == torch.float64 for p in self._pos + self._neg) else torch.float32
-        if _is_dist():
-            dtype = torch.float64 if any(d == "float64" for d in _gather_objects(str(dtype).split(".")[-1])) else dtype
+        if dist.is_dist():
+            dtype = torch.float64 if any(d == "float64" for d in dist.gather(str(dtype).split(".")[-1])) else dtype
         pos = torch.cat(self._pos).to(dtype) if self._pos else torch.zeros(0, dtype=dtype, device=dev)
         neg = torch.cat(self._neg).to(dtype) if self._neg else torch.zeros(0, dtype=dtype, device=dev)
-        pos, neg = _gather_cat(pos), _gather_cat(neg)
+        pos, neg = dist.gather_cat(pos), dist.gather_cat(neg)
         n_pos, n_neg, n_frames, _ = self._counts_reduced()
         _require_both(n_pos, n_neg, "exact")
         tps, fps, thr = desc_counts_exact(pos, neg)
@@ -606,8 +281,8 @@ class PixelMetrics:
 
     def _compute_smiyc(self) -> dict:
         frames = self._frames
-        if _is_dist():
-            frames = [f for part in _gather_objects(frames) for f in part]
+        if dist.is_dist():
+            frames = [f for part in dist.gather(frames) for f in part]
         n_pos, n_neg, n_frames, n_skipped = self._counts_reduced()
         _require_both(n_pos, n_neg, "smiyc")
         thr = np.concatenate([f[0] for f in frames])
@@ -633,7 +308,7 @@ class PixelMetrics:
             fpr95, thr95 = 1.0, float(thr[-1])
         f1 = 2 * tpc / (tpc + fpc + n_pos)
         ib = int(np.argmax(f1))
-        idx = _subsample_index(rec.size, torch.from_numpy(rec), torch.from_numpy(fpr), _CURVE_CACHE_POINTS // 3,
+        idx = subsample_index(rec.size, torch.from_numpy(rec), torch.from_numpy(fpr), CURVE_CACHE_POINTS // 3,
                                [i95 if i95 < rec.size else 0, ib]).numpy()
         thr_c = thr[idx].copy()
         thr_c[0] = np.nextafter(thr[1], np.inf)  # the (0, 0) end point: above every threshold, finite
@@ -644,8 +319,8 @@ class PixelMetrics:
 
     def _compute_caos(self) -> dict:
         rows = self._rows
-        if _is_dist():
-            rows = [r for part in _gather_objects(rows) for r in part]
+        if dist.is_dist():
+            rows = [r for part in dist.gather(rows) for r in part]
         n_pos, n_neg, n_frames, n_skipped = self._counts_reduced()
         if not rows:
             raise DenseOODError(
@@ -673,7 +348,7 @@ class PixelMetrics:
         n = c["recall"].size
         if n > max_points:
             k = max(max_points // 3, 2)
-            idx = _subsample_index(n, torch.from_numpy(c["recall"]), torch.from_numpy(c["fpr"]), k, []).numpy()
+            idx = subsample_index(n, torch.from_numpy(c["recall"]), torch.from_numpy(c["fpr"]), k, []).numpy()
         else:
             idx = np.arange(n)
         return {key: np.asarray(v)[idx] for key, v in c.items()}

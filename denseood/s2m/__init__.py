@@ -18,7 +18,6 @@ _EXPORTS = {
     "S2M": "denseood.s2m.pipeline",
     "S2MResult": "denseood.s2m.pipeline",
     "build_s2m": "denseood.s2m.pipeline",
-    "S2MEval": "denseood.s2m.evaluate",
 }
 
 __all__ = list(_EXPORTS)

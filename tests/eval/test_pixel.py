@@ -12,7 +12,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from denseood.errors import ConfigError, DenseOODError
 from denseood.eval import PixelMetrics
-from denseood.eval.pixel import _Histogram
+from denseood.eval.histogram import StreamingHistogram as _Histogram
 
 MODES = ["exact", "streaming", "smiyc", "caos"]
 

@@ -15,6 +15,9 @@ float16-rounded values, so the best-F1 threshold and the replayed pixel decision
 pixel AP / FPR95 in the baseline row are those of the fp16-rounded maps). ``compute`` gets the threshold
 and replays the cached frames. DDP: each rank caches its own frames; every metric reduces across ranks inside ``compute``,
 which is collective (every rank must call it).
+
+Moved here from ``denseood.s2m.evaluate`` (0.1): it drives the eval metrics, which s2m may not import.
+See docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -26,7 +29,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..errors import DenseOODError
+from denseood import dist
+from denseood.errors import DenseOODError
+from denseood.eval import ObjectMetrics, PixelMetrics
 
 
 class S2MEval:
@@ -35,8 +40,6 @@ class S2MEval:
 
     def __init__(self, s2m: Any, min_segment_size: int = 500, min_instance_size: int = 100,
                  pixel_mode: str = "streaming", cache_dir: str | Path | None = None) -> None:
-        from ..eval import ObjectMetrics, PixelMetrics
-
         self.s2m = s2m
         self.min_segment_size = int(min_segment_size)
         self.min_instance_size = int(min_instance_size)
@@ -82,18 +85,14 @@ class S2MEval:
 
     def compute(self) -> dict[str, dict]:
         """{"s2m": {...}, "threshold@bestF1": {...}} (collective under torch.distributed)."""
-        from ..eval import ObjectMetrics
-
-        from .. import dist
-
         raw = self.raw_pixels.compute()
         thr = float(raw["best_f1_threshold"])
         s2m = dict(self.objects.compute())
         ref = self.refined_pixels.compute()
         for k in ("ap", "fpr95", "auroc", "best_f1"):
             s2m[f"pixel_{k}"] = ref[k]
-        n_obj = int(sum(dist.all_gather_object(self._n_objects)))
-        secs = float(sum(dist.all_gather_object(self._seconds)))
+        n_obj = int(sum(dist.gather(self._n_objects)))
+        secs = float(sum(dist.gather(self._seconds)))
         n_img = int(s2m["n_images"])
         s2m.update(objects_per_image=n_obj / max(n_img, 1), seconds_per_image=secs / max(n_img, 1))
         base = ObjectMetrics(min_instance_size=self.min_instance_size)

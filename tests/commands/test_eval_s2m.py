@@ -1,17 +1,21 @@
-"""S2MEval: S2M rows and the oracle thresholded baseline against independent references."""
+"""S2MEval (denseood.commands.eval.s2m): S2M rows and the oracle thresholded baseline against independent references."""
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
-from denseood.s2m.evaluate import S2MEval
+from denseood.commands.eval.s2m import S2MEval
 from denseood.s2m.pipeline import S2M
 from denseood.s2m.promptable import GrabCutBackend
 from denseood.s2m.prompts import PeakPrompter
 
-from s2m_helpers import disc_scene, map_from_instances
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "s2m"))  # the shared scene helpers of tests/s2m
+from s2m_helpers import disc_scene, map_from_instances  # noqa: E402
 
 
 def _frames(rng, n=3):

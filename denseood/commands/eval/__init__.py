@@ -1,0 +1,80 @@
+"""``denseood eval``: anomaly scores (and S2M objects) of a checkpoint on a benchmark split -> results.json/.md.
+
+``add_parser``/``run`` here (standard library only at import time); the orchestration is in ``runner``
+(:func:`~denseood.commands.eval.runner.evaluate`, :func:`~denseood.commands.eval.runner.evaluate_checkpoint`),
+the results table in ``report``, the S2M rows in ``s2m`` (:class:`~denseood.commands.eval.s2m.S2MEval`).
+See docs/architecture.md.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .._common import add_config, add_device, add_dtype, add_out, add_verb, fraction, nonnegative_int, positive_int
+
+DATASETS = ("cityscapes", "smiyc-anomaly", "smiyc-obstacle", "smiyc-laf", "fs-laf", "fs-static", "streethazards",
+            "synthetic", "folder")
+PROTOCOLS = ("streaming", "exact", "smiyc", "caos")  # = runner.PROTOCOLS (checked by a test)
+
+DESCRIPTION = """\
+Evaluate anomaly scores of a segmenter checkpoint on a benchmark split.
+
+Writes results.json (every number, the settings, the command), results.md (one row per score: AP, FPR95,
+AUROC, sIoU, PPV, mean F1) and PR/ROC curve plots into --out. Pixel metrics follow --protocol: streaming
+(histogram, any dataset size), exact (sort-based, = sklearn / Fishyscapes), smiyc (the SegmentMeIfYouCan
+evaluator), caos (StreetHazards, per-image average); without --protocol each benchmark uses its own.
+A split without anomaly labels (e.g. SMIYC test) yields float16 score maps for submission instead.
+Run under torchrun for a multi-GPU evaluation (each rank scores its share; the metrics are reduced)."""
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = add_verb(subparsers, "eval", help="evaluate anomaly scores (and S2M) on a benchmark", description=DESCRIPTION)
+    p.add_argument("--dataset", required=True, help=f"benchmark reader: {' | '.join(DATASETS)}")
+    p.add_argument("--root", required=True, help="dataset root in its official layout")
+    p.add_argument("--split", default=None, help="split name (default: the benchmark's validation split)")
+    p.add_argument("--checkpoint", required=True, help="segmenter checkpoint (.pt) written by denseood")
+    p.add_argument("--score", default="jsd", help="comma-separated score names, e.g. msp,maxlogit,jsd")
+    add_out(p, "results.json, results.md, curves")
+    add_dtype(p)
+    add_device(p)
+    p.add_argument("--batch-size", type=positive_int, default=4, help="images per inference batch (per rank)")
+    p.add_argument("--workers", type=nonnegative_int, default=2, help="data-loader worker processes (0: load in this process)")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N frames")
+    p.add_argument("--protocol", default=None, choices=PROTOCOLS,
+                   help="pixel-metric protocol (default: the benchmark's own, else streaming)")
+    p.add_argument("--exact", action="store_true",
+                   help="deprecated alias of --protocol exact (prints a warning; removed in the next release)")
+    p.add_argument("--no-components", action="store_true", help="skip component metrics (sIoU, PPV, mean F1)")
+    p.add_argument("--input-size", default=None,
+                   help="HxW the model sees (default: the checkpoint's training size); 'full' keeps the image size")
+    p.add_argument("--sliding-window", default=None, help="HxW window for full-resolution sliding-window inference")
+    p.add_argument("--overlap", type=fraction, default=1 / 3, help="sliding-window overlap fraction in [0, 1)")
+    p.add_argument("--flip", action="store_true", help="test-time horizontal flip averaging")
+    p.add_argument("--compile", action="store_true", help="torch.compile the segmenter")
+    p.add_argument("--min-segment-size", type=nonnegative_int, default=None,
+                   help="component metrics: drop predicted components smaller than this (default: the benchmark's)")
+    p.add_argument("--min-instance-size", type=nonnegative_int, default=None,
+                   help="component metrics: ground-truth components smaller than this become void (default: the benchmark's)")
+    p.add_argument("--save-maps", action="store_true", help="write per-image heat-map overlays")
+    p.add_argument("--s2m", action="store_true", help="also evaluate S2M object masks")
+    p.add_argument("--prompter", default="auto", help="learned | peak | auto (learned when the checkpoint has one) | prompter file")
+    p.add_argument("--prompt-model", default="grabcut", help="grabcut | sam:TYPE:PATH")
+    add_config(p)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from .runner import evaluate_checkpoint, resolve_protocol
+
+    protocol = args.protocol
+    if args.exact:
+        print("denseood eval: warning: --exact is deprecated; use --protocol exact", file=sys.stderr)
+        protocol = resolve_protocol(args.protocol, exact=True)
+    evaluate_checkpoint(
+        dataset=args.dataset, root=args.root, split=args.split, checkpoint=args.checkpoint, scores=args.score,
+        out=args.out, overwrite=args.overwrite, protocol=protocol, dtype=args.dtype, device=args.device,
+        batch_size=args.batch_size, workers=args.workers, limit=args.limit, components=not args.no_components,
+        input_size=args.input_size, sliding_window=args.sliding_window, overlap=args.overlap, flip=args.flip,
+        compile=args.compile, min_segment_size=args.min_segment_size, min_instance_size=args.min_instance_size,
+        save_maps=args.save_maps, s2m=args.s2m, prompter=args.prompter, prompt_model=args.prompt_model, echo=True)
+    return 0

@@ -1,0 +1,81 @@
+"""The results of ``denseood eval``: plain-JSON conversion, curve thinning and the results.md table.
+
+See docs/architecture.md.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+#: keys of each score's entry in results.json
+PIXEL_KEYS = ("ap", "fpr95", "auroc", "threshold_at_tpr95", "best_f1", "best_f1_threshold", "n_pixels", "n_anomaly")
+COMPONENT_KEYS = ("sIoU", "PPV", "mean_F1", "F1_per_threshold")
+
+SUBMISSION_NOTE = (
+    "One float16 (H,W) anomaly map per frame at the image's resolution, higher = more anomalous: "
+    "submission/<score>/<frame id>.npy. The official road-anomaly-benchmark stores the same array (float16) as "
+    "HDF5 file anomaly_p/<method>/<dataset>/<frame id>.hdf5 with dataset name 'value' (gzip level 9); convert with "
+    "h5py: h5py.File(dst, 'w').create_dataset('value', data=np.load(src), compression=9).")
+
+
+
+def thin_curve(curve: dict[str, np.ndarray], n: int = 2000) -> dict[str, np.ndarray]:
+    """At most ``n`` points of each curve array (same indices for all keys), for plotting."""
+    arrays = {k: np.asarray(v) for k, v in curve.items()}
+    length = min((a.shape[0] for a in arrays.values() if a.ndim == 1), default=0)
+    if length <= n:
+        return arrays
+    idx = np.unique(np.linspace(0, length - 1, n).round().astype(int))
+    return {k: (a[idx] if a.ndim == 1 and a.shape[0] == length else a) for k, a in arrays.items()}
+
+
+def plain_json(v: Any) -> Any:
+    """Plain JSON types (numpy/torch -> python, NaN/inf -> None so results.json stays strict JSON)."""
+    if isinstance(v, torch.Tensor):
+        v = v.detach().cpu().numpy()
+    if isinstance(v, np.ndarray):
+        return plain_json(v.tolist())
+    if isinstance(v, np.generic):
+        return plain_json(v.item())
+    if isinstance(v, dict):
+        return {str(k): plain_json(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [plain_json(x) for x in v]
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    return v
+
+
+def _pct(v: Any) -> str:
+    return "–" if v is None else f"{100.0 * float(v):.2f}"
+
+
+def results_markdown(results: dict) -> str:
+    """Markdown summary: one row per score (AP, FPR95, AUROC, sIoU, PPV, mean F1 in %, images/s, peak memory)."""
+    head = (f"# denseood eval: {results['dataset']} ({results['split']}), {results['n_images']} images\n\n"
+            f"checkpoint `{results['checkpoint']['path']}` (sha256 {results['checkpoint']['sha256']}), "
+            f"device {results['device']}, dtype {results['dtype']}, world size {results['world_size']}, "
+            f"protocol {results['protocol']}, denseood {results['denseood_version']}\n\n")
+    if not results["has_labels"]:
+        return head + ("No anomaly labels in this split: no metrics. Score maps for submission are in "
+                       f"`{results['submission']['path']}`.\n\n{SUBMISSION_NOTE}\n")
+    rows = ["| score | AP % | FPR95 % | AUROC % | sIoU % | PPV % | mean F1 % | images/s | peak mem MB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s, m in results["scores"].items():
+        rows.append(f"| {s} | {_pct(m.get('ap'))} | {_pct(m.get('fpr95'))} | {_pct(m.get('auroc'))} | "
+                    f"{_pct(m.get('sIoU'))} | {_pct(m.get('PPV'))} | {_pct(m.get('mean_F1'))} | "
+                    f"{results['images_per_s']:.2f} | {results['peak_mem_mb']:.0f} |")
+    mem = "peak GPU memory allocated" if results.get("peak_mem_kind") == "cuda_max_allocated" else "peak process RSS"
+    text = head + "\n".join(rows) + f"\n\nimages/s over all ranks (inference only); peak memory = {mem}.\n"
+    if results.get("s2m"):
+        used = results.get("s2m_score") or next(iter(results["scores"]), "")
+        text += (f"\n## S2M objects (on the {used} map)\n\n| method | IoU % | sIoU % | PPV % | mean F1 % | pixel AP % |\n"
+                 "|---|---:|---:|---:|---:|---:|\n")
+        for name, m in results["s2m"].items():
+            if isinstance(m, dict):
+                text += (f"| {name} | {_pct(m.get('iou'))} | {_pct(m.get('sIoU'))} | {_pct(m.get('PPV'))} | "
+                         f"{_pct(m.get('mean_F1'))} | {_pct(m.get('pixel_ap'))} |\n")
+    return text
+
