@@ -22,9 +22,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..dist import resolve_device
 from ..errors import ConfigError
-from .promptable import PromptableSegmenter, build_prompt_model, resolve_device, resolve_dtype
-from .prompts import LearnedPrompter, PeakPrompter, Prompts
+from .learned import LearnedPrompter
+from .promptable import PromptableSegmenter, build_prompt_model, resolve_dtype
+from .prompts import PeakPrompter, Prompts
 
 
 @dataclass
