@@ -16,20 +16,7 @@ from denseood.io import read_image, read_label, write_image
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "s2m"))
-from s2m_helpers import disc_scene, tiny_checkpoint  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def _ckpt_master(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("segment_ckpt") / "master.pt")
-
-
-@pytest.fixture
-def ckpt(tmp_path, _ckpt_master):
-    """A private copy of a tiny random segmenter checkpoint (64x128 train size)."""
-    import shutil
-
-    return shutil.copy(_ckpt_master, tmp_path / "m.pt")
+from s2m_helpers import _ckpt_master, ckpt, disc_scene  # noqa: E402, F401  (fixtures)
 
 
 def test_segment_folder_with_corrupt_file(tmp_path, rng, capsys, ckpt):

@@ -11,12 +11,7 @@ from denseood.cli import main
 from denseood.s2m.learned import LearnedPrompter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "s2m"))
-from s2m_helpers import tiny_checkpoint, write_synthetic_train  # noqa: E402
-
-
-@pytest.fixture
-def ckpt(tmp_path):
-    return tiny_checkpoint(tmp_path / "m.pt")
+from s2m_helpers import _ckpt_master, ckpt, write_synthetic_train  # noqa: E402, F401  (fixtures)
 
 
 @pytest.mark.slow
