@@ -10,6 +10,7 @@ Refined map rule: pixels of object k take object k's score; every other pixel ke
 down-weighted by ``f(a) = a - (1 - outside_weight) * |a|`` (= ``outside_weight * a`` for non-negative
 scores). f is continuous and strictly increasing, so outside the objects the ranking of pixels is that of the
 anomaly map, while pixels no object claims are pushed below comparable pixels inside objects.
+See docs/architecture.md.
 """
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ Interface (:class:`PromptableSegmenter`)::
 
 Backends: :class:`SamBackend` (segment-anything; checkpoint files go in ``weights/``) and
 :class:`GrabCutBackend` (OpenCV, no weights). :func:`build_prompt_model` parses "grabcut" | "sam:TYPE:PATH".
+See docs/architecture.md.
 """
 from __future__ import annotations
 
