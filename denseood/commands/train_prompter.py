@@ -1,36 +1,76 @@
-"""``denseood train-prompter``: transitional verb module; the handler still lives in ``denseood.s2m.prompts``."""
+"""``denseood train-prompter``: train the S2M learned prompter of a segmenter checkpoint and store it.
+
+The prompter is written into the checkpoint's ``extra["prompter"]`` (found there by ``--prompter learned|auto``)
+or, with ``--out``, to a prompter file of its own. The library verbs are
+``denseood.train.prompter.train_prompter`` and ``store_prompter_in_checkpoint`` / ``LearnedPrompter.save``.
+The top level imports only the standard library and ``._common``. See docs/architecture.md.
+"""
 from __future__ import annotations
 
 import argparse
 
-from ._common import add_verb
+from ._common import add_config, add_device, add_verb, nonnegative_int, positive_float, positive_int
+
+
+def score_thresh_arg(text: str) -> float | str:
+    """"auto" or a number in [0, 1] (argparse type of --score-thresh)."""
+    if text == "auto":
+        return "auto"
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'auto' or a number in [0, 1]")
+    return v
+
+
+score_thresh_arg.__name__ = "score_thresh"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = add_verb(subparsers, "train-prompter", help="train the S2M learned prompter for a segmenter checkpoint")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--dataset", default="synthetic")
-    p.add_argument("--root", required=True)
+    p = add_verb(subparsers, "train-prompter", help="train the S2M learned prompter for a segmenter checkpoint",
+                 description=__doc__.split("\nThe top level")[0])
+    p.add_argument("--checkpoint", required=True, help="segmenter checkpoint (.pt) whose score maps the prompter reads")
+    p.add_argument("--dataset", default="synthetic", help="dataset reader of the inlier training images")
+    p.add_argument("--root", required=True, help="dataset root folder")
     p.add_argument("--out", default=None, help="where to write the prompter (default: stored inside --checkpoint)")
-    p.add_argument("--negatives", default="flow", help="flow|paste:DIR")
-    p.add_argument("--score", default="jsd")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--crop", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--negatives", default="flow",
+                   help="pasted negatives: flow (the checkpoint's flow, else an untrained one) | paste:DIR (objects cut "
+                        "from images in DIR)")
+    p.add_argument("--score", default="jsd", help="anomaly score the prompter is trained on (e.g. jsd, msp, maxlogit)")
+    p.add_argument("--steps", type=positive_int, default=300, help="optimiser steps")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="crops per step")
+    p.add_argument("--crop", type=positive_int, default=256, help="side of the square training crops in pixels (>= 32)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="AdamW learning rate (cosine schedule, 5%% warm-up)")
+    add_device(p)
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (pool, crops, pasted negatives)")
     p.add_argument("--backbone", default="tiny", choices=["tiny", "resnet18"], help="detector backbone (random init)")
     p.add_argument("--input", default="score", choices=["score", "score+image"], help="detector input channels")
-    p.add_argument("--pool-size", type=int, default=128, help="pasted training images scored once and cropped repeatedly")
-    p.add_argument("--score-thresh", default="auto",
+    p.add_argument("--pool-size", type=positive_int, default=128,
+                   help="pasted training images scored once and cropped repeatedly")
+    p.add_argument("--score-thresh", type=score_thresh_arg, default="auto",
                    help="the prompter's confidence cut on detector scores, stored with it (not an anomaly threshold); "
                         "auto = best box F1 on held-out pasted images")
-
+    add_config(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from denseood.s2m.prompts import train_prompter_main
+    from ..train.prompter import store_prompter_in_checkpoint, train_prompter
 
-    return train_prompter_main(args)
+    prompter = train_prompter(args.checkpoint, args.root, dataset=args.dataset, negatives=args.negatives,
+                              score=args.score, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
+                              lr=args.lr, device=args.device, seed=args.seed, backbone=args.backbone,
+                              input=args.input, pool_size=args.pool_size, score_thresh=args.score_thresh)
+    if args.out:
+        path = prompter.save(args.out)
+        print(f"prompter written to {path} (use it with --prompter {path})")
+    else:
+        path = store_prompter_in_checkpoint(prompter, args.checkpoint)
+        print(f"prompter stored in {path} under extra['prompter'] (used by --prompter learned|auto)")
+    cal = prompter.train_info.get("calibration") or {}
+    extra = (f"; confidence cut {prompter.score_thresh:.3f} (held-out box F1 {cal['f1']:.3f})" if "f1" in cal
+             else f"; confidence cut {prompter.score_thresh:.3f}")
+    print(f"final loss {prompter.train_info['final_loss']:.4f} after {prompter.train_info['steps']} steps{extra}")
+    return 0

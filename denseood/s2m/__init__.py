@@ -1,16 +1,16 @@
 """S2M: anomaly maps -> box/point prompts -> promptable mask model -> whole OOD objects.
 
-``prompts`` (PeakPrompter, LearnedPrompter, train_prompter), ``promptable`` (SamBackend, GrabCutBackend),
-``pipeline`` (S2M, S2MResult, build_s2m), ``evaluate`` (S2MEval), ``tool`` (``denseood segment``).
-Imported lazily so that ``import denseood.s2m`` stays cheap.
+``prompts`` (Prompts, PeakPrompter), ``learned`` (LearnedPrompter), ``boxes`` (box/map math), ``promptable``
+(PromptableSegmenter, SamBackend, GrabCutBackend), ``pipeline`` (S2M, S2MResult, build_s2m), ``evaluate``
+(S2MEval). Prompter training is ``denseood.train.prompter``; ``denseood segment`` is ``denseood.commands.segment``.
+Imported lazily so that ``import denseood.s2m`` stays cheap. See docs/architecture.md.
 """
 from __future__ import annotations
 
 _EXPORTS = {
     "Prompts": "denseood.s2m.prompts",
     "PeakPrompter": "denseood.s2m.prompts",
-    "LearnedPrompter": "denseood.s2m.prompts",
-    "train_prompter": "denseood.s2m.prompts",
+    "LearnedPrompter": "denseood.s2m.learned",
     "PromptableSegmenter": "denseood.s2m.promptable",
     "SamBackend": "denseood.s2m.promptable",
     "GrabCutBackend": "denseood.s2m.promptable",

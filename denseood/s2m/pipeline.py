@@ -10,6 +10,7 @@ Refined map rule: pixels of object k take object k's score; every other pixel ke
 down-weighted by ``f(a) = a - (1 - outside_weight) * |a|`` (= ``outside_weight * a`` for non-negative
 scores). f is continuous and strictly increasing, so outside the objects the ranking of pixels is that of the
 anomaly map, while pixels no object claims are pushed below comparable pixels inside objects.
+See docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -22,9 +23,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..dist import resolve_device
 from ..errors import ConfigError
-from .promptable import PromptableSegmenter, build_prompt_model, resolve_device, resolve_dtype
-from .prompts import LearnedPrompter, PeakPrompter, Prompts
+from .learned import LearnedPrompter
+from .promptable import PromptableSegmenter, build_prompt_model, resolve_dtype
+from .prompts import PeakPrompter, Prompts
 
 
 @dataclass

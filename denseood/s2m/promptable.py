@@ -8,6 +8,7 @@ Interface (:class:`PromptableSegmenter`)::
 
 Backends: :class:`SamBackend` (segment-anything; checkpoint files go in ``weights/``) and
 :class:`GrabCutBackend` (OpenCV, no weights). :func:`build_prompt_model` parses "grabcut" | "sam:TYPE:PATH".
+See docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..dist import resolve_device  # re-exported: the old name denseood.s2m.promptable.resolve_device
 from ..errors import CheckpointError, ConfigError
 
 #: official segment-anything checkpoint file per model type
@@ -30,15 +32,15 @@ _SAM_WIDTH = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
 
 @runtime_checkable
 class PromptableSegmenter(Protocol):
+    """A mask backend: one mask per box prompt (the contract S2M relies on; see the module docstring).
+
+    predict(image (H,W,3) uint8 RGB, boxes (N,4) float xyxy pixels, points None or (coords (N,K,2) float xy,
+    labels (N,K) int 1 positive / 0 negative / -1 padding)) -> (masks (N,H,W) bool, quality (N,) float32,
+    higher = better). N may be 0.
+    """
+
     def predict(self, image: np.ndarray, boxes: np.ndarray, points: Any = None) -> tuple[np.ndarray, np.ndarray]:
         ...
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> cuda when available else cpu (denseood.infer.resolve_device; torch.device accepted)."""
-    from ..infer import resolve_device as _resolve
-
-    return device if isinstance(device, torch.device) else _resolve(str(device))
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:

@@ -1,11 +1,13 @@
 """Shared fixtures for the S2M tests: tiny SAM, textured scenes with discs, tiny segmenter checkpoints."""
 from __future__ import annotations
 
+import shutil
 from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 
@@ -102,3 +104,14 @@ def write_synthetic_train(root: Path, n: int = 4, size=(64, 128), seed: int = 0)
         write_png(root / "leftImg8bit" / "train" / "synth" / f"{stem}_leftImg8bit.png", img)
         write_png(root / "gtFine" / "train" / "synth" / f"{stem}_gtFine_labelTrainIds.png", lab)
     return root
+
+
+@pytest.fixture(scope="session")
+def _ckpt_master(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("s2m_ckpt") / "master.pt")
+
+
+@pytest.fixture
+def ckpt(tmp_path, _ckpt_master):
+    """A private copy of a tiny random segmenter checkpoint (64x128 train size)."""
+    return shutil.copy(_ckpt_master, tmp_path / "m.pt")

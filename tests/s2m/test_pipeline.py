@@ -8,7 +8,8 @@ import torch
 from denseood.errors import ConfigError
 from denseood.s2m.pipeline import S2M, assemble, build_s2m, mask_boxes, mask_iou_matrix, refine_map
 from denseood.s2m.promptable import GrabCutBackend
-from denseood.s2m.prompts import LearnedPrompter, PeakPrompter
+from denseood.s2m.learned import LearnedPrompter
+from denseood.s2m.prompts import PeakPrompter
 
 from s2m_helpers import disc_scene, iou_mask, map_from_instances
 
@@ -122,7 +123,7 @@ def test_s2m_end_to_end_tiny_segmenter_batched(tmp_path, rng, ckpt):
 
 
 def test_build_s2m_prompter_choices(tmp_path, capsys, ckpt):
-    from denseood.s2m.prompts import store_prompter_in_checkpoint
+    from denseood.train.prompter import store_prompter_in_checkpoint
 
     ck = ckpt
     with pytest.raises(ConfigError, match="train-prompter"):
@@ -155,7 +156,7 @@ def test_build_s2m_picks_the_score_from_candidates_without_rereading(monkeypatch
     and a model from load_checkpoint is not read from disk a second time."""
     import denseood.models.segmenter as seg
     from denseood.models.segmenter import load_checkpoint
-    from denseood.s2m.prompts import store_prompter_in_checkpoint
+    from denseood.train.prompter import store_prompter_in_checkpoint
 
     assert build_s2m(ckpt, "peak", "grabcut", "cpu", "fp32", ["msp", "jsd"]).score == "jsd"
     assert build_s2m(ckpt, "peak", "grabcut", "cpu", "fp32", ["maxlogit", "msp"]).score == "maxlogit"

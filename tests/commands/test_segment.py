@@ -1,0 +1,135 @@
+"""`denseood segment`: outputs per image, objects.json lines, unreadable files, --out protection, the Python-level
+segment_images, --config."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from denseood.cli import main
+from denseood.errors import ConfigError
+from denseood.io import read_image, read_label, write_image
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "s2m"))
+from s2m_helpers import _ckpt_master, ckpt, disc_scene  # noqa: E402, F401  (fixtures)
+
+
+def test_segment_folder_with_corrupt_file(tmp_path, rng, capsys, ckpt):
+    ck = ckpt
+    d = tmp_path / "imgs"
+    d.mkdir()
+    sizes = {"a.png": (64, 128), "b.jpg": (60, 100), "c.webp": (70, 90)}
+    for name, (h, w) in sizes.items():
+        img, _ = disc_scene(h, w, [(w // 2, h // 2, 12)], rng)
+        write_image(d / name, img)
+    (d / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    out = tmp_path / "out"
+    rc = main(["segment", "--images", str(d), "--checkpoint", str(ck), "--prompter", "peak", "--out", str(out),
+               "--device", "cpu", "--dtype", "fp32", "--batch-size", "2"])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert "broken.png" in captured.err
+    lines = (out / "objects.json").read_text().splitlines()
+    assert len(lines) == 3
+    recs = [json.loads(x) for x in lines]
+    assert sorted(Path(r["image"]).name for r in recs) == sorted(sizes)
+    for r in recs:
+        name = Path(r["image"]).name
+        stem = Path(name).stem
+        h, w = sizes[name]
+        assert r["size"] == [h, w]
+        assert len(r["boxes"]) == len(r["scores"]) == len(r["areas"]) == len(r["ids"])
+        assert {"segmenter", "prompts", "masks", "total"} <= set(r["timing"])
+        ov = read_image(out / "overlays" / f"{stem}.png")
+        assert ov.shape == (h, w, 3)
+        m = read_label(out / "masks" / f"{stem}.png")
+        assert m.dtype == np.uint16 and m.shape == (h, w)
+        # areas in the JSON are the pixel counts of the ids in the mask PNG
+        assert r["areas"] == [int((m == i).sum()) for i in r["ids"]]
+        assert int(m.max()) == len(r["ids"])
+    assert not (out / "overlays" / "broken.png").exists()
+
+    # --out exists and is not empty -> error without --overwrite
+    rc = main(["segment", "--images", str(d / "a.png"), "--checkpoint", str(ck), "--prompter", "peak", "--out",
+               str(out), "--device", "cpu"])
+    assert rc == 2 and "--overwrite" in capsys.readouterr().err
+    rc = main(["segment", "--images", str(d / "a.png"), "--checkpoint", str(ck), "--prompter", "peak", "--out",
+               str(out), "--device", "cpu", "--overwrite"])
+    assert rc == 0
+
+
+def test_segment_missing_input_and_stems(tmp_path, capsys):
+    from denseood.commands.segment import unique_stems
+
+    assert unique_stems([Path("x/a.png"), Path("y/a.jpg"), Path("z/a.png"), Path("b.png")]) == ["a", "a_jpg", "a_png", "b"]
+    ck = tmp_path / "nope.pt"
+    rc = main(["segment", "--images", str(tmp_path / "missing"), "--checkpoint", str(ck), "--out", str(tmp_path / "o")])
+    assert rc == 2 and "missing" in capsys.readouterr().err
+
+
+def test_tools_segment_script_forwards():
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "segment.py"), "--help"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and "--prompt-model" in r.stdout
+
+
+def test_segment_images_python_api(tmp_path, rng, ckpt):
+    from denseood.commands.segment import segment_images
+    from denseood.models.segmenter import load_checkpoint
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(3):
+        img, _ = disc_scene(64, 128, [(40 + 20 * i, 30, 10)], rng)
+        write_image(d / f"im{i}.png", img)
+    (d / "bad.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    summary = segment_images([d], load_checkpoint(ckpt), out, prompter="peak", device="cpu", dtype="fp32",
+                             batch_size=2, input_size="full", progress=False)
+    assert summary["images"] == 4 and summary["segmented"] == 3 and summary["out"] == out
+    assert [p.name for p, _ in summary["failed"]] == ["bad.png"]
+    recs = [json.loads(x) for x in (out / "objects.json").read_text().splitlines()]
+    assert len(recs) == 3 and summary["objects"] == sum(len(r["ids"]) for r in recs)
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["im0.png", "im1.png", "im2.png"]
+    with pytest.raises(ConfigError, match="--overwrite"):
+        segment_images([d / "im0.png"], ckpt, out, prompter="peak", device="cpu", progress=False)
+    with pytest.raises(ConfigError, match="batch_size"):
+        segment_images([d / "im0.png"], ckpt, tmp_path / "o2", batch_size=0, progress=False)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match="not a folder"):
+        segment_images([d / "im0.png"], ckpt, tmp_path / "afile", progress=False)
+
+
+def test_segment_reads_options_from_a_config_file(tmp_path, rng, ckpt):
+    img, _ = disc_scene(64, 128, [(60, 30, 12)], rng)
+    write_image(tmp_path / "a.png", img)
+    cfg = tmp_path / "seg.yaml"
+    cfg.write_text("prompter: peak\ndevice: cpu\ndtype: fp32\nbatch_size: 1\n")
+    out = tmp_path / "out"
+    rc = main(["segment", "--config", str(cfg), "--images", str(tmp_path / "a.png"), "--checkpoint", str(ckpt),
+               "--out", str(out)])
+    assert rc == 0 and len((out / "objects.json").read_text().splitlines()) == 1
+
+
+def test_segment_rejects_a_bad_batch_size_at_parse_time(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["segment", "--images", str(tmp_path), "--checkpoint", "x.pt", "--out", str(tmp_path / "o"),
+              "--batch-size", "0"])
+    assert e.value.code == 2 and "--batch-size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", ["segment", "train-prompter"])
+def test_every_option_has_help(verb):
+    import argparse
+
+    from denseood.commands import segment, train_prompter
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    p = {"segment": segment, "train-prompter": train_prompter}[verb].add_parser(sub)
+    for a in p._actions:
+        assert a.help and a.help.strip(), f"{verb} {a.option_strings} has no help"
