@@ -1,38 +1,95 @@
-"""``denseood train``: transitional verb module; the handler still lives in ``denseood.train.trainer``."""
+"""``denseood train``: train or fine-tune a segmenter (NFlowJS with ``--negatives flow``), one process or torchrun DDP.
+
+The Python-level verb is ``denseood.train.trainer.Trainer(cfg, resume=False).fit()`` with a
+``denseood.train.config.TrainConfig``; this module builds that config from ``--config FILE`` (a TrainConfig YAML),
+the explicit options and ``--set KEY=VALUE`` overrides, in that order. See docs/architecture.md.
+"""
 from __future__ import annotations
 
 import argparse
 
-from ._common import add_verb
+from ._common import add_verb, positive_float, positive_int
+
+#: TrainConfig fields that have their own command-line option (same name, dashes for underscores)
+CLI_KEYS = ("dataset", "root", "val_root", "arch", "encoder", "encoder_weights", "negatives", "steps", "batch_size",
+            "crop", "lr", "out", "init", "amp", "device", "seed", "sync_bn")
+
+_DESCRIPTION = """train / fine-tune a segmenter (NFlowJS with --negatives flow)
+
+Every setting is a TrainConfig field: give a YAML file of fields with --config, the options below override it,
+and --set KEY=VALUE overrides any field (e.g. --set flow_pretrain_steps=500 --set neg_size=[16,96]).
+Options shown with default None take the TrainConfig (or --config) value. DDP: torchrun --nproc_per_node N -m denseood train ..."""
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = add_verb(subparsers, "train", help="train / fine-tune a segmenter (NFlowJS with --negatives flow)")
-    p.add_argument("--config", default=None, help="YAML config; command-line options override it")
-    p.add_argument("--dataset", default=None, help="cityscapes|streethazards|synthetic")
-    p.add_argument("--root", default=None)
-    p.add_argument("--val-root", default=None, help="evaluation root for validation AP (default: --root for synthetic)")
-    p.add_argument("--arch", default=None)
-    p.add_argument("--encoder", default=None)
-    p.add_argument("--encoder-weights", default=None, help="local encoder weight file")
-    p.add_argument("--negatives", default=None, help="flow|void|paste:DIR|none")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="global batch size (split over DDP ranks)")
-    p.add_argument("--crop", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--out", default=None)
-    p.add_argument("--init", default=None, help="checkpoint to fine-tune")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--amp", default=None, choices=["none", "bf16", "fp16"])
-    p.add_argument("--device", default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--sync-bn", action="store_true", default=None)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
-
+    p = add_verb(subparsers, "train", help="train / fine-tune a segmenter (NFlowJS with --negatives flow)",
+                 description=_DESCRIPTION)
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="TrainConfig YAML (any TrainConfig field); command-line options and --set override it")
+    p.add_argument("--dataset", default=None, help="training dataset: cityscapes | streethazards | synthetic (TrainConfig default: synthetic)")
+    p.add_argument("--root", default=None, help="training dataset root in its official layout (required here or in --config)")
+    p.add_argument("--val-root", default=None, help="validation dataset root (default: --root)")
+    p.add_argument("--arch", default=None, help="segmenter architecture, e.g. fpn | unet (TrainConfig default: fpn)")
+    p.add_argument("--encoder", default=None, help="encoder name, e.g. resnet18 (TrainConfig default)")
+    p.add_argument("--encoder-weights", default=None, help="local encoder weight file (no downloads)")
+    p.add_argument("--negatives", default=None, help="negative source: flow | void | paste:DIR | none (TrainConfig default: flow)")
+    p.add_argument("--steps", type=positive_int, default=None, help="joint (or plain, without negatives) training steps")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="global batch size (split evenly over DDP ranks)")
+    p.add_argument("--crop", type=positive_int, default=None, help="square training crop side in pixels")
+    p.add_argument("--lr", type=positive_float, default=None, help="segmenter learning rate (peak of the schedule)")
+    p.add_argument("--out", default=None, help="run folder (config.yaml, last.pt, best.pt, model.pt, summary.json)")
+    p.add_argument("--init", default=None, help="denseood checkpoint to fine-tune")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--amp", default=None, choices=["none", "bf16", "fp16"],
+                   help="mixed precision of the segmenter (fp16 uses a GradScaler, CUDA only)")
+    p.add_argument("--device", default=None,
+                   help="auto | cpu | cuda | cuda:N (auto: this rank's GPU under torchrun, else cuda when available, else cpu)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the data order, augmentation, negatives and initial weights")
+    p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm across DDP ranks (CUDA + torchrun only)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any TrainConfig field (VALUE is YAML); repeatable")
     return p
 
 
-def run(args: argparse.Namespace) -> int:
-    from denseood.train.trainer import main
+def config_from_args(args: argparse.Namespace):
+    """TrainConfig from ``--config`` YAML, then explicit CLI options, then ``--set key=value`` overrides."""
+    import yaml
 
-    return main(args)
+    from denseood.config import from_dict, load_yaml, to_dict
+    from denseood.errors import ConfigError
+    from denseood.train.config import TrainConfig
+
+    cfg = load_yaml(TrainConfig, args.config) if args.config else TrainConfig()
+    data = to_dict(cfg)
+    for k in CLI_KEYS:
+        v = getattr(args, k)
+        if v is not None:
+            data[k] = v
+    for item in args.set:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        data[k.strip()] = yaml.safe_load(v)
+    return from_dict(TrainConfig, data, "train options")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from denseood import dist
+    from denseood.errors import ConfigError
+    from denseood.train.trainer import Trainer
+
+    cfg = config_from_args(args)
+    out = Path(cfg.out)
+    if not args.resume and out.exists() and (out / "last.pt").exists():
+        raise ConfigError(f"--out {out} already holds a run (last.pt); pass --resume to continue it or choose another --out")
+    try:
+        summary = Trainer(cfg, resume=bool(args.resume)).fit()
+        if dist.is_main():
+            print(f"trained {summary['steps']} steps in {summary['seconds']:.1f}s; checkpoints in {out}")
+            if summary.get("final"):
+                print("final validation: " + ", ".join(f"{k}={v:.4f}" for k, v in summary["final"].items()))
+    finally:
+        dist.cleanup()
+    return 0

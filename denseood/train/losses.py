@@ -11,12 +11,16 @@ the NLL term keeps them close to inlier patches. Source for the sign: the author
 code (github.com/matejgrcic/Open-set-M2F, mask2former/trainers/joint_trainer.py): the segmenter loss (including the
 JS-to-uniform term on the pasted flow samples, criterion.py ``loss_jsd``) is back-propagated once into segmenter and
 flow alike, and the flow additionally minimises its bits/dim on the clean image content under the paste boxes.
+
+The trainer's DDP-aware forms (:func:`global_segmenter_loss`, :func:`reduce_terms`) normalise by global pixel
+counts, so N ranks optimise and log what one process with the same global batch would. See docs/architecture.md.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from .. import dist
 from ..errors import ConfigError
 from ..scores.jsd import js_divergence_to_uniform
 
@@ -77,3 +81,51 @@ def nflowjs_flow_loss(flow_nll: torch.Tensor, js_term: torch.Tensor, beta: float
       ``js_term`` also carries segmenter gradients.
     """
     return flow_nll.float() + beta * js_term.float()
+
+
+def global_counts(labels: torch.Tensor, neg_mask: torch.Tensor, ignore_index: int = 255) -> tuple[float, float, float]:
+    """(labelled pixels, negative pixels, images) summed over DDP ranks, each at least 1 (collective).
+
+    labels: (B,H,W) long with ``ignore_index`` = void (negative pixels already set to it); neg_mask: (B,H,W) bool.
+    """
+    counts = torch.tensor([(labels != ignore_index).sum().item(), neg_mask.sum().item(), float(labels.shape[0])],
+                          dtype=torch.float64)
+    dist.all_reduce_sum(counts)
+    n_lab, n_neg, n_img = (max(1.0, float(c)) for c in counts)
+    return n_lab, n_neg, n_img
+
+
+def global_segmenter_loss(logits: torch.Tensor, labels: torch.Tensor, neg_mask: torch.Tensor, lam: float,
+                          counts: tuple[float, float, float], ignore_index: int = 255
+                          ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(loss to back-propagate on this rank, {"ce": CE sum, "js": JS sum} of this rank, detached).
+
+    logits: (B,C,H,W) float32 at label resolution; labels / neg_mask as :func:`global_counts`, whose result is
+    ``counts``. The loss is ``world * (CE_sum / n_lab + lam * JS_sum / n_neg)``: DDP averages gradients over ranks,
+    so the gradient is that of the global-batch mean losses (:func:`nflowjs_segmenter_loss` in one process).
+    """
+    world = dist.world_size()
+    n_lab, n_neg, _ = counts
+    ce_sum = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum")
+    js_sum = (js_divergence_to_uniform(logits) * neg_mask).sum()
+    loss = ce_sum / n_lab * world + lam * (js_sum / n_neg * world)
+    return loss, {"ce": ce_sum.detach(), "js": js_sum.detach()}
+
+
+def reduce_terms(terms: dict[str, torch.Tensor], n_lab: float, n_neg: float, n_img: float, lam: float) -> dict[str, float]:
+    """Logged loss terms of a step: this rank's sums ``terms`` (ce, js, flow_nll; scalars) summed over ranks and
+    normalised by the global counts: ``{"ce": sum/n_lab, "js": sum/n_neg, "flow_bpd": flow_nll/n_img,
+    "loss": ce + lam * js}`` (keys present as in ``terms``; collective under DDP)."""
+    names = list(terms)
+    t = torch.tensor([float(terms[k]) for k in names], dtype=torch.float64)
+    dist.all_reduce_sum(t)
+    out: dict[str, float] = {}
+    for k, v in zip(names, t.tolist()):
+        if k == "ce":
+            out["ce"] = v / n_lab
+        elif k == "js":
+            out["js"] = v / n_neg if n_neg >= 1 else 0.0
+        elif k == "flow_nll":
+            out["flow_bpd"] = v / n_img
+    out["loss"] = out["ce"] + lam * out.get("js", 0.0)
+    return out

@@ -10,6 +10,9 @@ Every source implements ``NegativeSource.paste(images, labels, generator) -> (im
 - Pasted content enters the output through autograd-tracked copies, so gradients flow back to it (FlowNegatives:
   to the flow parameters). All random choices come from ``generator`` (global RNG when None): the same generator
   state gives the same result.
+
+A new source subclasses ``NegativeSource`` (``paste`` as above; ``flow_parameters`` when it trains a generator)
+and gets a spec form in :func:`build_negatives` (its keyword names in ``_KWARGS``). See docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -350,3 +353,23 @@ def build_negatives(spec: str, flow: PatchFlow | None = None, **kw) -> NegativeS
     if kind == "void":
         return VoidNegatives(**opts)
     return NoNegatives()
+
+
+def paste_per_image(source: NegativeSource, images: torch.Tensor, labels: torch.Tensor, seeds: list[int],
+                    inlier_nll: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Paste into every image with a generator keyed by its crop seed (the same on any rank or world size).
+
+    images: (B,3,H,W) float in [0,1]; labels: (B,H,W) long; seeds: B ints. Returns (images, labels, neg_mask) as
+    :meth:`NegativeSource.paste` plus, with ``inlier_nll`` (FlowNegatives only), the summed scalar
+    ``inlier_nll`` of the clean content under each image's paste boxes (None otherwise).
+    """
+    parts_img, parts_lab, parts_neg, nlls = [], [], [], []
+    for i in range(images.shape[0]):
+        g = torch.Generator(device="cpu").manual_seed(seeds[i] ^ 0x5DEECE66D)
+        im_i, lab_i, neg_i = source.paste(images[i:i + 1], labels[i:i + 1], generator=g)
+        parts_img.append(im_i), parts_lab.append(lab_i), parts_neg.append(neg_i)
+        if inlier_nll:
+            gq = torch.Generator(device="cpu").manual_seed(seeds[i] ^ 0xDE0)
+            nlls.append(source.inlier_nll(images[i:i + 1].detach(), generator=gq))
+    flow_nll = torch.stack([n.reshape(()) for n in nlls]).sum() if nlls else None
+    return torch.cat(parts_img), torch.cat(parts_lab), torch.cat(parts_neg), flow_nll

@@ -13,219 +13,39 @@ of (seed, global step, position in the global batch) only. A run resumed from a 
 exactly the batches it would have seen, and a DDP run over N ranks sees the same global batch as one
 process (each rank takes a contiguous slice). Losses are normalised by the global pixel counts, so the
 gradients (and the logged losses) of an N-rank run equal those of one process with the same global batch.
+
+The pieces live beside it: :mod:`.config` (TrainConfig), :mod:`.sampling` (data plan, loader, schedule),
+:mod:`.negatives`, :mod:`.losses`, :mod:`.flow_monitor`; ``denseood train`` is :mod:`denseood.commands.train`.
+See docs/architecture.md.
 """
 from __future__ import annotations
 
-import hashlib
-import math
-import os
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from .. import dist
-from ..config import dump_yaml, from_dict, load_yaml, to_dict
-from ..errors import ConfigError, DatasetError
+from ..config import dump_yaml, to_dict
+from ..errors import ConfigError
 from ..io import atomic_write_json
-from ..scores.jsd import js_divergence_to_uniform
+from .config import IGNORE, TrainConfig
+from .flow_monitor import heldout_bpd, heldout_patches, init_flow_actnorm, patch_size, save_flow_samples
+from .losses import global_counts, global_segmenter_loss, reduce_terms
+from .negatives import build_negatives, paste_per_image
+from .sampling import (CropDataset, StepBatchSampler, TrainData, _seed_of, collate, flow_pretrain_box, global_batch_plan,
+                       lr_factor, make_loader, open_train_data, val_spec)
 
-IGNORE = 255
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run depends on (recorded as ``RUN/config.yaml``)."""
-
-    dataset: str = "synthetic"           # cityscapes | streethazards | synthetic
-    root: str = ""
-    split: str = "train"
-    val_dataset: str | None = None       # default: synthetic -> synthetic/val, streethazards -> streethazards/test, cityscapes -> cityscapes/val
-    val_root: str | None = None          # default: root
-    val_split: str | None = None
-    val_limit: int | None = 50           # frames used for validation
-    arch: str = "fpn"
-    encoder: str = "resnet18"
-    encoder_weights: str | None = None   # local file only
-    init: str | None = None              # checkpoint to fine-tune
-    negatives: str = "flow"              # flow | void | paste:DIR | none
-    steps: int = 1000                    # joint (or plain, without negatives) steps
-    pretrain_steps: int = 0              # segmenter-only steps before negatives are used
-    flow_pretrain_steps: int = 200       # flow MLE steps on inlier crops (flow negatives only)
-    batch_size: int = 8                  # global batch, split evenly over DDP ranks
-    crop: int = 256
-    scale: tuple[float, float] = (0.5, 1.5)
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    optimizer: str = "adamw"             # adamw | adam | sgd
-    schedule: str = "poly"               # poly | cosine | constant
-    warmup_steps: int = 0
-    lam: float = 0.03                    # weight of the JS loss on negative pixels
-    flow_js_weight: float | None = None  # the JS weight the flow sees through its samples (None: lam, one joint objective)
-    flow_lr: float = 1e-3
-    flow_levels: int = 3
-    flow_steps: int = 4
-    flow_hidden: int = 64
-    neg_per_image: int = 1
-    neg_size: tuple[int, int] = (16, 128)
-    neg_temperature: float = 1.0
-    amp: str = "none"                    # none | bf16 | fp16 (fp16 uses GradScaler, CUDA only)
-    grad_clip: float = 5.0
-    ckpt_every: int = 200
-    val_every: int = 200
-    log_every: int = 10
-    workers: int = 2
-    seed: int = 0
-    device: str = "auto"
-    sync_bn: bool = False                # CUDA + DDP only
-    freeze_bn: bool = False              # BatchNorm layers in eval mode (fine-tuning with small batches)
-    fit_stats: bool = True               # fit SML and Mahalanobis statistics into the final checkpoint
-    stats_batches: int = 20
-    out: str = "runs/train"
-
-    def validate(self) -> None:
-        if self.dataset not in ("cityscapes", "streethazards", "synthetic"):
-            raise ConfigError(f"--dataset {self.dataset!r}: training supports cityscapes, streethazards, synthetic")
-        if not self.root:
-            raise ConfigError("--root is required: the dataset root in its official layout")
-        if not (self.negatives in ("flow", "void", "none") or self.negatives.startswith("paste:")):
-            raise ConfigError(f"--negatives {self.negatives!r}: expected flow | void | paste:DIR | none")
-        for name in ("steps", "batch_size", "crop"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("pretrain_steps", "flow_pretrain_steps", "warmup_steps"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.amp not in ("none", "bf16", "fp16"):
-            raise ConfigError(f"amp {self.amp!r}: expected none | bf16 | fp16")
-        if self.schedule not in ("poly", "cosine", "constant"):
-            raise ConfigError(f"schedule {self.schedule!r}: expected poly | cosine | constant")
-        if self.lam < 0:
-            raise ConfigError(f"lam must be >= 0, got {self.lam}")
-        if self.flow_js_weight is not None:
-            if self.flow_js_weight < 0:
-                raise ConfigError(f"flow_js_weight must be >= 0 (or null for lam), got {self.flow_js_weight}")
-            if self.lam == 0 and self.flow_js_weight > 0:
-                raise ConfigError("flow_js_weight > 0 needs lam > 0: the flow's JS gradient is the segmenter's JS "
-                                  "gradient rescaled by flow_js_weight / lam")
-        if self.optimizer not in ("adamw", "adam", "sgd"):
-            raise ConfigError(f"optimizer {self.optimizer!r}: expected adamw | adam | sgd")
-
-    @property
-    def total_steps(self) -> int:
-        flow_pre = self.flow_pretrain_steps if self.negatives == "flow" else 0
-        return self.pretrain_steps + flow_pre + self.steps
-
-
-# --------------------------------------------------------------------------- data
-
-
-def _seed_of(*parts: int) -> int:
-    """A 63-bit seed from integers (stable across processes and Python runs)."""
-    h = hashlib.blake2b(np.asarray(parts, dtype=np.int64).tobytes(), digest_size=8).digest()
-    return int.from_bytes(h, "little") & ((1 << 63) - 1)
-
-
-def global_batch_plan(n_items: int, global_batch: int, step: int, seed: int) -> list[tuple[int, int]]:
-    """(dataset index, augmentation seed) for every position of the global batch of ``step``.
-
-    Epoch-wise permutations from (seed, epoch): consecutive steps walk through the permutation.
-    """
-    out = []
-    perms: dict[int, np.ndarray] = {}   # a step spans at most a few epochs: one permutation each
-    for pos in range(global_batch):
-        k = step * global_batch + pos
-        epoch, off = divmod(k, n_items)
-        if epoch not in perms:
-            perms[epoch] = np.random.default_rng(_seed_of(seed, 17, epoch)).permutation(n_items)
-        out.append((int(perms[epoch][off]), _seed_of(seed, 29, step, pos)))
-    return out
-
-
-class StepBatchSampler:
-    """Yields, for steps ``start..end-1``, this rank's slice of the global batch as (index, seed) keys."""
-
-    def __init__(self, n_items: int, global_batch: int, start: int, end: int, seed: int, rank: int = 0, world: int = 1):
-        if global_batch % world:
-            raise ConfigError(f"global batch size {global_batch} is not divisible by the number of processes {world}")
-        self.n, self.gb, self.start, self.end, self.seed = n_items, global_batch, start, end, seed
-        self.rank, self.world = rank, world
-
-    def __len__(self) -> int:
-        return max(0, self.end - self.start)
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        per = self.gb // self.world
-        for step in range(self.start, self.end):
-            plan = global_batch_plan(self.n, self.gb, step, self.seed)
-            yield plan[self.rank * per:(self.rank + 1) * per]
-
-
-class CropDataset(Dataset):
-    """Wraps a training reader; key (index, seed) -> augmented crop, deterministic in the seed."""
-
-    def __init__(self, base, crop: int, scale: tuple[float, float], num_classes: int):
-        from ..data.transforms import train_transform
-
-        self.base, self.crop, self.scale, self.num_classes = base, crop, scale, num_classes
-        self.transform = train_transform(crop, scale=scale)
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, key):
-        idx, seed = key
-        s = self.base[idx]
-        if s.semantic is None:
-            raise DatasetError(f"{self.base.name}: frame {s.name} has no semantic labels; training needs them")
-        bad = np.unique(s.semantic[(s.semantic != IGNORE) & (s.semantic >= self.num_classes)])
-        if bad.size:
-            raise DatasetError(f"{self.base.name}: frame {s.name} holds label values {bad.tolist()} outside the train ids "
-                               f"0..{self.num_classes - 1} (255 = ignore); check the labels or the dataset choice")
-        image, label = self.transform(s.image, s.semantic, seed=seed)
-        return (torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),
-                torch.from_numpy(np.ascontiguousarray(label)).long(), seed)
-
-
-def _collate(batch):
-    imgs = torch.stack([b[0] for b in batch])
-    labs = torch.stack([b[1] for b in batch])
-    seeds = [b[2] for b in batch]
-    return imgs, labs, seeds
-
-
-# --------------------------------------------------------------------------- schedule / helpers
-
-
-def lr_factor(cfg: TrainConfig, step: int, phase_start: int, phase_len: int) -> float:
-    t = step - phase_start
-    if cfg.warmup_steps and t < cfg.warmup_steps:
-        return (t + 1) / cfg.warmup_steps
-    frac = min(1.0, t / max(1, phase_len))
-    if cfg.schedule == "poly":
-        return (1 - frac) ** 0.9
-    if cfg.schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * frac))
-    return 1.0
-
-
-def resolve_device(spec: str) -> torch.device:
-    """infer.resolve_device, except that "auto" under DDP on CUDA picks this rank's GPU (LOCAL_RANK)."""
-    from ..infer import resolve_device as _resolve
-
-    if spec in (None, "auto") and dist.is_dist() and torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return _resolve(spec)
+__all__ = ["Trainer", "TrainConfig", "IGNORE", "global_batch_plan", "StepBatchSampler", "CropDataset", "TrainData",
+           "collate", "lr_factor", "make_loader", "open_train_data", "val_spec"]
 
 
 def _freeze_bn(model: nn.Module) -> None:
+    """Put every BatchNorm layer of ``model`` in eval mode (running statistics frozen)."""
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
@@ -242,9 +62,6 @@ def _allreduce_grads(params: list[torch.nn.Parameter]) -> None:
             p.grad.div_(w)
 
 
-# --------------------------------------------------------------------------- trainer
-
-
 class Trainer:
     """Builds datasets, model, flow, negatives and optimisers from a TrainConfig and runs the phases."""
 
@@ -253,7 +70,7 @@ class Trainer:
         self.cfg, self.resume, self.progress = cfg, resume, progress
         self.distributed = dist.init_from_env()
         self.rank, self.world = dist.rank(), dist.world_size()
-        self.device = resolve_device(cfg.device)
+        self.device = dist.resolve_device(cfg.device)
         self.out = Path(cfg.out)
         self._setup_data()
         torch.manual_seed(cfg.seed)  # initial weights of segmenter and flow
@@ -268,36 +85,9 @@ class Trainer:
 
     # ---- setup
     def _setup_data(self) -> None:
-        from ..data import open_dataset
-
-        cfg = self.cfg
-        self.train_set = open_dataset(cfg.dataset, cfg.root, cfg.split)
-        if not self.train_set.has_semantic or not self.train_set.num_classes:
-            raise DatasetError(f"{cfg.dataset} split {cfg.split} under {cfg.root} has no semantic labels to train on")
-        self.num_classes = int(self.train_set.num_classes)
-        first = self.train_set[0]
-        h, w = first.image.shape[:2]
-        self.frame_size = (int(h), int(w))
-        if cfg.crop > min(h, w):
-            raise ConfigError(f"--crop {cfg.crop} is larger than the images of {cfg.dataset} ({w}x{h}, frame {first.name}); "
-                              f"choose --crop <= {min(h, w)}")
-        self.crops = CropDataset(self.train_set, cfg.crop, tuple(cfg.scale), self.num_classes)
-        vname, vsplit = self._val_spec()
-        self.val_set = None
-        if vname is not None:
-            try:
-                self.val_set = open_dataset(vname, cfg.val_root or cfg.root, vsplit)
-            except DatasetError as e:
-                if dist.is_main():
-                    print(f"note: no validation set ({e}); validation disabled", file=sys.stderr)
-
-    def _val_spec(self) -> tuple[str | None, str | None]:
-        cfg = self.cfg
-        if cfg.val_dataset:
-            return cfg.val_dataset, cfg.val_split
-        defaults = {"synthetic": ("synthetic", "val"), "streethazards": ("streethazards", "test"), "cityscapes": ("cityscapes", "val")}
-        name, split = defaults[cfg.dataset]
-        return name, cfg.val_split or split
+        data = open_train_data(self.cfg)
+        self.train_set, self.crops, self.val_set = data.train_set, data.crops, data.val_set
+        self.num_classes, self.frame_size = data.num_classes, data.frame_size
 
     def _setup_model(self) -> None:
         from ..models.segmenter import create_segmenter, load_checkpoint
@@ -326,42 +116,23 @@ class Trainer:
             self.ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=dev_ids)
 
     def _setup_negatives(self) -> None:
-        from ..train.negatives import build_negatives
-
         cfg = self.cfg
         self.flow = None
         if cfg.negatives == "flow":
-            from ..models.flow import PatchFlow
+            from ..models.flow import flow_from_config
 
-            self.flow = PatchFlow(levels=cfg.flow_levels, steps=cfg.flow_steps, hidden=cfg.flow_hidden).to(self.device)
+            self.flow = flow_from_config(to_dict(cfg)).to(self.device)
             lo, hi = cfg.neg_size
             hi = min(hi, cfg.crop)
             self.negatives = build_negatives("flow", flow=self.flow, per_image=cfg.neg_per_image, size_range=(lo, hi),
                                              temperature=cfg.neg_temperature, grad_scale=self.flow_grad_scale)
-            self._init_flow()
+            # data-dependent ActNorm init on fixed inlier patches: the same on every rank and world size
+            init_flow_actnorm(self.flow, self.train_set, cfg.crop, cfg.seed, self.device)
         elif cfg.negatives.startswith("paste:"):
             lo, hi = cfg.neg_size
             self.negatives = build_negatives(cfg.negatives, per_image=cfg.neg_per_image, size_range=(lo, min(hi, cfg.crop)))
         else:
             self.negatives = build_negatives(cfg.negatives)
-
-    @torch.no_grad()
-    def _init_flow(self) -> None:
-        """Data-dependent ActNorm init on a fixed batch of inlier patches (the same on every rank and world size).
-
-        Without this the first training batch would initialise ActNorm, and that batch differs between one process
-        and N ranks. A resumed run overwrites the result with the checkpoint's flow state.
-        """
-        ds = self.flow.downsampling
-        s = max(ds, (min(32, self.cfg.crop) // ds) * ds)
-        patches = []
-        for i in range(min(8, len(self.train_set))):
-            img = self.train_set[i].image
-            h, w = img.shape[:2]
-            y, x = max(0, h // 2 - s // 2), max(0, w // 2 - s // 2)
-            patches.append(torch.from_numpy(img[y:y + s, x:x + s].copy()).permute(2, 0, 1))
-        batch = torch.stack(patches).float().div(255.0).to(self.device)
-        self.flow.bits_per_dim(batch, generator=torch.Generator(device="cpu").manual_seed(self.cfg.seed))
 
     def _setup_optim(self) -> None:
         cfg = self.cfg
@@ -429,20 +200,8 @@ class Trainer:
         use_neg = phase == "joint" and cfg.negatives != "none"
         flow_nll = None
         if use_neg:
-            clean = images
-            parts_img, parts_lab, parts_neg, nlls = [], [], [], []
-            for i in range(images.shape[0]):
-                g = torch.Generator(device="cpu").manual_seed(seeds[i] ^ 0x5DEECE66D)
-                im_i, lab_i, neg_i = self.negatives.paste(clean[i:i + 1], labels[i:i + 1], generator=g)
-                parts_img.append(im_i), parts_lab.append(lab_i), parts_neg.append(neg_i)
-                if self.flow is not None:
-                    gq = torch.Generator(device="cpu").manual_seed(seeds[i] ^ 0xDE0)
-                    nlls.append(self.negatives.inlier_nll(clean[i:i + 1].detach(), generator=gq))
-            images = torch.cat(parts_img)
-            labels = torch.cat(parts_lab)
-            neg_mask = torch.cat(parts_neg)
-            if nlls:
-                flow_nll = torch.stack([n.reshape(()) for n in nlls]).sum()
+            images, labels, neg_mask, flow_nll = paste_per_image(self.negatives, images, labels, seeds,
+                                                                 inlier_nll=self.flow is not None)
         else:
             neg_mask = torch.zeros_like(labels, dtype=torch.bool)
 
@@ -453,18 +212,8 @@ class Trainer:
         if logits.shape[-2:] != labels.shape[-2:]:
             logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
 
-        ce_sum = F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="sum")
-        js = js_divergence_to_uniform(logits)
-        js_sum = (js * neg_mask).sum()
-        counts = torch.tensor([(labels != IGNORE).sum().item(), neg_mask.sum().item(), float(images.shape[0])],
-                              dtype=torch.float64)
-        dist.all_reduce_sum(counts)
-        n_lab, n_neg, n_img = (max(1.0, float(c)) for c in counts)
-        # DDP averages gradients over ranks: scale by world so that sum/global_count is what is optimised.
-        ce = ce_sum / n_lab * self.world
-        js_term = js_sum / n_neg * self.world
-        loss = ce + cfg.lam * js_term
-        terms = {"ce": ce_sum.detach(), "js": js_sum.detach()}
+        n_lab, n_neg, n_img = global_counts(labels, neg_mask, IGNORE)
+        loss, terms = global_segmenter_loss(logits, labels, neg_mask, cfg.lam, (n_lab, n_neg, n_img), IGNORE)
         total = loss
         if flow_nll is not None:
             # One joint objective minimised w.r.t. segmenter and flow: the segmenter gets CE + lam*JS, the flow
@@ -474,28 +223,7 @@ class Trainer:
             total = loss + flow_nll / n_img * self.world
             terms["flow_nll"] = flow_nll.detach()
         step_flow = self.flow_opt is not None and flow_nll is not None
-        optimizers = [self.opt] + ([self.flow_opt] if step_flow else [])
-        for o in optimizers:
-            o.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(total).backward()
-            for o in optimizers:
-                self.scaler.unscale_(o)
-        else:
-            total.backward()
-        if step_flow:
-            _allreduce_grads(list(self.flow.parameters()))
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            if step_flow:
-                torch.nn.utils.clip_grad_norm_(self.flow.parameters(), cfg.grad_clip)
-        for o in optimizers:
-            if self.scaler is not None:
-                self.scaler.step(o)
-            else:
-                o.step()
-        if self.scaler is not None:
-            self.scaler.update()
+        self._optimise(total, segmenter=True, flow=step_flow, scaler=self.scaler)
         return self._reduce_terms(terms, n_lab, n_neg, n_img)
 
     def _flow_pretrain_step(self, images: torch.Tensor, seeds: list[int]) -> dict[str, float]:
@@ -504,43 +232,45 @@ class Trainer:
         ds = self.flow.downsampling
         nll_sum = torch.zeros((), device=self.device)
         for i in range(images.shape[0]):
-            rng = np.random.default_rng(seeds[i] ^ 0xF10)
-            lo, hi = cfg.neg_size
-            hi = min(hi, images.shape[-1], images.shape[-2])
-            s = int(rng.integers(max(ds, lo // ds), max(ds, hi // ds) + 1)) * ds if hi >= ds else ds
-            s = max(ds, min(s, (min(images.shape[-2:]) // ds) * ds))
-            y = int(rng.integers(0, images.shape[-2] - s + 1))
-            x = int(rng.integers(0, images.shape[-1] - s + 1))
+            y, x, s = flow_pretrain_box(seeds[i], cfg.neg_size, images.shape[-2], images.shape[-1], ds)
             patch = images[i:i + 1, :, y:y + s, x:x + s]
             gq = torch.Generator(device="cpu").manual_seed(seeds[i] ^ 0xDE0)
             nll_sum = nll_sum + self.flow.bits_per_dim(patch, generator=gq).sum()
         cnt = torch.tensor([float(images.shape[0])], dtype=torch.float64)
         dist.all_reduce_sum(cnt)
         loss = nll_sum / float(cnt) * self.world
-        self.flow_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        _allreduce_grads(list(self.flow.parameters()))
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.flow.parameters(), cfg.grad_clip)
-        self.flow_opt.step()
+        self._optimise(loss, segmenter=False, flow=True, scaler=None)
         t = torch.tensor([float(nll_sum.detach())], dtype=torch.float64)
         dist.all_reduce_sum(t)
         return {"flow_bpd": float(t) / float(cnt), "phase": "flow_pretrain"}
 
+    def _optimise(self, total: torch.Tensor, segmenter: bool, flow: bool, scaler: Any = None) -> None:
+        """Back-propagate ``total`` (scaled by the fp16 GradScaler when given), average the flow's gradients over
+        ranks, clip, and step the segmenter's and/or the flow's optimiser."""
+        optimizers = ([self.opt] if segmenter else []) + ([self.flow_opt] if flow else [])
+        for o in optimizers:
+            o.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(total).backward()
+            for o in optimizers:
+                scaler.unscale_(o)
+        else:
+            total.backward()
+        if flow:
+            _allreduce_grads(list(self.flow.parameters()))
+        if self.cfg.grad_clip:
+            if segmenter:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            if flow:
+                torch.nn.utils.clip_grad_norm_(self.flow.parameters(), self.cfg.grad_clip)
+        for o in optimizers:
+            scaler.step(o) if scaler is not None else o.step()
+        if scaler is not None:
+            scaler.update()
+
     def _reduce_terms(self, terms: dict[str, torch.Tensor], n_lab: float, n_neg: float, n_img: float) -> dict[str, float]:
-        names = list(terms)
-        t = torch.tensor([float(terms[k]) for k in names], dtype=torch.float64)
-        dist.all_reduce_sum(t)
-        out: dict[str, Any] = {}
-        for k, v in zip(names, t.tolist()):
-            if k == "ce":
-                out["ce"] = v / n_lab
-            elif k == "js":
-                out["js"] = v / n_neg if n_neg >= 1 else 0.0
-            elif k == "flow_nll":
-                out["flow_bpd"] = v / n_img
-        out["loss"] = out["ce"] + self.cfg.lam * out.get("js", 0.0)
-        return out
+        """This rank's loss sums -> the logged, globally normalised terms (:func:`~denseood.train.losses.reduce_terms`)."""
+        return reduce_terms(terms, n_lab, n_neg, n_img, self.cfg.lam)
 
     # ---- validation
     @torch.no_grad()
@@ -553,6 +283,7 @@ class Trainer:
         from torch.utils.data import Subset
 
         from ..eval import PixelMetrics
+        from ..eval.semantic import SemanticMetrics
         from ..infer import Inference, ShardSampler
 
         if self.val_set is None:
@@ -561,8 +292,7 @@ class Trainer:
         self.model.eval()
         inf = Inference(self.model, scores=("jsd",), device=str(self.device), dtype="fp32", input_size=None,
                         channels_last=False)
-        c = self.num_classes
-        conf = torch.zeros(c * c, dtype=torch.float64)
+        sem = SemanticMetrics(self.num_classes, ignore_index=IGNORE)
         pix = PixelMetrics(mode="exact")
         n_anom = torch.zeros(2, dtype=torch.float64)  # frames seen, anomaly pixels seen
         limit = min(cfg.val_limit or len(self.val_set), len(self.val_set))
@@ -572,23 +302,16 @@ class Trainer:
             pred = maps["logits"].argmax(1).cpu().numpy()
             for i, s in enumerate(samples):
                 if s.semantic is not None:
-                    gt = s.semantic
-                    valid = gt != IGNORE
-                    conf += torch.from_numpy(np.bincount(gt[valid].astype(np.int64) * c + pred[i][valid],
-                                                         minlength=c * c).astype(np.float64))
+                    sem.update(pred[i], s.semantic)
                 if s.ood_mask is not None:
                     n_anom[1] += float((s.ood_mask == 1).sum())
                     pix.update(maps["jsd"][i].cpu(), s.ood_mask)
                 n_anom[0] += 1
-        dist.all_reduce_sum(conf)
+        semantic = sem.compute()
         dist.all_reduce_sum(n_anom)
         out: dict[str, float] = {"val_images": float(n_anom[0])}
-        cm = conf.view(c, c).numpy()
-        if cm.sum():
-            inter = np.diag(cm)
-            union = cm.sum(0) + cm.sum(1) - inter
-            present = cm.sum(1) > 0
-            out["miou"] = float(np.mean(inter[present] / np.maximum(union[present], 1)))
+        if semantic["pixels"]:
+            out["miou"] = semantic["miou"]
         if n_anom[1] > 0:
             r = pix.compute()
             out.update(ap=r["ap"], fpr95=r["fpr95"], auroc=r["auroc"])
@@ -637,11 +360,8 @@ class Trainer:
 
     # ---- main loop
     def loader(self, start: int, end: int) -> DataLoader:
-        sampler = StepBatchSampler(len(self.crops), self.cfg.batch_size, start, end, self.cfg.seed, self.rank, self.world)
-        workers = self.cfg.workers
-        return DataLoader(self.crops, batch_sampler=sampler, num_workers=workers, collate_fn=_collate,
-                          pin_memory=self.device.type == "cuda", persistent_workers=False,
-                          prefetch_factor=2 if workers else None)
+        """This rank's batches of global steps ``start..end-1`` (see :func:`~denseood.train.sampling.make_loader`)."""
+        return make_loader(self.crops, self.cfg, start, end, self.rank, self.world, pin_memory=self.device.type == "cuda")
 
     def fit(self, max_steps: int | None = None) -> dict[str, Any]:
         """Run from the current step to the end (or ``max_steps`` more steps). Returns a summary dict."""
@@ -690,45 +410,16 @@ class Trainer:
         return summary
 
     def _heldout_bpd(self) -> float:
-        """Bits/dim of the flow on fixed held-out inlier patches (up to 16 patches of 32 px from the validation frames,
-        or the last training frames without a validation set), each free of anomaly and void pixels."""
+        """Bits/dim of the flow on fixed held-out inlier patches (:func:`_heldout_patches`)."""
         if not hasattr(self, "_heldout"):
             self._heldout = self._heldout_patches()
-        with torch.no_grad():
-            self.flow.eval()
-            g = torch.Generator(device="cpu").manual_seed(self.cfg.seed)  # same dequantisation noise every time
-            v = float(self.flow.bits_per_dim(self._heldout, generator=g).mean())
-            self.flow.train()
-        return v
+        return heldout_bpd(self.flow, self._heldout, self.cfg.seed)
 
     def _heldout_patches(self, n: int = 16) -> torch.Tensor:
+        """Up to ``n`` inlier patches of 32 px from the validation frames (the training frames without a validation
+        set), free of anomaly and void pixels: (N,3,S,S) float in [0,1] on the device."""
         src = self.val_set if self.val_set is not None else self.train_set
-        ds = self.flow.downsampling
-        s = max(ds, (min(32, self.cfg.crop) // ds) * ds)
-        patches: list[torch.Tensor] = []
-        for i in range(len(src)):
-            smp = src[len(src) - 1 - i]
-            img = smp.image
-            h, w = img.shape[:2]
-            if h < s or w < s:
-                continue
-            bad = np.zeros((h, w), bool)
-            if smp.ood_mask is not None:
-                bad |= smp.ood_mask != 0
-            if smp.semantic is not None:
-                bad |= smp.semantic == IGNORE
-            taken = 0
-            for yy in np.linspace(h // 3, h - s, 3).astype(int):  # below the horizon, where anomalies are pasted
-                for xx in np.linspace(0, w - s, 5).astype(int):
-                    if taken < 2 and not bad[yy:yy + s, xx:xx + s].any():
-                        patches.append(torch.from_numpy(img[yy:yy + s, xx:xx + s].copy()).permute(2, 0, 1))
-                        taken += 1
-            if len(patches) >= n:
-                break
-        if not patches:
-            raise DatasetError(f"no {s}x{s} inlier patch without anomaly/void pixels found in the held-out frames "
-                               "for the flow's bits/dim log")
-        return torch.stack(patches[:n]).float().div(255.0).to(self.device)
+        return heldout_patches(src, patch_size(self.flow, self.cfg.crop), self.device, n)
 
     def _validate_and_keep_best(self) -> None:
         main = dist.is_main()
@@ -781,67 +472,6 @@ class Trainer:
         fit_sml(model, batches(), device=str(self.device))
         fit_mahalanobis(model, batches(), device=str(self.device))
 
-    @torch.no_grad()
     def save_flow_samples(self, path: Path, sizes: tuple[int, ...] = (32, 64, 128)) -> Path:
         """A PNG grid of flow samples at 3 sizes (rows), 6 samples each."""
-        from ..io import write_png
-
-        ds = self.flow.downsampling
-        sizes = tuple(max(ds, (s // ds) * ds) for s in sizes)
-        big = max(sizes)
-        rows = []
-        g = torch.Generator(device="cpu").manual_seed(self.cfg.seed)
-        self.flow.eval()
-        for s in sizes:
-            smp = self.flow.sample(6, s, s, temperature=self.cfg.neg_temperature, generator=g).clamp(0, 1)
-            tiles = []
-            for k in range(6):
-                tile = np.full((big, big, 3), 255, np.uint8)
-                tile[:s, :s] = (smp[k].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-                tiles.append(np.pad(tile, ((2, 2), (2, 2), (0, 0)), constant_values=255))
-            rows.append(np.concatenate(tiles, 1))
-        self.flow.train()
-        return write_png(path, np.concatenate(rows, 0))
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-#: TrainConfig fields that have their own command-line option (same name, dashes for underscores)
-_CLI_KEYS = ("dataset", "root", "val_root", "arch", "encoder", "encoder_weights", "negatives", "steps", "batch_size",
-             "crop", "lr", "out", "init", "amp", "device", "seed", "sync_bn")
-
-
-def config_from_args(args) -> TrainConfig:
-    """TrainConfig from ``--config`` YAML, then explicit CLI options, then ``--set key=value`` overrides."""
-    import yaml
-
-    cfg = load_yaml(TrainConfig, args.config) if getattr(args, "config", None) else TrainConfig()
-    data = to_dict(cfg)
-    for k in _CLI_KEYS:
-        v = getattr(args, k, None)
-        if v is not None:
-            data[k] = v
-    for item in getattr(args, "set", []) or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        k, v = item.split("=", 1)
-        data[k.strip()] = yaml.safe_load(v)
-    return from_dict(TrainConfig, data, "train options")
-
-
-def main(args) -> int:
-    cfg = config_from_args(args)
-    out = Path(cfg.out)
-    if not args.resume and out.exists() and (out / "last.pt").exists():
-        raise ConfigError(f"--out {out} already holds a run (last.pt); pass --resume to continue it or choose another --out")
-    try:
-        trainer = Trainer(cfg, resume=bool(args.resume))
-        summary = trainer.fit()
-        if dist.is_main():
-            print(f"trained {summary['steps']} steps in {summary['seconds']:.1f}s; checkpoints in {out}")
-            if summary.get("final"):
-                print("final validation: " + ", ".join(f"{k}={v:.4f}" for k, v in summary["final"].items()))
-    finally:
-        dist.cleanup()
-    return 0
+        return save_flow_samples(self.flow, path, self.cfg.seed, self.cfg.neg_temperature, sizes)

@@ -1,4 +1,4 @@
-"""Trainer: deterministic data plan, bit-exact resume, DDP == single process, bad input, CLI."""
+"""Trainer: loss normalisation of a real step, bit-exact resume, DDP == single process, bad input."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from denseood.errors import CheckpointError, ConfigError, DatasetError
-from denseood.train.trainer import StepBatchSampler, TrainConfig, Trainer, global_batch_plan
+from denseood.train.trainer import TrainConfig, Trainer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,38 +34,60 @@ def tiny_cfg(root, out, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def test_batch_plan_is_deterministic_and_split_over_ranks():
-    a = global_batch_plan(10, 4, step=7, seed=1)
-    assert a == global_batch_plan(10, 4, step=7, seed=1)
-    assert a != global_batch_plan(10, 4, step=8, seed=1)
-    # every index of an epoch appears once across consecutive steps
-    idx = [i for s in range(5) for i, _ in global_batch_plan(10, 4, s, seed=1)]
-    assert sorted(idx[:10]) == list(range(10))
-    # rank slices concatenate to the global batch
-    r0 = next(iter(StepBatchSampler(10, 4, 7, 8, 1, rank=0, world=2)))
-    r1 = next(iter(StepBatchSampler(10, 4, 7, 8, 1, rank=1, world=2)))
-    assert [(k[0], k[1]) for k in r0 + r1] == a
-    with pytest.raises(ConfigError, match="not divisible"):
-        StepBatchSampler(10, 3, 0, 1, 0, rank=0, world=2)
-
-
 def test_loss_normalisation_matches_reference_loss(synth_root, tmp_path):
-    """Single process: the trainer's globally normalised CE/JS equal the plain mean losses."""
+    """Single process: a real joint Trainer step optimises and logs the plain mean losses of the reference
+    ``nflowjs_segmenter_loss`` (CE mean over labelled pixels + lam * JS mean over negative pixels): the logged terms
+    equal the reference values on the step's own logits, and the gradient reaching the logits equals the reference
+    loss's gradient (a wrong normaliser, e.g. a per-rank count or a missing lam, changes both)."""
+    import torch.nn.functional as F
+
     from denseood.train.losses import nflowjs_segmenter_loss
 
-    torch.manual_seed(0)
-    logits = torch.randn(2, 19, 8, 8)
-    labels = torch.randint(0, 19, (2, 8, 8))
-    labels[0, :2] = 255
-    neg = torch.zeros(2, 8, 8, dtype=torch.bool)
-    neg[1, 3:5, 3:5] = True
-    labels[neg] = 255
-    total, terms = nflowjs_segmenter_loss(logits, labels, neg, lam=0.03)
-    from denseood.scores.jsd import js_divergence_to_uniform
+    lam = 0.5
+    t = Trainer(tiny_cfg(synth_root, tmp_path / "n", flow_pretrain_steps=0, lam=lam, grad_clip=0.0), progress=False)
+    assert t.phase_of(0)[0] == "joint"
+    seen: dict = {}
 
-    ce = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255, reduction="sum") / (labels != 255).sum()
-    js = (js_divergence_to_uniform(logits) * neg).sum() / neg.sum()
-    assert float(total) == pytest.approx(float(ce + 0.03 * js), rel=1e-5)
+    def keep_logits(module, inputs, output):
+        seen["logits"] = output.detach().clone()
+        output.register_hook(lambda g: seen.__setitem__("grad", g.detach().clone()))
+
+    paste = t.negatives.paste
+
+    def keep_paste(images, labels, generator=None):
+        out = paste(images, labels, generator=generator)
+        seen.setdefault("labels", []).append(out[1].detach().clone())
+        seen.setdefault("neg", []).append(out[2].detach().clone())
+        return out
+
+    t.negatives.paste = keep_paste
+    hook = t.model.register_forward_hook(keep_logits)
+    images, labels, seeds = next(iter(t.loader(0, 1)))
+    terms = t.train_step(0, images, labels, seeds)
+    hook.remove()
+
+    lab, neg = torch.cat(seen["labels"]), torch.cat(seen["neg"])
+    assert neg.any() and (lab != 255).any()
+    leaf = seen["logits"].float().requires_grad_(True)
+    logits = leaf if leaf.shape[-2:] == lab.shape[-2:] else F.interpolate(leaf, size=lab.shape[-2:], mode="bilinear",
+                                                                          align_corners=False)
+    total, ref = nflowjs_segmenter_loss(logits, lab, neg, lam=lam)
+    assert terms["ce"] == pytest.approx(ref["ce"], rel=1e-5)
+    assert terms["js"] == pytest.approx(ref["js"], rel=1e-5)
+    assert terms["loss"] == pytest.approx(float(total.detach()), rel=1e-5)
+    (grad,) = torch.autograd.grad(total, leaf)
+    torch.testing.assert_close(seen["grad"].float(), grad, rtol=1e-4, atol=1e-9)
+
+
+def test_reduce_terms_normalises_each_sum_by_its_own_count(synth_root, tmp_path):
+    """_reduce_terms: CE sum / labelled pixels, JS sum / negative pixels, flow NLL / images; loss = ce + lam * js."""
+    t = Trainer(tiny_cfg(synth_root, tmp_path / "rt", lam=0.25, negatives="none"), progress=False)
+    terms = {"ce": torch.tensor(12.0), "js": torch.tensor(3.0), "flow_nll": torch.tensor(10.0)}
+    out = t._reduce_terms(terms, n_lab=6.0, n_neg=4.0, n_img=5.0)
+    assert out == pytest.approx({"ce": 2.0, "js": 0.75, "flow_bpd": 2.0, "loss": 2.0 + 0.25 * 0.75})
+    # without a JS sum (no negatives) the loss is the CE alone; counts are never swapped
+    out = t._reduce_terms({"ce": torch.tensor(9.0)}, n_lab=3.0, n_neg=1.0, n_img=1.0)
+    assert out == pytest.approx({"ce": 3.0, "loss": 3.0})
 
 
 def test_resume_reproduces_next_step_exactly(synth_root, tmp_path):
