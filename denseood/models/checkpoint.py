@@ -100,6 +100,8 @@ def save_checkpoint(model: Segmenter, path: str | os.PathLike, *, config: dict |
 
 
 def _load_bytes(data: bytes, path: Path, map_location: Any = "cpu") -> dict:
+    """Checkpoint dict from the file's bytes (weights_only), validated against the format above; CheckpointError
+    naming ``path`` otherwise. Absent ``stats``/``config``/``metrics``/``extra`` become ``{}``."""
     try:
         obj = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001
@@ -139,6 +141,7 @@ def read_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> di
 
 
 def _read_with_hash(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[dict, str]:
+    """(validated checkpoint dict, first 16 hex digits of the file's SHA-256), reading the file once."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")

@@ -88,6 +88,7 @@ class Segmenter(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Device of the model's parameters."""
         return next(self.parameters()).device
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
@@ -198,6 +199,8 @@ def _pad_multiple(encoder: nn.Module) -> int:
 
 def _resolve_classes(num_classes: int, class_names: Sequence[str] | None,
                      class_set: str | None) -> tuple[tuple[str, ...], str | None]:
+    """(class names, class-set name or None) from an explicit class_set, explicit names, or the first class set
+    with ``num_classes`` classes (else ``class0..``); ConfigError on any inconsistency."""
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"num_classes must be a positive int, got {num_classes!r}")
     if class_set is not None:
@@ -224,6 +227,7 @@ def _resolve_classes(num_classes: int, class_names: Sequence[str] | None,
 
 
 def _check_encoder_name(encoder: str) -> None:
+    """ConfigError with close matches unless ``encoder`` is an smp encoder name or ``tu-<timm model>``."""
     import segmentation_models_pytorch as smp
 
     if encoder.startswith("tu-"):
