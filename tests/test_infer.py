@@ -281,6 +281,7 @@ def test_shard_sampler_splits_exactly():
         assert [len(ShardSampler(n, r, world)) for r in range(world)] == [len(p) for p in parts]
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_autocast_matches_fp32(model, images):
     a = Inference(model, scores=("jsd",), device="cuda", dtype="fp32", input_size=None).predict(images)["jsd"]

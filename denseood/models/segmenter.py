@@ -1,21 +1,19 @@
-"""Semantic segmenter over segmentation-models-pytorch (smp) and its self-describing checkpoint file.
+"""Semantic segmenter over segmentation-models-pytorch (smp): the :class:`Segmenter` wrapper and its factory.
 
-``create_segmenter`` builds an smp model (never downloading anything), wrapped in :class:`Segmenter`, which
-returns logits at input resolution and, on request, the decoder features (the input of the segmentation head).
-``save_checkpoint`` / ``read_checkpoint`` / ``load_checkpoint`` write and read one file holding architecture,
-classes, normalisation, weights, fitted score statistics, training config and metrics as plain types and
-tensors, so ``torch.load(path, weights_only=True)`` reads it without unpickling arbitrary objects.
+``create_segmenter`` builds an smp model from the ``ARCHS`` registry ({name: smp class name}; an unknown name is a
+ConfigError listing the valid ones), never downloading anything (encoder weights come from a local file, see
+``encoder_weights.py``), wrapped in :class:`Segmenter`, which returns logits at input resolution and, on request,
+the decoder features (the input of the segmentation head). The checkpoint file format lives in ``checkpoint.py``;
+its functions (and ``load_encoder_weights``) are still importable from here for one release.
+See docs/architecture.md.
 """
 from __future__ import annotations
 
 import difflib
-import hashlib
-import io
 import math
 import os
 import warnings
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -25,11 +23,9 @@ import torch.nn.functional as F
 
 from .._version import __version__
 from ..data.classes import CLASS_SETS
-from ..errors import CheckpointError, ConfigError
-from ..io import atomic_torch_save
+from ..errors import ConfigError
+from .encoder_weights import _weight_file, load_encoder_weights
 
-CHECKPOINT_FORMAT = "denseood-segmenter"
-CHECKPOINT_FORMAT_VERSION = 1
 
 #: smp class names by lower-case architecture name (all use smp's encoder -> decoder -> segmentation_head path)
 ARCHS: dict[str, str] = {
@@ -92,6 +88,7 @@ class Segmenter(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Device of the model's parameters."""
         return next(self.parameters()).device
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
@@ -154,7 +151,9 @@ class Segmenter(nn.Module):
         return {k: v.to(dev, torch.float32) if v.is_floating_point() else v.to(dev) for k, v in self.stats.items()}
 
     def meta(self) -> dict[str, Any]:
-        """Plain-types description used to rebuild the model (checkpoint ``meta``)."""
+        """Plain-types description used to rebuild the model (checkpoint ``meta``; see ``checkpoint.py``)."""
+        from .checkpoint import _plain  # deferred: checkpoint.py imports this module
+
         return {
             "arch": str(self.arch),
             "encoder": str(self.encoder_name),
@@ -200,6 +199,8 @@ def _pad_multiple(encoder: nn.Module) -> int:
 
 def _resolve_classes(num_classes: int, class_names: Sequence[str] | None,
                      class_set: str | None) -> tuple[tuple[str, ...], str | None]:
+    """(class names, class-set name or None) from an explicit class_set, explicit names, or the first class set
+    with ``num_classes`` classes (else ``class0..``); ConfigError on any inconsistency."""
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"num_classes must be a positive int, got {num_classes!r}")
     if class_set is not None:
@@ -226,6 +227,7 @@ def _resolve_classes(num_classes: int, class_names: Sequence[str] | None,
 
 
 def _check_encoder_name(encoder: str) -> None:
+    """ConfigError with close matches unless ``encoder`` is an smp encoder name or ``tu-<timm model>``."""
     import segmentation_models_pytorch as smp
 
     if encoder.startswith("tu-"):
@@ -283,231 +285,21 @@ def create_segmenter(arch: str = "fpn", encoder: str = "resnet18", num_classes: 
                      class_set=cset, mean=mean, std=std, train_size=train_size, smp_kwargs=smp_kwargs)
 
 
-def _weight_file(encoder_weights: str | os.PathLike | None) -> Path | None:
-    if encoder_weights is None:
-        return None
-    p = Path(encoder_weights)
-    if p.is_file():
-        return p
-    s = str(encoder_weights)
-    looks_like_path = os.sep in s or "/" in s or p.suffix.lower() in (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
-    if looks_like_path:
-        raise ConfigError(f"encoder weight file not found: {p}; pass an existing local file or None")
-    raise ConfigError(f"encoder_weights={s!r} would download pretrained weights, which is impossible here (no "
-                      f"internet); pass the path of a local encoder weight file (.pth/.pt/.safetensors) or None")
 
 
-def _read_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix.lower() == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-
-            return dict(load_file(str(path), device="cpu"))
-        except Exception as e:  # noqa: BLE001
-            raise ConfigError(f"cannot read encoder weight file {path} as safetensors: {e}") from e
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise ConfigError(f"cannot read encoder weight file {path} (not a torch state dict, truncated, or holding "
-                          f"pickled objects): {e}") from e
-    for wrap in ("state_dict", "model", "model_state_dict", "module"):
-        if isinstance(obj, dict) and isinstance(obj.get(wrap), dict):
-            obj = obj[wrap]
-            break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ConfigError(f"encoder weight file {path} does not hold a state dict of tensors")
-    return dict(obj)
+#: names that moved to ``checkpoint.py`` / ``encoder_weights.py``, re-exported lazily for one release
+#: (checkpoint.py imports this module, so a plain import here would be a module-level cycle)
+_MOVED = {
+    "save_checkpoint": "checkpoint", "read_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
+    "CHECKPOINT_FORMAT": "checkpoint", "CHECKPOINT_FORMAT_VERSION": "checkpoint", "_plain": "checkpoint",
+    "_load_bytes": "checkpoint", "_read_with_hash": "checkpoint", "_class_desc": "checkpoint",
+    "_read_state_dict_file": "encoder_weights",
+}
 
 
-def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike) -> None:
-    """Load a local state dict file into ``encoder`` strictly.
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
 
-    Accepted key styles: the encoder's own keys; torchvision/timm classifier models (classifier keys such as
-    ``fc.*``, ``classifier.*``, ``head.*``, ``last_linear.*``, ``_fc.*`` are dropped); a full smp model
-    (``encoder.*`` keys are used); ``module.`` prefixes (DDP); timm weights for ``tu-`` encoders (``model.``
-    prefix added). Mismatch -> ConfigError naming the file and the missing/unexpected/mis-shaped keys.
-    """
-    path = Path(path)
-    sd = _read_state_dict_file(path)
-    target = encoder.state_dict()
-    tkeys = set(target)
-
-    def variants(d: dict[str, torch.Tensor]):
-        yield d
-        if all(k.startswith("module.") for k in d):
-            d = {k[len("module."):]: v for k, v in d.items()}
-            yield d
-        if any(k.startswith("encoder.") for k in d):
-            yield {k[len("encoder."):]: v for k, v in d.items() if k.startswith("encoder.")}
-        yield {"model." + k: v for k, v in d.items()}
-
-    best = max(variants(sd), key=lambda d: len(tkeys & set(d)))
-    head_prefixes = ("fc.", "classifier.", "head.", "last_linear.", "_fc.", "model.fc.", "model.classifier.",
-                     "model.head.", "model.last_linear.")
-    best = {k: v for k, v in best.items() if k in tkeys or not k.startswith(head_prefixes)}
-    missing = sorted(tkeys - set(best))
-    unexpected = sorted(set(best) - tkeys)
-    shapes = [f"{k}: file {tuple(best[k].shape)} vs model {tuple(target[k].shape)}"
-              for k in sorted(tkeys & set(best)) if best[k].shape != target[k].shape]
-    if missing or unexpected or shapes:
-        raise ConfigError(
-            f"encoder weight file {path} does not match encoder {type(encoder).__name__}: "
-            f"{len(missing)} missing keys {missing[:8]}, {len(unexpected)} unexpected keys {unexpected[:8]}, "
-            f"{len(shapes)} shape mismatches {shapes[:5]}; pass weights saved from the same encoder architecture")
-    nn.Module.load_state_dict(encoder, best, strict=True)
-
-
-# ----------------------------------------------------------------------------------------------- checkpoints
-def _plain(obj: Any, where: str) -> Any:
-    """Convert to plain types + tensors (tuples -> lists, numpy -> python/tensor, Path -> str) or raise."""
-    if obj is None or type(obj) in (bool, int, float, str):
-        return obj
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    for typ in (bool, int, float, str):  # subclasses (np.float64, enums, TorchVersion) -> the plain type
-        if isinstance(obj, typ):
-            return typ(obj)
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(obj))
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-    if isinstance(obj, Mapping):
-        out = {}
-        for k, v in obj.items():
-            if not isinstance(k, (str, int)):
-                raise ConfigError(f"checkpoint field {where} has a key of type {type(k).__name__}; use str keys")
-            out[k] = _plain(v, f"{where}.{k}")
-        return out
-    raise ConfigError(f"checkpoint field {where} holds a {type(obj).__name__}; only plain types (dict, list, str, "
-                      f"int, float, bool, None) and tensors can be stored (weights_only loading)")
-
-
-def save_checkpoint(model: Segmenter, path: str | os.PathLike, *, config: dict | None = None,
-                    metrics: dict | None = None, extra: dict | None = None) -> Path:
-    """Write one self-describing checkpoint file atomically; returns its path.
-
-    Layout: ``{"format", "format_version", "meta", "state_dict", "stats", "config", "metrics", "extra"}``;
-    everything plain types + CPU tensors (``torch.load(path, weights_only=True)`` works).
-    """
-    if not isinstance(model, Segmenter):
-        raise ConfigError(f"save_checkpoint expects a Segmenter, got {type(model).__name__}")
-    ckpt = {
-        "format": CHECKPOINT_FORMAT,
-        "format_version": CHECKPOINT_FORMAT_VERSION,
-        "meta": model.meta(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "stats": {k: v.detach().cpu() for k, v in model.stats.items()},
-        "config": _plain(config or {}, "config"),
-        "metrics": _plain(metrics or {}, "metrics"),
-        "extra": _plain(extra or {}, "extra"),
-    }
-    return atomic_torch_save(ckpt, path)
-
-
-def _load_bytes(data: bytes, path: Path, map_location: Any = "cpu") -> dict:
-    try:
-        obj = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        msg = str(e)
-        if "Unsupported global" in msg:
-            detail = next((ln.strip() for ln in msg.splitlines() if "Unsupported global" in ln), "")[:200]
-            raise CheckpointError(f"{path} is not a denseood checkpoint: it holds pickled Python objects that "
-                                  f"weights_only loading refuses ({detail})") from e
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
-                              f"{type(e).__name__}: {msg.splitlines()[0][:200] if msg else ''}") from e
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path} is not a denseood checkpoint (it holds a {type(obj).__name__}, not a dict)")
-    if obj.get("format") != CHECKPOINT_FORMAT:
-        keys = sorted(str(k) for k in obj)[:12]
-        raise CheckpointError(f"{path} is not a denseood checkpoint (keys: {keys}); expected format "
-                              f"{CHECKPOINT_FORMAT!r} written by denseood.save_checkpoint")
-    ver = obj.get("format_version")
-    if not isinstance(ver, int) or ver < 1:
-        raise CheckpointError(f"{path}: invalid format_version {ver!r}")
-    if ver > CHECKPOINT_FORMAT_VERSION:
-        raise CheckpointError(f"{path} has format_version {ver}, newer than this denseood {__version__} reads "
-                              f"({CHECKPOINT_FORMAT_VERSION}); upgrade denseood")
-    for k, typ in (("meta", dict), ("state_dict", dict)):
-        if not isinstance(obj.get(k), typ):
-            raise CheckpointError(f"{path}: checkpoint field {k!r} is missing or not a dict (corrupt checkpoint)")
-    for k in ("stats", "config", "metrics", "extra"):
-        obj.setdefault(k, {})
-    missing = [k for k in ("arch", "encoder", "num_classes", "class_names") if k not in obj["meta"]]
-    if missing:
-        raise CheckpointError(f"{path}: checkpoint meta lacks {missing} (corrupt checkpoint)")
-    return obj
-
-
-def read_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> dict:
-    """Raw validated checkpoint dict (see ``save_checkpoint``). Raises CheckpointError naming ``path``."""
-    return _read_with_hash(path, map_location)[0]
-
-
-def _read_with_hash(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[dict, str]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file not found: {path}")
-    data = path.read_bytes()
-    return _load_bytes(data, path, map_location), hashlib.sha256(data).hexdigest()[:16]
-
-
-def _class_desc(n: int, cset: str | None) -> str:
-    return f"{n} classes ({cset})" if cset else f"{n} classes"
-
-
-def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
-                    num_classes: int | None = None, class_set: str | None = None) -> Segmenter:
-    """Rebuild the Segmenter of a checkpoint file, load weights strictly and stats; returns it in eval mode.
-
-    num_classes / class_set: what the caller's dataset expects; a different checkpoint raises CheckpointError.
-    Sets ``model.checkpoint_meta`` (meta + ``metrics`` + ``config`` + ``extra`` without the training state),
-    ``model.checkpoint_path`` and ``model.checkpoint_sha256`` (16 hex).
-    """
-    path = Path(path)
-    ckpt, sha = _read_with_hash(path, "cpu")
-    meta = ckpt["meta"]
-    c_n, c_set = int(meta["num_classes"]), meta.get("class_set")
-    if class_set is not None and class_set not in CLASS_SETS:
-        raise ConfigError(f"unknown class_set {class_set!r}; valid: {sorted(CLASS_SETS)}")
-    want_n = num_classes if num_classes is not None else (len(CLASS_SETS[class_set]) if class_set else None)
-    mismatch = (want_n is not None and want_n != c_n) or (
-        class_set is not None and (c_set != class_set if c_set is not None
-                                   else tuple(meta["class_names"]) != tuple(CLASS_SETS[class_set])))
-    if mismatch:
-        raise CheckpointError(
-            f"checkpoint {path} has {_class_desc(c_n, c_set)} but the dataset expects "
-            f"{_class_desc(want_n if want_n is not None else c_n, class_set)}; use a checkpoint trained on that "
-            f"class set (or a dataset with the checkpoint's classes)")
-    try:
-        model = create_segmenter(meta["arch"], meta["encoder"], c_n, class_names=meta["class_names"],
-                                 class_set=c_set, mean=meta.get("mean", IMAGENET_MEAN),
-                                 std=meta.get("std", IMAGENET_STD), train_size=meta.get("train_size"),
-                                 **dict(meta.get("smp_kwargs") or {}))
-    except ConfigError as e:
-        raise CheckpointError(f"cannot rebuild the model of checkpoint {path}: {e}") from e
-    sd = ckpt["state_dict"]
-    target = model.state_dict()
-    missing = sorted(set(target) - set(sd))
-    unexpected = sorted(set(sd) - set(target))
-    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(target[k].shape)}"
-              for k in target if k in sd and tuple(sd[k].shape) != tuple(target[k].shape)]
-    if missing or unexpected or shapes:
-        raise CheckpointError(
-            f"checkpoint {path} weights do not match its {meta['arch']}/{meta['encoder']} model: "
-            f"{len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}, "
-            f"{len(shapes)} shape mismatches {shapes[:5]}; the file is corrupt or was edited")
-    model.load_state_dict(sd, strict=True)
-    stats = ckpt.get("stats") or {}
-    if not isinstance(stats, dict) or not all(isinstance(v, torch.Tensor) for v in stats.values()):
-        raise CheckpointError(f"checkpoint {path}: 'stats' must be a dict of tensors")
-    model.stats = dict(stats)
-    extra = ckpt.get("extra") if isinstance(ckpt.get("extra"), dict) else {}
-    model.checkpoint_meta = {**meta, "metrics": ckpt.get("metrics", {}), "config": ckpt.get("config", {}),
-                             "extra": {k: v for k, v in extra.items() if k != "train_state"}}
-    model.checkpoint_path = str(path)
-    model.checkpoint_sha256 = sha
-    return model.to(map_location).eval()
+        return getattr(importlib.import_module(f"{__package__}.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -52,13 +52,30 @@ def test_forward_equals_smp_on_divisible_input(arch):
     torch.testing.assert_close(feats, ref_feats)
 
 
-def test_padding_is_local(fpn):
-    """Output on the valid region equals running on an explicitly zero-padded input and cropping."""
-    x = torch.randn(1, 3, 50, 70)
-    xp = torch.zeros(1, 3, 64, 96)
-    xp[..., :50, :70] = x
+@pytest.mark.parametrize("arch", ["fpn", "unet"])
+@pytest.mark.parametrize("hw, padded", [((50, 70), (64, 96)), ((64, 70), (64, 96)), ((33, 64), (64, 64))])
+def test_pads_bottom_right_to_stride_multiple_and_crops_back(arch, hw, padded):
+    """The Segmenter's padding guarantee: an input whose size is not a multiple of ``pad_multiple`` (32 for
+    resnet18) is zero-padded at the bottom/right to the NEXT multiple only, run through the smp model, and logits
+    and features are cropped back to the part covering the input. (Padding is not local: a larger pad changes
+    the outputs, so the amount and the side of the padding matter and are checked here.)"""
+    torch.manual_seed(0)
+    m = create_segmenter(arch, "resnet18", num_classes=4).eval()
+    assert m.pad_multiple == 32
+    (h, w), (hp, wp) = hw, padded
+    x = torch.randn(2, 3, h, w)
+    xp = torch.zeros(2, 3, hp, wp)
+    xp[..., :h, :w] = x
+    scale = {"fpn": 4, "unet": 1}[arch]
+    fh, fw = -(-h // scale), -(-w // scale)
     with torch.no_grad():
-        torch.testing.assert_close(fpn(x), fpn(xp)[..., :50, :70])
+        logits, feats = m(x, return_features=True)
+        ref = m.net(xp)  # smp's own forward on the explicitly padded input
+        ref_feats = m.net.decoder(m.net.encoder(xp))
+    assert logits.shape == (2, 4, h, w)
+    assert feats.shape == (2, m.feature_channels, fh, fw)
+    torch.testing.assert_close(logits, ref[..., :h, :w])
+    torch.testing.assert_close(feats, ref_feats[..., :fh, :fw])
 
 
 def test_all_archs_build():
