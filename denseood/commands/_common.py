@@ -13,8 +13,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 
 def add_verb(subparsers, name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
-    """A verb's parser with the shared formatter. ``description`` defaults to ``help``."""
-    return subparsers.add_parser(name, help=help, description=description or help, formatter_class=HelpFormatter)
+    """A verb's parser with the shared formatter. ``description`` defaults to ``help``; a module docstring may be
+    passed as is: its reStructuredText literals (double backticks) are shown as plain text."""
+    text = (description or help).replace("``", "")
+    return subparsers.add_parser(name, help=help, description=text, formatter_class=HelpFormatter)
 
 
 def _checked(kind: str, convert: Callable[[str], float | int], ok: Callable[[float], bool]) -> Callable[[str], float | int]:

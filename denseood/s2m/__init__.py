@@ -1,8 +1,8 @@
 """S2M: anomaly maps -> box/point prompts -> promptable mask model -> whole OOD objects.
 
 ``prompts`` (Prompts, PeakPrompter), ``learned`` (LearnedPrompter), ``boxes`` (box/map math), ``promptable``
-(PromptableSegmenter, SamBackend, GrabCutBackend), ``pipeline`` (S2M, S2MResult, build_s2m), ``evaluate``
-(S2MEval). Prompter training is ``denseood.train.prompter``; ``denseood segment`` is ``denseood.commands.segment``.
+(PromptableSegmenter, SamBackend, GrabCutBackend), ``pipeline`` (S2M, S2MResult, build_s2m). The S2M evaluation rows are
+``denseood.commands.eval.s2m``. Prompter training is ``denseood.train.prompter``; ``denseood segment`` is ``denseood.commands.segment``.
 Imported lazily so that ``import denseood.s2m`` stays cheap. See docs/architecture.md.
 """
 from __future__ import annotations

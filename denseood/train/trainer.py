@@ -37,8 +37,10 @@ from .config import IGNORE, TrainConfig
 from .flow_monitor import heldout_bpd, heldout_patches, init_flow_actnorm, patch_size, save_flow_samples
 from .losses import global_counts, global_segmenter_loss, reduce_terms
 from .negatives import build_negatives, paste_per_image
+from .resume import restore_train_state, train_state
 from .sampling import (CropDataset, StepBatchSampler, TrainData, _seed_of, collate, flow_pretrain_box, global_batch_plan,
                        lr_factor, make_loader, open_train_data, val_spec)
+from .validation import validate_segmenter
 
 __all__ = ["Trainer", "TrainConfig", "IGNORE", "global_batch_plan", "StepBatchSampler", "CropDataset", "TrainData",
            "collate", "lr_factor", "make_loader", "open_train_data", "val_spec"]
@@ -275,88 +277,24 @@ class Trainer:
     # ---- validation
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """mIoU on inlier pixels and pixel AP / FPR95 / AUROC of the ``jsd`` score (exact) on the validation set.
-
-        Collective under DDP: every rank evaluates its shard of the frames, and the confusion matrix and the
-        pixel-metric state are reduced, so all ranks return the single-process numbers.
-        """
-        from torch.utils.data import Subset
-
-        from ..eval import PixelMetrics
-        from ..eval.semantic import SemanticMetrics
-        from ..infer import Inference, ShardSampler
-
+        """Validation metrics (collective under DDP); see :func:`denseood.train.validation.validate_segmenter`."""
         if self.val_set is None:
             return {}
-        cfg = self.cfg
-        self.model.eval()
-        inf = Inference(self.model, scores=("jsd",), device=str(self.device), dtype="fp32", input_size=None,
-                        channels_last=False)
-        sem = SemanticMetrics(self.num_classes, ignore_index=IGNORE)
-        pix = PixelMetrics(mode="exact")
-        n_anom = torch.zeros(2, dtype=torch.float64)  # frames seen, anomaly pixels seen
-        limit = min(cfg.val_limit or len(self.val_set), len(self.val_set))
-        subset = Subset(self.val_set, range(limit))
-        sampler = ShardSampler(limit, self.rank, self.world)
-        for samples, maps in inf.run(subset, batch_size=2, workers=0, sampler=sampler, progress=False, return_logits=True):
-            pred = maps["logits"].argmax(1).cpu().numpy()
-            for i, s in enumerate(samples):
-                if s.semantic is not None:
-                    sem.update(pred[i], s.semantic)
-                if s.ood_mask is not None:
-                    n_anom[1] += float((s.ood_mask == 1).sum())
-                    pix.update(maps["jsd"][i].cpu(), s.ood_mask)
-                n_anom[0] += 1
-        semantic = sem.compute()
-        dist.all_reduce_sum(n_anom)
-        out: dict[str, float] = {"val_images": float(n_anom[0])}
-        if semantic["pixels"]:
-            out["miou"] = semantic["miou"]
-        if n_anom[1] > 0:
-            r = pix.compute()
-            out.update(ap=r["ap"], fpr95=r["fpr95"], auroc=r["auroc"])
+        out = validate_segmenter(self.model, self.val_set, self.num_classes, self.device, self.cfg.val_limit,
+                                 self.rank, self.world)
         self.model.train()
         return out
 
     # ---- checkpoints
-    def _train_state(self) -> dict:
-        st: dict[str, Any] = {"step": self.step, "optimizer": self.opt.state_dict(), "best": dict(self.best),
-                              "history": list(self.history)}
-        if self.flow is not None:
-            st["flow"] = self.flow.state_dict()
-            st["flow_optimizer"] = self.flow_opt.state_dict()
-        if self.scaler is not None:
-            st["scaler"] = self.scaler.state_dict()
-        return st
-
     def save(self, name: str, metrics: dict | None = None, with_state: bool = True) -> Path:
-        from ..models.segmenter import save_checkpoint
+        """Write ``out/name`` (atomic), with the resumable training state unless ``with_state`` is False."""
+        from ..models.checkpoint import save_checkpoint
 
-        extra = {"train_state": self._train_state()} if with_state else {}
+        extra = {"train_state": train_state(self)} if with_state else {}
         return save_checkpoint(self.model, self.out / name, config=to_dict(self.cfg), metrics=metrics or {}, extra=extra)
 
     def _load_resume(self) -> None:
-        from ..models.segmenter import read_checkpoint
-
-        path = self.out / "last.pt"
-        if not path.is_file():
-            raise ConfigError(f"--resume: no {path} to resume from (run without --resume to start)")
-        ck = read_checkpoint(path)
-        st = ck.get("extra", {}).get("train_state")
-        if st is None:
-            raise ConfigError(f"--resume: {path} holds no training state")
-        self.model.load_state_dict(ck["state_dict"])
-        self.opt.load_state_dict(st["optimizer"])
-        if self.flow is not None:
-            if "flow" not in st:
-                raise ConfigError(f"--resume: {path} has no flow state but the config uses flow negatives")
-            self.flow.load_state_dict(st["flow"])
-            self.flow_opt.load_state_dict(st["flow_optimizer"])
-        if self.scaler is not None and "scaler" in st:
-            self.scaler.load_state_dict(st["scaler"])
-        self.step = int(st["step"])
-        self.best = dict(st.get("best", {}))
-        self.history = list(st.get("history", []))
+        restore_train_state(self, self.out / "last.pt")
 
     # ---- main loop
     def loader(self, start: int, end: int) -> DataLoader:
