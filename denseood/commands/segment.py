@@ -1,9 +1,11 @@
 """``denseood segment``: S2M object masks for a folder (or list) of driving images.
 
 Outputs under ``--out``: ``overlays/<stem>.png`` (anomaly heat map blended over the image, coloured object
-masks, boxes with object scores), ``masks/<stem>.png`` (uint16 instance ids, 0 = background, ids in
-descending score order) and ``objects.json`` (JSON lines, one per image: image path, size [H, W], ids, boxes
-xyxy, scores, areas in pixels, mask-model quality, timing in seconds). Unreadable images are named in the
+masks, boxes with object confidences in [0, 1]), ``masks/<stem>.png`` (uint16 instance ids, 0 = background,
+ids in descending raw-score order) and ``objects.json`` (JSON lines, one per image: image path, size [H, W],
+ids, boxes xyxy, scores (object confidences in [0, 1]), raw_scores (mean anomaly score inside each mask, any
+sign), ``objects`` (one {id, box, score, raw_score, area} per object), areas in pixels, mask-model quality,
+timing in seconds). Unreadable images are named in the
 summary and make the exit status 1; the other images' results are kept.
 
 The library verb is :func:`segment_images` (no argv). The top level imports only the standard library and
@@ -93,7 +95,7 @@ def unique_stems(paths: Sequence[Path]) -> list[str]:
 
 def overlay(image: Any, result: Any) -> Any:
     """image (H,W,3) uint8 + an S2MResult -> (H,W,3) uint8: heat map of the anomaly map blended over the image,
-    object masks, boxes and scores."""
+    object masks, boxes and object confidences in [0, 1] (``result.scores``)."""
     from ..viz import blend, draw_objects, heatmap
 
     base = blend(image, heatmap(result.anomaly_map), alpha=0.4)
@@ -101,13 +103,22 @@ def overlay(image: Any, result: Any) -> Any:
 
 
 def record(path: Path, result: Any) -> dict:
-    """One ``objects.json`` line of an S2MResult: image, size [H, W], ids 1..N, boxes, scores, areas, quality, timing."""
+    """One ``objects.json`` line of an S2MResult: image, size [H, W], ids 1..N, boxes, scores (confidence in
+    [0, 1]), raw_scores (mean anomaly score in the mask), objects (per object: id, box, score, raw_score, area),
+    areas, quality, timing."""
     import numpy as np
 
     h, w = result.instances.shape
-    return {"image": str(path), "size": [int(h), int(w)], "ids": list(range(1, len(result) + 1)),
-            "boxes": np.round(result.boxes, 1).tolist(), "scores": [round(float(s), 5) for s in result.scores],
-            "areas": [int(a) for a in result.areas], "quality": [round(float(q), 4) for q in result.quality],
+    ids = list(range(1, len(result) + 1))
+    boxes = np.round(result.boxes, 1).tolist()
+    scores = [round(float(s), 5) for s in result.scores]
+    raw = [round(float(s), 5) for s in result.raw_scores]
+    areas = [int(a) for a in result.areas]
+    objects = [{"id": i, "box": b, "score": s, "raw_score": r, "area": a}
+               for i, b, s, r, a in zip(ids, boxes, scores, raw, areas)]
+    return {"image": str(path), "size": [int(h), int(w)], "ids": ids, "boxes": boxes, "scores": scores,
+            "raw_scores": raw, "objects": objects, "areas": areas,
+            "quality": [round(float(q), 4) for q in result.quality],
             "timing": {k: round(float(v), 4) for k, v in result.timing.items()}}
 
 

@@ -223,7 +223,8 @@ class LearnedPrompter:
         return boxes[ok][order].astype(np.float32), scores[ok][order].astype(np.float32)
 
     def __call__(self, anomaly_map: np.ndarray, image: np.ndarray | None = None) -> Prompts:
-        """anomaly_map: (H,W) float raw scores (the score the prompter was trained on). Returns :class:`Prompts`:
+        """anomaly_map: (H,W) float raw scores (the score the prompter was trained on). Returns :class:`Prompts`
+        with confidence = the detector score sqrt(sigmoid(cls) * sigmoid(centerness)) in [0,1]:
         one positive point at the argmax of the map inside each box, ``n_neg`` negative points at low-score
         pixels inside the box."""
         a = check_map(anomaly_map)
@@ -236,7 +237,8 @@ class LearnedPrompter:
         pl = np.full((len(boxes), k), -1, np.int64)
         for i, b in enumerate(boxes):
             pts[i], pl[i] = points_for_box(n, b, None, 1, self.n_neg)
-        return Prompts(boxes, scores, pts, pl, {"prompter": "learned"})
+        conf = np.clip(scores, 0.0, 1.0)  # already a probability; the clip only guards rounding
+        return Prompts(boxes, conf, pts, pl, {"prompter": "learned"})
 
     # -- persistence
     def state(self) -> dict:

@@ -3,8 +3,11 @@
 Per image the output (:class:`S2MResult`) holds the instance map, the object masks, boxes and scores and an
 "object-refined" anomaly map that pixel metrics can score.
 
-Object score = mean RAW anomaly score (the segmenter's score, e.g. JSD in nats) inside the object's mask, so
-scores are comparable across images (not normalised per image).
+Two scores per object: ``scores`` = the prompter's confidence in [0,1] (the learned detector's probability,
+or the peak prompter's normalised peak value), the score the object protocols (S2M paper curve, instance
+AP) rank by; ``raw_scores`` = mean RAW anomaly score (the segmenter's score, e.g. JSD in nats, any sign)
+inside the object's mask, comparable across images. Object order, mask NMS, overlap resolution and the
+refined map use ``raw_scores``.
 
 Refined map rule: pixels of object k take object k's score; every other pixel keeps its anomaly score
 down-weighted by ``f(a) = a - (1 - outside_weight) * |a|`` (= ``outside_weight * a`` for non-negative
@@ -34,10 +37,13 @@ from .prompts import PeakPrompter, Prompts
 class S2MResult:
     """S2M output of one image.
 
-    instances: (H,W) int32, 0 = background, ids 1..N in descending object-score order; where masks overlap the
-        higher-scoring object wins. masks: (N,H,W) bool full masks (before overlap resolution), row i = id i+1.
-    boxes: (N,4) float32 xyxy tight boxes of the masks (x1, y1 exclusive). scores: (N,) float32 object scores
-        (mean raw anomaly inside the mask). quality: (N,) mask-model quality. anomaly_map: (H,W) float32 raw.
+    instances: (H,W) int32, 0 = background, ids 1..N in descending ``raw_scores`` order; where masks overlap
+        the object with the higher raw score wins. masks: (N,H,W) bool full masks (before overlap resolution), row i = id i+1.
+    boxes: (N,4) float32 xyxy tight boxes of the masks (x1, y1 exclusive). scores: (N,) float32 object
+        confidences in [0,1]: the confidence of the prompt the mask came from (``Prompts.confidence``; the
+        object protocols' score). raw_scores: (N,) float32 mean raw anomaly inside the full mask (any sign, e.g.
+        negative for jsd); objects are ordered, NMS-ed and painted into ``refined_map`` by raw_scores.
+        quality: (N,) mask-model quality. anomaly_map: (H,W) float32 raw.
     refined_map: (H,W) float32 (see the module docstring). prompts: the prompts given to the mask model.
     timing: seconds per stage ("segmenter" (amortised over the batch), "prompts", "masks", "post", "total").
     """
@@ -51,6 +57,7 @@ class S2MResult:
     refined_map: np.ndarray
     prompts: Prompts
     timing: dict = field(default_factory=dict)
+    raw_scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -213,12 +220,15 @@ class S2M:
             masks, quality = np.zeros((0,) + a.shape, bool), np.zeros(0, np.float32)
         t2 = time.perf_counter()
         obj = np.array([float(a[m].mean()) if m.any() else -np.inf for m in masks], np.float32)
+        conf = np.clip(np.asarray(prompts.confidence, np.float32).reshape(-1), 0.0, 1.0)
+        if len(conf) != len(masks):
+            raise ConfigError(f"S2M: the mask model returned {len(masks)} masks for {len(conf)} prompts")
         keep, inst = assemble(masks, obj, self.nms_iou, self.min_area)
-        masks, obj = masks[keep], obj[keep]
+        masks, obj, conf = masks[keep], obj[keep], conf[keep]
         quality = np.asarray(quality, np.float32)[keep]
-        result = S2MResult(instances=inst, masks=masks, boxes=mask_boxes(masks), scores=obj, quality=quality,
+        result = S2MResult(instances=inst, masks=masks, boxes=mask_boxes(masks), scores=conf, quality=quality,
                            anomaly_map=a, refined_map=refine_map(a, inst, obj, self.outside_weight),
-                           prompts=prompts, timing={})
+                           prompts=prompts, timing={}, raw_scores=obj)
         t3 = time.perf_counter()
         result.timing = {"segmenter": 0.0, "prompts": t1 - t0, "masks": t2 - t1, "post": t3 - t2, "total": t3 - t0}
         return result

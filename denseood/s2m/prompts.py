@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import ConfigError
 from .boxes import box_iou_np, boxes_from_mask, check_map, nms_np, normalize_map, points_for_box
 
-__all__ = ["Prompts", "PeakPrompter", "LearnedPrompter", "build_detector", "quantile_levels", "BACKBONES", "INPUTS",
+__all__ = ["Prompts", "PeakPrompter", "peak_confidence", "LearnedPrompter", "build_detector", "quantile_levels", "BACKBONES", "INPUTS",
            "box_iou_np", "boxes_from_mask", "nms_np", "normalize_map", "points_for_box"]
 
 #: names that moved to denseood.s2m.learned (which imports this module, hence the lazy re-export)
@@ -34,8 +34,9 @@ class Prompts:
     """Prompts of one image.
 
     boxes: (N,4) float32 xyxy in image pixels (x1, y1 exclusive edges).
-    confidence: (N,) float32, higher = more confident (PeakPrompter: mean normalised score in [0,1];
-        LearnedPrompter: detector score in [0,1]).
+    confidence: (N,) float32 in [0,1], higher = more confident (PeakPrompter: normalised map value at the
+        component's peak, see :func:`peak_confidence`; LearnedPrompter: the detector's probability
+        sqrt(sigmoid(cls) * sigmoid(centerness))).
     points: (N,K,2) float32 xy pixel coordinates.
     point_labels: (N,K) int64, 1 = positive (object), 0 = negative (background), -1 = padding (ignore).
     """
@@ -79,6 +80,13 @@ class Prompts:
 # training-free prompter
 
 
+def peak_confidence(norm_map: np.ndarray, region: np.ndarray) -> float:
+    """Confidence in [0,1] of one component: the maximum of ``norm_map`` (H,W) float in [0,1] (the output of
+    :func:`normalize_map`) over ``region`` (H,W) bool, i.e. ``clip((s_peak - lo) / (hi - lo), 0, 1)``. For fixed
+    lo < hi this is non-decreasing in the component's (smoothed) raw peak ``s_peak``; 0 for an empty region."""
+    return float(np.clip(norm_map[region].max(initial=0.0), 0.0, 1.0))
+
+
 class PeakPrompter:
     """Training-free prompts from a multi-level component tree of the normalised anomaly map.
 
@@ -93,7 +101,11 @@ class PeakPrompter:
     its own flanks, so each kept component is then grown to ``rel_level`` of its own peak (half maximum by
     default, never below ``floor``) unless that would swallow another kept component's peak or grow it more
     than ``max_grow`` times (``rel_level=None`` disables this).
-    confidence = mean normalised score inside the (grown) component (in [0,1]).
+    confidence (in [0,1]) = :func:`peak_confidence`: the normalised map value at the component's peak,
+    ``clip((s_peak - lo) / (hi - lo), 0, 1)`` with ``s_peak`` the component's maximum of the smoothed map. It is
+    a monotone (non-decreasing) map of the peak value for the image's lo/hi. With the default per-image lo/hi
+    the image's strongest object gets 1.0, so confidences compare objects within an image; fix ``lo``/``hi``
+    (e.g. for a calibrated score) to make them comparable across images. Boxes are NMS-ed in this order.
     min_peak: optional floor on the raw smoothed maximum of a map below which no prompts are produced (for
         maps known to be calibrated, e.g. JSD in nats); None disables it.
     """
@@ -184,7 +196,7 @@ class PeakPrompter:
         for reg in regions:
             ys, xs = np.nonzero(reg.any(1))[0], np.nonzero(reg.any(0))[0]
             boxes.append((xs[0], ys[0], xs[-1] + 1, ys[-1] + 1))
-            conf.append(float(n[reg].mean()))
+            conf.append(peak_confidence(n, reg))
         boxes_a = np.asarray(boxes, np.float32)
         conf_a = np.asarray(conf, np.float32)
         keep = nms_np(boxes_a, conf_a, self.nms_iou)[: self.max_boxes]

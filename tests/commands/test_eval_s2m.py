@@ -85,3 +85,57 @@ def test_threshold_instances_min_size():
     inst = ev.threshold_instances(a, 0.6)
     assert set(np.unique(inst)) == {0, 1} and (inst == 1).sum() == 9
     ev.close()
+
+
+def test_s2m_paper_protocol_and_instance_ap(rng):
+    """The s2m row's paper_protocol entry: valid ranges, and equal to ObjectScoreCurve / InstanceAP fed the same
+    masks and confidences (ground truth: the dataset's instance ids when given, else 8-connected components)."""
+    from denseood.commands.eval.report import results_markdown
+    from denseood.commands.eval.s2m import PROTOCOL_KEYS, gt_instances
+    from denseood.eval.instance_ap import InstanceAP
+    from denseood.eval.object_curve import ObjectScoreCurve, paint_objects
+
+    frames = _frames(rng)
+    ids = [None, None, None]
+    # frame 2: two touching ground-truth objects that only the dataset's instance ids separate
+    img, amap, mask = frames[2]
+    inst = np.zeros(mask.shape, np.int32)
+    inst[mask == 1] = 1
+    inst[:, 90:][mask[:, 90:] == 1] = 2
+    ids[2] = inst
+    s2m = S2M(None, PeakPrompter(), GrabCutBackend(), device="cpu", dtype="fp32")
+    ev = S2MEval(s2m, min_segment_size=20, min_instance_size=10, pixel_mode="exact")
+    results = [ev.update(*f, instances=i) for f, i in zip(frames, ids)]
+    out = ev.compute()
+    p = out["s2m"]["paper_protocol"]
+    assert set(PROTOCOL_KEYS) <= set(p) and "0:0.01:1" in p["protocol"]
+    for k in ("best_iou", "au_iou", "mean_f1", "ap", "ap50"):
+        assert 0.0 <= p[k] <= 1.0, k
+    assert 0.0 <= p["best_threshold"] <= 1.0
+    assert p["best_iou"] > 0 and p["ap50"] > 0  # S2M finds these discs
+    assert sum(len(r) for r in results) > 0 and all(np.all((r.scores >= 0) & (r.scores <= 1)) for r in results)
+
+    curve, iap = ObjectScoreCurve(step=0.01), InstanceAP(min_size=10)
+    for r, (_, _, m), i in zip(results, frames, ids):
+        curve.update(paint_objects(r.instances, r.scores), m)
+        gt = np.where(m == 1, i, 0) if i is not None else ndimage.label(m == 1, structure=np.ones((3, 3)))[0]
+        assert np.array_equal(gt_instances(m, i) > 0, gt > 0)
+        iap.update(r.masks, r.scores, gt, m == 255)
+    c, a = curve.compute(), iap.compute()
+    for k in ("best_iou", "best_threshold", "au_iou", "mean_f1"):
+        assert p[k] == pytest.approx(c[k]), k
+    assert p["ap"] == pytest.approx(a["ap"]) and p["ap50"] == pytest.approx(a["ap50"])
+    # connected components give the same instances as scipy's 8-connected labelling (up to renumbering)
+    g = gt_instances(frames[0][2])
+    ref = ndimage.label(frames[0][2] == 1, structure=np.ones((3, 3)))[0]
+    assert len(np.unique(g)) == len(np.unique(ref)) and len(set(zip(g.ravel(), ref.ravel()))) == len(np.unique(ref))
+    # the dataset's ids win over components: frame 2's instances 1 and 2 stay two instances
+    assert set(np.unique(gt_instances(frames[2][2], inst))) == {0, 1, 2}
+
+    md = results_markdown({"dataset": "d", "split": "s", "n_images": 3, "checkpoint": {"path": "c", "sha256": "x"},
+                           "device": "cpu", "dtype": "fp32", "world_size": 1, "protocol": "p", "denseood_version": "0",
+                           "has_labels": True, "scores": {}, "images_per_s": 1.0, "peak_mem_mb": 1.0,
+                           "s2m": out, "s2m_score": "jsd"})
+    assert "objects (S2M paper protocol: object-score maps, thresholds 0:0.01:1)" in md
+    assert f"| s2m | {100 * p['best_iou']:.2f} | {p['best_threshold']:.2f} |" in md
+    ev.close()

@@ -44,6 +44,11 @@ def test_segment_folder_with_corrupt_file(tmp_path, rng, capsys, ckpt):
         h, w = sizes[name]
         assert r["size"] == [h, w]
         assert len(r["boxes"]) == len(r["scores"]) == len(r["areas"]) == len(r["ids"])
+        # per object: score = confidence in [0, 1], raw_score = mean anomaly score inside the mask
+        assert len(r["objects"]) == len(r["ids"]) == len(r["raw_scores"])
+        for o, i, sc, raw, a in zip(r["objects"], r["ids"], r["scores"], r["raw_scores"], r["areas"]):
+            assert o["id"] == i and o["score"] == sc and o["raw_score"] == raw and o["area"] == a
+            assert 0.0 <= o["score"] <= 1.0 and isinstance(o["raw_score"], float)
         assert {"segmenter", "prompts", "masks", "total"} <= set(r["timing"])
         ov = read_image(out / "overlays" / f"{stem}.png")
         assert ov.shape == (h, w, 3)

@@ -77,13 +77,14 @@ def test_segment_from_map_grabcut_whole_objects(rng):
     r = s2m.segment_from_map(img, amap)
     assert r.instances.shape == (96, 192) and r.instances.dtype == np.int32
     assert len(r) == 2 and r.masks.shape == (2, 96, 192)
-    assert np.all(np.diff(r.scores) <= 0)  # ids in descending score order
+    assert np.all(np.diff(r.raw_scores) <= 0)  # ids in descending raw-score order
+    assert np.all((r.scores >= 0) & (r.scores <= 1))  # confidences in [0, 1]
     for k in (1, 2):
         best = max(iou_mask(r.instances == i, inst == k) for i in (1, 2))
         assert best > 0.8
-    # object score = mean raw anomaly inside the full mask
+    # raw object score = mean raw anomaly inside the full mask
     for i in range(2):
-        assert r.scores[i] == pytest.approx(float(amap[r.masks[i]].mean()), rel=1e-5)
+        assert r.raw_scores[i] == pytest.approx(float(amap[r.masks[i]].mean()), rel=1e-5)
     assert set(r.timing) >= {"prompts", "masks", "post", "total"}
     assert np.array_equal(r.areas, [np.count_nonzero(r.instances == i) for i in (1, 2)])
 

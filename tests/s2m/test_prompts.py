@@ -41,7 +41,7 @@ def test_peak_prompter_one_box_per_blob(rng):
         assert len(pos) >= 1
         for x, y in pos.astype(int):
             assert inst[y, x] == k
-    # confidence = mean normalised score inside the component, in [0,1]; blob 2 is strongest
+    # confidence = normalised map value at the component's peak, in [0,1]; blob 2 is strongest
     assert np.all((pr.confidence >= 0) & (pr.confidence <= 1))
     strongest = int(np.argmax([iou_box(pr.boxes[int(np.argmax(pr.confidence))], t) for t in true])) + 1
     assert strongest == 2

@@ -77,5 +77,22 @@ def results_markdown(results: dict) -> str:
             if isinstance(m, dict):
                 text += (f"| {name} | {_pct(m.get('iou'))} | {_pct(m.get('sIoU'))} | {_pct(m.get('PPV'))} | "
                          f"{_pct(m.get('mean_F1'))} | {_pct(m.get('pixel_ap'))} |\n")
+        text += _s2m_protocol_table(results["s2m"])
+    return text
+
+
+def _s2m_protocol_table(s2m: dict) -> str:
+    """The S2M paper protocol rows (``paper_protocol`` entry of each S2M row) as a markdown table; "" if none."""
+    rows = [(name, m["paper_protocol"]) for name, m in s2m.items()
+            if isinstance(m, dict) and isinstance(m.get("paper_protocol"), dict)]
+    if not rows:
+        return ""
+    proto = rows[0][1].get("protocol", "S2M paper protocol")
+    text = (f"\n### objects ({proto})\n\n| method | best IoU % | best threshold | AuIoU % | mean F1 % | "
+            "instance AP % | instance AP50 % |\n|---|---:|---:|---:|---:|---:|---:|\n")
+    for name, p in rows:
+        thr = p.get("best_threshold")
+        text += (f"| {name} | {_pct(p.get('best_iou'))} | {'–' if thr is None else f'{float(thr):.2f}'} | "
+                 f"{_pct(p.get('au_iou'))} | {_pct(p.get('mean_f1'))} | {_pct(p.get('ap'))} | {_pct(p.get('ap50'))} |\n")
     return text
 

@@ -4,6 +4,11 @@ Rows of :meth:`S2MEval.compute`:
 
 - ``"s2m"``: object metrics of the S2M instance masks (ObjectMetrics: iou, sIoU, PPV, mean_F1, ...) plus the
   pixel metrics (ap, fpr95, auroc) of the object-refined anomaly map (see denseood.s2m.pipeline).
+  Its ``"paper_protocol"`` entry holds the S2M paper's object protocol on the object-score maps (each mask
+  painted with its confidence in [0, 1], :func:`denseood.eval.object_curve.paint_objects`; thresholds
+  0:0.01:1): ``best_iou``, ``best_threshold``, ``au_iou``, ``mean_f1`` (ObjectScoreCurve), and COCO mask
+  ``ap`` / ``ap50`` (InstanceAP, min_size 10, ranked by the confidences; ground-truth instances from the
+  dataset's instance ids where given, else 8-connected components of ``ood_mask == 1``; void = 255).
 - ``"threshold@bestF1"``: the same object metrics for the anomaly map thresholded at its best-F1 pixel
   threshold, each 8-connected component of ``map >= t`` being one object (components smaller than
   ``min_segment_size`` dropped, as in the SMIYC component metrics). The threshold is chosen on the ground truth
@@ -32,6 +37,22 @@ import numpy as np
 from denseood import dist
 from denseood.errors import DenseOODError
 from denseood.eval import ObjectMetrics, PixelMetrics
+from denseood.eval.instance_ap import InstanceAP
+from denseood.eval.object_curve import ObjectScoreCurve, paint_objects
+
+#: the S2M paper protocol's numbers (ObjectScoreCurve) and the instance AP keys in ``s2m["paper_protocol"]``
+CURVE_KEYS = ("best_iou", "best_threshold", "au_iou", "mean_f1")
+PROTOCOL_KEYS = CURVE_KEYS + ("ap", "ap50")
+PROTOCOL = "S2M paper protocol: object-score maps, thresholds 0:0.01:1"
+
+
+def gt_instances(ood_mask: np.ndarray, instances: np.ndarray | None = None) -> np.ndarray:
+    """(H,W) int32 ground-truth instance ids: ``instances`` (the dataset's ids, restricted to ``ood_mask == 1``)
+    where given, else the 8-connected components of ``ood_mask == 1``; 0 = none."""
+    m = np.asarray(ood_mask) == 1
+    if instances is not None:
+        return np.where(m, np.asarray(instances, np.int32), 0).astype(np.int32)
+    return cv2.connectedComponents(m.astype(np.uint8), connectivity=8)[1].astype(np.int32)
 
 
 class S2MEval:
@@ -44,6 +65,8 @@ class S2MEval:
         self.min_segment_size = int(min_segment_size)
         self.min_instance_size = int(min_instance_size)
         self.objects = ObjectMetrics(min_instance_size=self.min_instance_size)
+        self.curve = ObjectScoreCurve(step=0.01)
+        self.instance_ap = InstanceAP(min_size=10)
         self.refined_pixels = PixelMetrics(mode=pixel_mode)
         self.raw_pixels = PixelMetrics(mode=pixel_mode)
         self._tmp = Path(tempfile.mkdtemp(prefix="denseood-s2m-", dir=cache_dir))
@@ -51,15 +74,18 @@ class S2MEval:
         self._n_objects = 0
         self._seconds = 0.0
 
-    def update(self, image: np.ndarray, anomaly_map: np.ndarray, ood_mask: np.ndarray) -> Any:
-        """image (H,W,3) uint8, anomaly_map (H,W) float raw scores, ood_mask (H,W) uint8 0/1/255. Returns the
-        S2MResult of the frame."""
+    def update(self, image: np.ndarray, anomaly_map: np.ndarray, ood_mask: np.ndarray,
+               instances: np.ndarray | None = None) -> Any:
+        """image (H,W,3) uint8, anomaly_map (H,W) float raw scores, ood_mask (H,W) uint8 0/1/255, instances:
+        optional (H,W) int ground-truth instance ids (``Sample.instances``). Returns the S2MResult of the frame."""
         a = np.asarray(anomaly_map, np.float32)
         m = np.asarray(ood_mask, np.uint8)
         if a.shape != m.shape:
             raise DenseOODError(f"S2MEval.update: anomaly map {a.shape} and ood_mask {m.shape} differ in size")
         res = self.s2m.segment_from_map(image, a)
         self.objects.update(res.instances, m)
+        self.curve.update(paint_objects(res.instances, res.scores), m)
+        self.instance_ap.update(res.masks, res.scores, gt_instances(m, instances), m == 255)
         self.refined_pixels.update(res.refined_map, m)
         a16 = a.astype(np.float16)
         self.raw_pixels.update(a16.astype(np.float32), m)  # the threshold is chosen on exactly the cached values
@@ -69,6 +95,17 @@ class S2MEval:
         self._n_objects += len(res)
         self._seconds += float(res.timing.get("total", 0.0))
         return res
+
+    def protocol_metrics(self) -> dict[str, Any]:
+        """The S2M paper protocol and instance AP (collective): {"protocol": PROTOCOL, best_iou,
+        best_threshold, au_iou, mean_f1 (all in [0, 1]), ap, ap50 (COCO mask AP, NaN without ground truth),
+        n_gt, n_pred}."""
+        curve = self.curve.compute()
+        iap = self.instance_ap.compute()
+        out: dict[str, Any] = {"protocol": PROTOCOL}
+        out.update({k: curve[k] for k in CURVE_KEYS})
+        out.update(ap=iap["ap"], ap50=iap["ap50"], n_gt=iap["n_gt"], n_pred=iap["n_pred"])
+        return out
 
     def threshold_instances(self, anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
         """(H,W) int32 8-connected components of ``map >= threshold`` (the side at which PixelMetrics counts a
@@ -88,6 +125,7 @@ class S2MEval:
         raw = self.raw_pixels.compute()
         thr = float(raw["best_f1_threshold"])
         s2m = dict(self.objects.compute())
+        s2m["paper_protocol"] = self.protocol_metrics()
         ref = self.refined_pixels.compute()
         for k in ("ap", "fpr95", "auroc", "best_f1"):
             s2m[f"pixel_{k}"] = ref[k]
