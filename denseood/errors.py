@@ -16,3 +16,7 @@ class CheckpointError(DenseOODError, ValueError):
 
 class ConfigError(DenseOODError, ValueError):
     """A configuration value or command-line option is invalid."""
+
+
+class OutputError(DenseOODError, OSError):
+    """An output file or folder cannot be written (disk full, read-only file system, permission denied)."""

@@ -5,38 +5,134 @@ See docs/architecture.md.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
-import tempfile
+import pickle
+import re
+import secrets
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from .errors import DatasetError
+from .errors import CheckpointError, DatasetError, DenseOODError, OutputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
+_TMP_TAG = ".denseood-tmp-"
+_TMP_RE = re.compile(r"^\..+" + re.escape(_TMP_TAG) + r"(\d+)-[0-9a-f]+$")
+_ERRNO_CAUSE = {errno.ENOSPC: "disk full", errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                errno.EPERM: "operation not permitted", errno.EDQUOT: "disk quota exceeded"}
+
+
+def _cause(e: OSError) -> str:
+    """Short human cause of an OSError ("disk full", "read-only file system", ...)."""
+    return _ERRNO_CAUSE.get(e.errno or 0) or (e.strerror or str(e) or type(e).__name__)
+
+
+def _output_error(e: OSError, doing: str, path: Path, tail: str = "") -> OutputError:
+    err = OutputError(f"{_cause(e)} while {doing} {path}{tail}")
+    err.errno = e.errno
+    return err
+
+
+def _tmp_name(path: Path) -> Path:
+    """``.<name>.denseood-tmp-<pid>-<random hex>`` beside ``path`` (recognised by :func:`clean_stale_temp`)."""
+    return path.with_name(f".{path.name}{_TMP_TAG}{os.getpid()}-{secrets.token_hex(4)}")
+
+
 def _atomic(path: str | os.PathLike, write_fn, mode: str = "wb") -> Path:
-    """Write through ``write_fn(fileobj)`` to a temp file in the same folder, fsync, then rename over ``path``."""
+    """Write through ``write_fn(fileobj)`` to a temp file in the same folder, fsync, then rename over ``path``.
+
+    The file gets the mode a plain ``open()`` would give (0o666 & ~umask). An OSError (disk full, read-only file
+    system, permission denied) becomes OutputError naming ``path`` and the cause; the temp file is removed and a
+    previous file at ``path`` stays intact.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    existed = path.exists()
+    tail = "; the previous file is intact" if existed else "; nothing was written"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _output_error(e, "creating the folder of", path) from e
+    tmp = _tmp_name(path)
+    try:
+        # 0o666 through the kernel's umask: the same permissions an ordinary open(path, "w") would give
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as e:
+        raise _output_error(e, "writing", path, tail) from e
     try:
         with os.fdopen(fd, mode) as f:
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
+        if isinstance(e, OSError) and not isinstance(e, OutputError):
+            raise _output_error(e, "writing", path, tail) from e
         raise
     return path
+
+
+def check_writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Create folder ``path`` if needed and write + remove one probe file; OutputError naming ``what``, the folder
+    and the cause (read-only file system, permission denied, disk full) otherwise. Returns the folder."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = _tmp_name(path / "write-probe")
+        with open(probe, "wb") as f:
+            f.write(b"denseood write probe")
+            f.flush()
+            os.fsync(f.fileno())
+        os.unlink(probe)
+    except OSError as e:
+        err = OutputError(f"{what} folder {path} is not writable: {_cause(e)}")
+        err.errno = e.errno
+        raise err from e
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_stale_temp(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Remove the temp files (``.<name>.denseood-tmp-<pid>-<hex>``) that this package's atomic writers left in
+    ``folder`` (and its subfolders when ``recursive``) when a run was killed; only files whose writer pid is no
+    longer alive. Other files are never touched. Returns the removed paths; a missing folder gives []."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed: list[Path] = []
+    for p in (folder.rglob(f".*{_TMP_TAG}*") if recursive else folder.glob(f".*{_TMP_TAG}*")):
+        m = _TMP_RE.match(p.name)
+        if not m or not p.is_file() or p.is_symlink():
+            continue
+        pid = int(m.group(1))
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -183,3 +279,47 @@ def read_image_alpha(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | 
     if img.shape[2] == 2:  # gray + alpha
         return cv2.cvtColor(np.ascontiguousarray(img[..., 0]), cv2.COLOR_GRAY2RGB), np.ascontiguousarray(img[..., 1])
     raise DatasetError(f"image file {path} has {img.shape[2]} channels; expected gray, RGB or RGBA")
+
+
+_TORCH_ADVICE = ("weights_only", "weights only", "file an issue", "trust", "will likely succeed")
+
+
+def _unsafe_global(msg: str) -> str:
+    m = re.search(r"unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)", msg, re.IGNORECASE)
+    return m.group(1) if m else ""
+
+
+def safe_torch_load(src: Any, *, path: str | os.PathLike, what: str = "checkpoint", map_location: Any = "cpu",
+                    error: type[DenseOODError] = CheckpointError, kind: str | None = None) -> Any:
+    """``torch.load(src, weights_only=True)``: the one torch.load of the package.
+
+    src: a path or a binary file object; path: the file to name in errors; what: what the file is ("checkpoint",
+    "encoder weight file", "SAM checkpoint", "prompter file"); kind: how the refusal names the file (default
+    "a safe <what>"). A file holding arbitrary pickled Python objects is
+    refused with ``error`` saying so (loading it could execute code) and what a safe file is; any other failure gives
+    ``error`` naming the file as unreadable. torch's advice to retry with weights_only=False is never passed on.
+    """
+    import torch
+
+    try:
+        return torch.load(src, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
+        msg = str(e)
+        low = msg.lower()
+        # type first (the weights_only unpickler raises pickle.UnpicklingError), message second, case-insensitive
+        # ("Unsupported global" in older torch, "unsupported GLOBAL" in 2.14)
+        unsafe = "unsupported global" in low or (isinstance(e, pickle.UnpicklingError)
+                                                 and "weights only load failed" in low
+                                                 and re.search(r"\bglobal\b", low) is not None)
+        if unsafe:
+            g = _unsafe_global(msg)
+            raise error(
+                f"{path} is not {kind or 'a safe ' + what}: it contains arbitrary Python objects"
+                f"{f' ({g})' if g else ''}, not just tensors; "
+                f"denseood refuses to load it because unpickling it could execute code. A safe file holds only "
+                f"tensors and plain types (dict, list, str, int, float, bool, None): re-save it from a trusted "
+                f"environment with torch.save(model.state_dict(), path)") from e
+        first = next((ln.strip() for ln in msg.splitlines()
+                      if ln.strip() and not any(k in ln.lower() for k in _TORCH_ADVICE)), "")
+        raise error(f"{path} is not a readable {what} (truncated or corrupt?): "
+                    f"{type(e).__name__}{': ' + first[:200] if first else ''}") from e

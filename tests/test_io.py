@@ -1,7 +1,9 @@
 """denseood.io: atomic writes, image / label round trips, label checks and their errors, the image-folder lister."""
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 
 from denseood import io
-from denseood.errors import DatasetError
+from denseood.errors import DatasetError, DenseOODError, OutputError
 
 
 def _listing(folder: Path) -> list[str]:
@@ -204,3 +206,103 @@ def test_corrupt_image_names_the_file(tmp_path, content):
             read(p)
     with pytest.raises(DatasetError, match=f"image file not found: {tmp_path / 'gone.jpg'}"):
         io.read_image(tmp_path / "gone.jpg")
+
+
+# ----------------------------------------------------------------------------------- permissions, OSError, temp
+@pytest.mark.parametrize("umask,expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_files_honour_the_umask(tmp_path, umask, expected):
+    import stat
+
+    old = os.umask(umask)
+    try:
+        paths = [io.atomic_write_bytes(tmp_path / "a.bin", b"x"), io.atomic_write_json(tmp_path / "b.json", {}),
+                 io.write_png(tmp_path / "c.png", np.zeros((4, 4), np.uint8))]
+    finally:
+        os.umask(old)
+    for p in paths:
+        assert stat.S_IMODE(p.stat().st_mode) == expected, p
+
+
+@pytest.mark.parametrize("err,cause", [(errno.ENOSPC, "disk full"), (errno.EROFS, "read-only file system"),
+                                       (errno.EACCES, "permission denied")])
+@pytest.mark.parametrize("where", ["replace", "write"])
+def test_atomic_oserror_becomes_output_error(tmp_path, monkeypatch, err, cause, where):
+    target = tmp_path / "run" / "last.pt"
+    io.atomic_write_bytes(target, b"old")
+
+    def fail(*a, **k):
+        raise OSError(err, os.strerror(err))
+
+    if where == "replace":
+        monkeypatch.setattr(io.os, "replace", fail)
+        write = lambda f: f.write(b"new")  # noqa: E731
+    else:
+        write = lambda f: fail()  # noqa: E731
+    with pytest.raises(OutputError) as e:
+        io._atomic(target, write)
+    msg = str(e.value)
+    assert msg == f"{cause} while writing {target}; the previous file is intact"
+    assert isinstance(e.value, OSError) and isinstance(e.value, DenseOODError) and e.value.errno == err
+    assert target.read_bytes() == b"old" and _listing(target.parent) == ["last.pt"]  # temp file removed
+
+
+def test_atomic_oserror_on_new_file_and_read_only_folder(tmp_path, monkeypatch):
+    def erofs(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(io.os, "open", erofs)
+    with pytest.raises(OutputError, match=r"read-only file system while writing .*new\.json; nothing was written"):
+        io.atomic_write_json(tmp_path / "new.json", {"a": 1})
+    assert _listing(tmp_path) == []
+
+
+def test_check_writable_dir(tmp_path, monkeypatch):
+    out = tmp_path / "a" / "b"
+    assert io.check_writable_dir(out) == out and out.is_dir() and _listing(out) == []
+    real_open = open
+
+    def enospc(path, *a, **k):
+        if "denseood-tmp" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr("builtins.open", enospc)
+    with pytest.raises(OutputError, match=r"--eval-out folder .*b is not writable: disk full"):
+        io.check_writable_dir(out, what="--eval-out")
+    monkeypatch.undo()
+    if os.geteuid() != 0:  # root ignores permission bits
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        try:
+            with pytest.raises(OutputError, match="ro is not writable: permission denied"):
+                io.check_writable_dir(ro)
+        finally:
+            ro.chmod(0o755)
+
+
+def test_clean_stale_temp_removes_only_dead_writers_temp_files(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    sub = tmp_path / "masks"
+    sub.mkdir()
+    stale = [tmp_path / f".last.pt.denseood-tmp-{dead.pid}-0a1b2c3d", sub / f".x.png.denseood-tmp-{dead.pid}-ff00ff00"]
+    live = [tmp_path / f".best.pt.denseood-tmp-{os.getpid()}-12345678",
+            tmp_path / f".m.json.denseood-tmp-{os.getppid()}-abcdef01"]
+    others = [tmp_path / "last.pt", tmp_path / ".last.pt.abc.tmp", tmp_path / f"denseood-tmp-{dead.pid}-00",
+              tmp_path / f".notes.denseood-tmp-{dead.pid}-zz"]
+    for p in stale + live + others:
+        p.write_bytes(b"x")
+    removed = io.clean_stale_temp(tmp_path)
+    assert sorted(removed) == sorted(stale)
+    assert all(p.exists() for p in live + others) and not any(p.exists() for p in stale)
+    assert io.clean_stale_temp(tmp_path / "missing") == []
+
+
+def test_atomic_temp_name_is_recognised_by_clean_stale_temp(tmp_path):
+    seen = []
+    io._atomic(tmp_path / "a.bin", lambda f: seen.extend(p.name for p in tmp_path.iterdir()))
+    assert len(seen) == 1 and io._TMP_RE.match(seen[0]) and f"-tmp-{os.getpid()}-" in seen[0]

@@ -42,7 +42,7 @@ import torch
 from .._version import __version__
 from ..data.classes import CLASS_SETS
 from ..errors import CheckpointError, ConfigError
-from ..io import atomic_torch_save
+from ..io import atomic_torch_save, safe_torch_load
 from .segmenter import IMAGENET_MEAN, IMAGENET_STD, Segmenter, create_segmenter
 
 CHECKPOINT_FORMAT = "denseood-segmenter"
@@ -102,16 +102,8 @@ def save_checkpoint(model: Segmenter, path: str | os.PathLike, *, config: dict |
 def _load_bytes(data: bytes, path: Path, map_location: Any = "cpu") -> dict:
     """Checkpoint dict from the file's bytes (weights_only), validated against the format above; CheckpointError
     naming ``path`` otherwise. Absent ``stats``/``config``/``metrics``/``extra`` become ``{}``."""
-    try:
-        obj = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        msg = str(e)
-        if "Unsupported global" in msg:
-            detail = next((ln.strip() for ln in msg.splitlines() if "Unsupported global" in ln), "")[:200]
-            raise CheckpointError(f"{path} is not a denseood checkpoint: it holds pickled Python objects that "
-                                  f"weights_only loading refuses ({detail})") from e
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
-                              f"{type(e).__name__}: {msg.splitlines()[0][:200] if msg else ''}") from e
+    obj = safe_torch_load(io.BytesIO(data), path=path, what="checkpoint", map_location=map_location,
+                          kind="a denseood checkpoint")
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} is not a denseood checkpoint (it holds a {type(obj).__name__}, not a dict)")
     if obj.get("format") != CHECKPOINT_FORMAT:

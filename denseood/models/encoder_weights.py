@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
+from ..io import safe_torch_load
 
 
 def _weight_file(encoder_weights: str | os.PathLike | None) -> Path | None:
@@ -42,11 +43,7 @@ def _read_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
             return dict(load_file(str(path), device="cpu"))
         except Exception as e:  # noqa: BLE001
             raise ConfigError(f"cannot read encoder weight file {path} as safetensors: {e}") from e
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise ConfigError(f"cannot read encoder weight file {path} (not a torch state dict, truncated, or holding "
-                          f"pickled objects): {e}") from e
+    obj = safe_torch_load(path, path=path, what="encoder weight file", error=ConfigError)
     for wrap in ("state_dict", "model", "model_state_dict", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(wrap), dict):
             obj = obj[wrap]

@@ -22,6 +22,7 @@ import torch
 
 from ..dist import resolve_device  # re-exported: the old name denseood.s2m.promptable.resolve_device
 from ..errors import CheckpointError, ConfigError
+from ..io import safe_torch_load
 
 #: official segment-anything checkpoint file per model type
 SAM_FILES = {"vit_b": "sam_vit_b_01ec64.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_h": "sam_vit_h_4b8939.pth"}
@@ -76,6 +77,16 @@ def _check_inputs(image: np.ndarray, boxes: Any, points: Any) -> tuple[np.ndarra
 # SAM
 
 
+def _key_diff(target: dict, state: dict) -> str:
+    """One line: how a state dict differs from the model's (missing / unexpected / mis-shaped keys, a few named)."""
+    missing = sorted(set(target) - set(state))
+    unexpected = sorted(set(state) - set(target))
+    shapes = [f"{k} file {tuple(state[k].shape)} vs model {tuple(target[k].shape)}" for k in sorted(set(target) & set(state))
+              if isinstance(state[k], torch.Tensor) and state[k].shape != target[k].shape]
+    return (f"The file has {len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys "
+            f"{unexpected[:3]} and {len(shapes)} shape mismatches {shapes[:2]}")
+
+
 class SamBackend:
     """segment-anything backend.
 
@@ -114,10 +125,10 @@ class SamBackend:
             raise CheckpointError(f"SAM checkpoint not found: {path}; download the official {SAM_FILES[model_type]} "
                                   f"for model type {model_type} into weights/ (see weights/README.md)")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - torch raises many types for non-checkpoint files
-            raise CheckpointError(f"cannot read SAM checkpoint {path} ({type(e).__name__}: {e}); expected the official "
-                                  f"{SAM_FILES[model_type]} for model type {model_type}") from e
+            state = safe_torch_load(path, path=path, what="SAM checkpoint")
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}; expected the official {SAM_FILES[model_type]} for model type "
+                                  f"{model_type}") from e.__cause__
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]
         if not isinstance(state, dict):
@@ -131,7 +142,7 @@ class SamBackend:
             held = _SAM_WIDTH.get(int(w.shape[0])) if isinstance(w, torch.Tensor) and w.ndim == 4 else None
             hint = f" (the file looks like a {held} checkpoint: use sam:{held}:{path})" if held and held != model_type else ""
             raise CheckpointError(f"SAM checkpoint {path} does not match model type {model_type}; expected the official "
-                                  f"{SAM_FILES[model_type]}{hint}. Loader said: {str(e).splitlines()[0]}") from e
+                                  f"{SAM_FILES[model_type]}{hint}. {_key_diff(sam.state_dict(), state)}") from e
         return sam
 
     @torch.no_grad()

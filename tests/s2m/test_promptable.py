@@ -164,3 +164,23 @@ def test_grabcut_two_objects_and_quality(rng):
     assert q3[0] == 0.0 and m3[0].all()
     with pytest.raises(ConfigError):
         GrabCutBackend().predict(img[..., 0], boxes, None)
+
+
+def test_sam_file_with_python_objects_is_refused(tmp_path):
+    from models.unsafe_pickle import assert_refused, write_malicious
+
+    marker = tmp_path / "MARKER"
+    bad = write_malicious(tmp_path / "sam_vit_b_01ec64.pth", marker, wrap="model")
+    with pytest.raises(CheckpointError) as e:
+        SamBackend("vit_b", bad, device="cpu")
+    assert_refused(str(e.value), bad, marker)
+
+
+def test_sam_wrong_file_says_what_differs(tmp_path):
+    wrong = tmp_path / "tiny.pth"
+    torch.save(tiny_sam().state_dict(), wrong)
+    with pytest.raises(CheckpointError) as e:
+        SamBackend("vit_b", wrong, device="cpu")
+    msg = str(e.value)
+    assert "Loader said:" not in msg and not msg.rstrip().endswith(":")
+    assert "shape mismatches" in msg and "image_encoder" in msg
