@@ -279,10 +279,9 @@ class LearnedPrompter:
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"prompter file not found: {path}; train one with `denseood train-prompter --out {path}`")
-        try:
-            d = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
-            raise CheckpointError(f"cannot read prompter file {path} ({e}); re-run `denseood train-prompter`") from e
+        from ..io import safe_torch_load
+
+        d = safe_torch_load(path, path=path, what="prompter file")
         if isinstance(d, dict) and "extra" in d and isinstance(d.get("extra"), dict) and "prompter" in d["extra"]:
             d = d["extra"]["prompter"]  # a segmenter checkpoint holding a prompter
         return cls.from_state(d, device=device, source=str(path))

@@ -58,7 +58,6 @@ def test_prompter_file_with_python_objects_runs_no_code(tmp_path):
     assert not marker.exists() and str(bad) in str(e.value)
 
 
-@pytest.mark.xfail(reason="denseood/s2m/learned.py LearnedPrompter.load must call io.safe_torch_load", strict=False)
 def test_prompter_file_with_python_objects_is_refused_honestly(tmp_path):
     from denseood.s2m.learned import LearnedPrompter
 
