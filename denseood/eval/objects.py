@@ -1,11 +1,15 @@
-"""Object-level metrics for S2M outputs (predicted anomaly instance masks).
+"""Object-level metrics for S2M outputs (predicted anomaly instance masks, optionally with object scores).
 
 * ``iou``: dataset-level IoU of the union of predicted masks with the anomaly ground truth, void excluded:
   Σ_images |pred ∩ gt| / Σ_images |pred ∪ gt| over non-void pixels (``iou_per_image_mean`` averages the
   per-image IoU over images whose union is non-empty);
 * ``sIoU``, ``PPV``, ``mean_F1``, ``F1_per_threshold``: SMIYC component metrics with each predicted mask as
-  one component (``ComponentMetrics.update_instances``).
-See docs/architecture.md.
+  one component (``ComponentMetrics.update_instances``);
+* with object scores: ``best_iou``, ``best_threshold``, ``au_iou``, ``mean_f1`` of the S2M paper protocol
+  (:class:`ObjectScoreCurve` on :func:`paint_objects` maps) and COCO mask ``ap``, ``ap50`` (:class:`InstanceAP`).
+  Protocol ``"s2m"`` requires scores; ``"smiyc"`` reports these keys only when every image had scores
+  (``ap``/``ap50`` are NaN otherwise).
+See docs/metrics.md and docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -15,30 +19,62 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DenseOODError
-from .components import ComponentMetrics, instance_inputs
 from .. import dist
+from ..errors import ConfigError, DenseOODError
+from .components import ComponentMetrics, connected_components, instance_inputs
+from .instance_ap import InstanceAP
+from .object_curve import ObjectScoreCurve, paint_objects
+
+PROTOCOLS = ("smiyc", "s2m")
+CURVE_KEYS = ("best_iou", "best_threshold", "au_iou", "mean_f1")
+
+
+def _pred_masks(pred_instances: Any, lab: np.ndarray, n: int) -> np.ndarray:
+    """(N,H,W) bool masks: the given masks as they are, or ids 1..n of the label map ``lab``."""
+    p = pred_instances.cpu().numpy() if isinstance(pred_instances, torch.Tensor) else np.asarray(pred_instances)
+    if p.ndim == 3:
+        return p.astype(bool)
+    if p.dtype == bool:
+        return p[None]
+    return lab[None] == np.arange(1, n + 1, dtype=lab.dtype)[:, None, None]
 
 
 class ObjectMetrics:
-    """Accumulate S2M object metrics. min_instance_size: GT components smaller than this become void
-    for the component metrics (100 AnomalyTrack, 10 ObstacleTrack). compute() is collective under DDP."""
+    """Accumulate S2M object metrics; compute() is collective under DDP.
 
-    def __init__(self, min_instance_size: int = 100):
+    protocol: "smiyc" (scores optional) or "s2m" (scores required on every update). step: threshold step of
+    the S2M curve, in (0, 1]. min_instance_size: GT components smaller than this become void for the
+    component metrics (100 AnomalyTrack, 10 ObstacleTrack). ap_min_size: InstanceAP's ignore size (pixels).
+    """
+
+    def __init__(self, protocol: str = "smiyc", step: float = 0.01, min_instance_size: int = 100,
+                 ap_min_size: int = 10):
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"ObjectMetrics protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        self.protocol = protocol
         self.components = ComponentMetrics(threshold=None, min_segment_size=0, min_instance_size=min_instance_size)
+        self.curve = ObjectScoreCurve(step)
+        self.instance_ap = InstanceAP(min_size=ap_min_size)
         self.reset()
 
     def reset(self) -> None:
         """Forget all accumulated images."""
         self.components.reset()
+        self.curve.reset()
+        self.instance_ap.reset()
         self._inter = 0
         self._union = 0
         self._per_image: list[float] = []
         self._n_images = 0
+        self._n_scored = 0
 
-    def update(self, pred_instances: Any, ood_mask: Any) -> None:
-        """One image: pred_instances (H,W) int label map (0 background) or (N,H,W) bool masks; ood_mask (H,W)
-        uint8 0/1/255."""
+    def update(self, pred_instances: Any, ood_mask: Any, scores: Any = None, instances: Any = None) -> None:
+        """One image: pred_instances (H,W) int label map (0 background, ids 1..N) or (N,H,W) bool masks;
+        ood_mask (H,W) uint8 0/1/255; scores (N,) object scores in [0, 1] (id i has ``scores[i-1]``);
+        instances (H,W) int ground-truth instance ids (0 none), else 8-connected components of ood_mask == 1."""
+        if scores is None and self.protocol == "s2m":
+            raise ConfigError("ObjectMetrics(protocol='s2m').update needs scores: one object score in [0, 1] per "
+                              "predicted instance")
         lab, gt = instance_inputs(pred_instances, ood_mask, "ObjectMetrics.update")
         valid = gt != 255
         pred = (lab > 0) & valid
@@ -51,20 +87,44 @@ class ObjectMetrics:
             self._per_image.append(inter / union)
         self._n_images += 1
         self.components._add_instance_labels(lab, gt)
+        if scores is None:
+            return
+        s = (scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores))
+        s = s.astype(np.float64).reshape(-1)
+        self.curve.update(paint_objects(pred_instances.cpu().numpy() if isinstance(pred_instances, torch.Tensor)
+                                        else pred_instances, s, gt.shape), gt)
+        if instances is None:
+            gt_inst = connected_components(anom)[1]
+        else:
+            gt_inst = np.asarray(instances.cpu().numpy() if isinstance(instances, torch.Tensor) else instances)
+            if gt_inst.shape != gt.shape:
+                raise ConfigError(f"instances {gt_inst.shape} and ood_mask {gt.shape} differ in size")
+        self.instance_ap.update(_pred_masks(pred_instances, lab, len(s)), s, gt_inst, ~valid)
+        self._n_scored += 1
 
     def compute(self) -> dict:
-        """iou, iou_per_image_mean, sIoU, PPV, mean_F1, F1_per_threshold, n_gt, n_pred, n_images."""
-        tot = dist.all_reduce(torch.tensor([self._inter, self._union, self._n_images], dtype=torch.int64)).tolist()
+        """iou, iou_per_image_mean, sIoU, PPV, mean_F1, F1_per_threshold, n_gt, n_pred, n_images, intersection,
+        union, ap, ap50 (NaN without scores) and, with scores, best_iou, best_threshold, au_iou, mean_f1."""
+        tot = dist.all_reduce(torch.tensor([self._inter, self._union, self._n_images, self._n_scored],
+                                           dtype=torch.int64)).tolist()
         per_image = self._per_image
         if dist.is_dist():
             per_image = [v for part in dist.gather(per_image) for v in part]
-        inter, union, n_images = (int(v) for v in tot)
+        inter, union, n_images, n_scored = (int(v) for v in tot)
         if n_images == 0:
             raise DenseOODError("ObjectMetrics.compute(): no images were added; call update() first")
+        if 0 < n_scored < n_images:
+            raise ConfigError(f"ObjectMetrics: {n_scored} of {n_images} images had object scores; give scores "
+                              "for every image or for none")
         comp = self.components.compute()
         out = dict(iou=inter / union if union else float("nan"),
                    iou_per_image_mean=math.fsum(per_image) / len(per_image) if per_image else float("nan"),
                    sIoU=comp["sIoU"], PPV=comp["PPV"], mean_F1=comp["mean_F1"],
                    F1_per_threshold=comp["F1_per_threshold"], n_gt=comp["n_gt"], n_pred=comp["n_pred"],
-                   n_images=n_images, intersection=inter, union=union)
+                   n_images=n_images, intersection=inter, union=union, ap=float("nan"), ap50=float("nan"))
+        if n_scored:
+            curve = self.curve.compute()
+            out.update({k: curve[k] for k in CURVE_KEYS})
+            ap = self.instance_ap.compute()
+            out.update(ap=ap["ap"], ap50=ap["ap50"])
         return out

@@ -59,11 +59,11 @@ import torch
 from .. import dist
 from ..errors import ConfigError, DenseOODError
 from ._inputs import check_finite, prepare_inputs, raise_non_finite
+from .smiyc import SMIYC_NUM_BINS, smiyc_frame
 from .curves import CURVE_CACHE_POINTS, desc_counts_exact, subsample_index, summarize_counts
 from .histogram import StreamingHistogram
 
 MODES = ("exact", "streaming", "smiyc", "caos")
-SMIYC_NUM_BINS = 768  # the official 'PixBinaryClass' configuration: num_bins // 2 quantiles per class
 _Histogram = StreamingHistogram  # the 0.1 name (denseood.eval.pixel._Histogram)
 
 __all__ = ["MODES", "SMIYC_NUM_BINS", "PixelMetrics", "prepare_inputs", "check_finite", "raise_non_finite",
@@ -149,47 +149,37 @@ class PixelMetrics:
             self._n_neg += neg.numel()
             self._n_frames += s.shape[0]
         elif self.mode == "smiyc":
-            check_finite(s, m)
-            for b in range(s.shape[0]):
-                self._smiyc_frame(s[b], m[b])
+            self._smiyc_batch(s, m)
         else:  # caos
             self._hist.add(s, m)  # checks finiteness; pooled thresholds and curves
             for b in range(s.shape[0]):
                 self._caos_frame(s[b], m[b])
 
-    def _smiyc_frame(self, s: torch.Tensor, m: torch.Tensor) -> None:
-        self._n_frames += 1
+    def _smiyc_batch(self, s: torch.Tensor, m: torch.Tensor) -> None:
+        """Frames of one batch (added only when all of them are valid). The finiteness of the scores is read
+        from the float16 histogram of each frame (``smiyc.smiyc_frame``); on a non-finite value the float32
+        batch is checked to word the error (NaN/inf in the input, or float16 overflow)."""
         s16 = s.to(torch.float16).cpu().numpy()
         mm = m.cpu().numpy()
-        roi = mm != 255
-        p = s16[roi]
-        if p.size == 0:
-            self._n_skipped += 1
-            return
-        if not np.isfinite(p).all():
-            big = float(np.abs(s.cpu().numpy()[roi]).max())
-            raise DenseOODError(
-                f"smiyc mode casts score maps to float16 like the official evaluator, and a score of magnitude {big:g} "
-                "overflows float16 (max 65504); rescale the scores (e.g. divide by a constant; metrics are invariant) "
-                "or use mode 'exact'")
-        lab = mm[roi] == 1
-        pos = np.sort(p[lab].astype(np.float64))
-        neg = np.sort(p[~lab].astype(np.float64))
-        vmin, vmax = float(p.min()), float(p.max())
-        eps = max((vmax - vmin) * 1e-2, 1e-2)
-        parts = [np.array([vmin - eps, vmax + eps])]
-        half = SMIYC_NUM_BINS // 2
-        for arr in (pos, neg):
-            if arr.size:
-                parts.append(np.quantile(arr, np.linspace(0, 1, min(half, arr.size))))
-        edges = np.unique(np.concatenate(parts))
-        # count of scores in [edge_k, edge_{k+1}); the top edge lies above every score
-        tp_ge = pos.size - np.searchsorted(pos, edges, side="left")
-        fp_ge = neg.size - np.searchsorted(neg, edges, side="left")
-        self._frames.append((edges[:-1].copy(), (tp_ge[:-1] - tp_ge[1:]).astype(np.int64),
-                             (fp_ge[:-1] - fp_ge[1:]).astype(np.int64)))
-        self._n_pos += pos.size
-        self._n_neg += neg.size
+        rows = []
+        for b in range(s.shape[0]):
+            try:
+                rows.append(smiyc_frame(s16[b], mm[b]))
+            except OverflowError:
+                check_finite(s, m)
+                big = float(np.abs(s[b].cpu().numpy()[mm[b] != 255]).max())
+                raise DenseOODError(
+                    f"smiyc mode casts score maps to float16 like the official evaluator, and a score of magnitude "
+                    f"{big:g} overflows float16 (max 65504); rescale the scores (e.g. divide by a constant; metrics "
+                    "are invariant) or use mode 'exact'") from None
+        for row in rows:
+            self._n_frames += 1
+            if row is None:
+                self._n_skipped += 1
+                continue
+            self._frames.append(row[:3])
+            self._n_pos += row[3]
+            self._n_neg += row[4]
 
     def _caos_frame(self, s: torch.Tensor, m: torch.Tensor) -> None:
         self._n_frames += 1

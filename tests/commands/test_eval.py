@@ -362,3 +362,35 @@ def test_torchrun_two_processes_equal_one(world, tmp_path):
                     assert b is None, (pr, s, k)
                 else:
                     assert b == pytest.approx(a, abs=1e-9), (pr, s, k)
+
+
+def test_streethazards_unlabeled_convention_is_recorded_and_changes_ap(tmp_path, capsys):
+    """Default: 'unlabeled' counts as inlier (official CAOS code); --streethazards-unlabeled void excludes it."""
+    import cv2
+
+    from denseood.commands.eval.runner import evaluate_checkpoint
+    from denseood.models.segmenter import create_segmenter, save_checkpoint
+
+    rng = np.random.default_rng(0)
+    d = tmp_path / "sh" / "test"
+    for k in range(2):
+        (d / "images" / "test" / "t5").mkdir(parents=True, exist_ok=True)
+        (d / "annotations" / "test" / "t5").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(d / "images" / "test" / "t5" / f"{k}.png"), rng.integers(0, 255, (32, 64, 3), np.uint8))
+        lab = rng.integers(1, 15, (32, 64)).astype(np.uint8)
+        cv2.imwrite(str(d / "annotations" / "test" / "t5" / f"{k}.png"), lab)
+    torch.manual_seed(0)
+    ck = tmp_path / "sh12.pt"
+    save_checkpoint(create_segmenter("fpn", "resnet18", 12, class_set="streethazards"), ck)
+    res = {}
+    for conv in (None, "void"):
+        res[conv] = evaluate_checkpoint(dataset="streethazards", root=tmp_path / "sh", checkpoint=ck,
+                                        out=tmp_path / f"o_{conv}", scores="msp", input_size="full", device="cpu",
+                                        workers=0, progress=False, components=False, streethazards_unlabeled=conv)
+    assert res[None]["dataset_convention"] == {"unlabeled": "inlier"}
+    assert res["void"]["dataset_convention"] == {"unlabeled": "void"}
+    assert json.loads((tmp_path / "o_void" / "results.json").read_text())["dataset_convention"] == {"unlabeled": "void"}
+    assert res[None]["scores"]["msp"]["ap"] != res["void"]["scores"]["msp"]["ap"]
+    args = ["eval", "--dataset", "synthetic", "--root", str(tmp_path), "--checkpoint", str(ck), "--out",
+            str(tmp_path / "x"), "--streethazards-unlabeled", "void"]
+    assert cli_main(args) == 2 and "--dataset streethazards" in capsys.readouterr().err

@@ -375,11 +375,43 @@ def test_streethazards_test_mapping(tmp_path, rng):
     assert ds.default_protocol == "caos" and ds.has_ood_labels and ds.names == ["t5_300", "t5_301"]
     for s in ds:
         img, lab = expect[s.name]
-        sem, ood = sh_reference(lab)
+        sem, ood = sh_reference(lab, unlabeled_as_inlier=True)  # the official convention is the default
         assert np.array_equal(s.image, img) and np.array_equal(s.semantic, sem) and np.array_equal(s.ood_mask, ood)
         assert set(np.unique(s.ood_mask)) == {0, 1, 255}
+    assert ds.convention == {"unlabeled": "inlier"}
     ds2 = open_dataset("streethazards", tmp_path, unlabeled_as_inlier=True)
     assert np.array_equal(ds2[0].ood_mask, sh_reference(expect["t5_300"][1], True)[1])
+    ds3 = open_dataset("streethazards", tmp_path, unlabeled="void")
+    assert ds3.convention == {"unlabeled": "void"}
+    for s in ds3:
+        assert np.array_equal(s.ood_mask, sh_reference(expect[s.name][1])[1])
+        assert np.array_equal(s.semantic, sh_reference(expect[s.name][1])[0])
+    assert np.array_equal(open_dataset("streethazards", tmp_path, unlabeled_as_inlier=False)[0].ood_mask,
+                          ds3[0].ood_mask)
+    with pytest.raises(ConfigError, match="unlabeled"):
+        open_dataset("streethazards", tmp_path, unlabeled="ignore")
+    with pytest.raises(ConfigError, match="contradicts"):
+        open_dataset("streethazards", tmp_path, unlabeled="void", unlabeled_as_inlier=True)
+
+
+def test_streethazards_conventions_give_different_masks_and_ap(tmp_path, rng):
+    """Same frames, same scores: 'unlabeled' as inlier (official) vs void changes the OOD mask and the AP."""
+    from denseood.eval import PixelMetrics
+    build_streethazards(tmp_path, rng, "test")
+    inl = open_dataset("streethazards", tmp_path)
+    void = open_dataset("streethazards", tmp_path, unlabeled="void")
+    aps = {}
+    for name, ds in (("inlier", inl), ("void", void)):
+        pm = PixelMetrics("exact")
+        for k in range(len(ds)):
+            lab = cv2.imread(str(ds.frames[k].label), cv2.IMREAD_UNCHANGED)
+            score = (lab == 14) * 1.0 + (lab == 1) * 1.5 + 0.01 * (lab % 7)  # unlabeled scores highest
+            pm.update(score.astype(np.float32), ds[k].ood_mask)
+        aps[name] = pm.compute()["ap"]
+    for a, b in zip(inl, void):
+        unl = a.ood_mask != b.ood_mask
+        assert unl.any() and (a.ood_mask[unl] == 0).all() and (b.ood_mask[unl] == 255).all()
+    assert aps["void"] == pytest.approx(1.0) and aps["inlier"] < 0.9
 
 
 @pytest.mark.parametrize("split", ["train", "val"])

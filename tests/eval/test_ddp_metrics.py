@@ -53,7 +53,7 @@ def compute_all(frames):
         for pm in pix.values():
             pm.update(s, m)
         comp.update(s, m)
-        obj.update((s > 0.7).astype(np.int64) * 3, m)
+        obj.update((s > 0.7).astype(np.int64) * 3, m, scores=[0.1, 0.2, float(np.clip(s.max() - 0.5, 0, 1))])
     out = {k: pm.compute() for k, pm in pix.items()}
     out["components"] = comp.compute()
     out["objects"] = obj.compute()
@@ -97,3 +97,4 @@ def test_two_process_gloo_reduction_equals_single_process(tmp_path):
             assert same(r0[name][k], v, tol), (name, k, r0[name][k], v)
     assert single["caos"]["n_skipped"] == 2 and single["smiyc"]["n_skipped"] == 1
     assert single["components"]["n_gt"] > 0 and single["objects"]["n_images"] == N_FRAMES
+    assert math.isfinite(single["objects"]["ap"]) and "best_iou" in single["objects"]

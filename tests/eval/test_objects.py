@@ -62,7 +62,7 @@ def test_label_map_equals_bool_masks():
     lab = np.zeros(gt.shape, np.int32)
     for k in range(len(masks) - 1, -1, -1):  # earlier masks win overlaps
         lab[masks[k]] = k + 1
-    a, b = ObjectMetrics(5), ObjectMetrics(5)
+    a, b = ObjectMetrics(min_instance_size=5), ObjectMetrics(min_instance_size=5)
     a.update(masks, gt)
     b.update(lab, gt)
     ra, rb = a.compute(), b.compute()
@@ -90,3 +90,73 @@ def test_errors():
         ObjectMetrics().update(np.zeros((2, 4, 4), bool), np.zeros((2, 4, 4), np.uint8))
     with pytest.raises(DenseOODError, match="size"):
         ObjectMetrics().update(np.zeros((1, 4, 5), bool), np.zeros((4, 4), np.uint8))
+
+
+def _scored_cases(rng):
+    """Random frames with scores, plus an empty image, an all-void image and an image without anomalies."""
+    cases = []
+    for _ in range(6):
+        masks, gt = make_image(rng)
+        cases.append((masks, gt, rng.random(len(masks))))
+    h, w = 32, 48
+    cases.append((np.zeros((0, h, w), bool), np.zeros((h, w), np.uint8), np.zeros(0)))  # empty, no anomaly
+    m = np.zeros((1, h, w), bool)
+    m[3:9, 4:12] = True
+    cases.append((m, np.full((h, w), 255, np.uint8), np.array([0.7])))  # all void
+    cases.append((m, np.zeros((h, w), np.uint8), np.array([0.4])))  # prediction, no anomaly
+    return cases
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_s2m_protocol_equals_object_curve_and_instance_ap(seed):
+    from denseood.eval import InstanceAP, ObjectScoreCurve, paint_objects
+    from denseood.eval.components import connected_components
+    cases = _scored_cases(np.random.default_rng(seed))
+    om = ObjectMetrics(protocol="s2m", step=0.05, min_instance_size=5, ap_min_size=4)
+    curve, iap = ObjectScoreCurve(0.05), InstanceAP(min_size=4)
+    for i, (masks, gt, sc) in enumerate(cases):
+        if i % 2 and len(masks):  # label map form: earlier masks win overlaps, id k+1 has sc[k]
+            pred = np.zeros(gt.shape, np.int32)
+            for k in range(len(masks) - 1, -1, -1):
+                pred[masks[k]] = k + 1
+            ref_masks = pred[None] == np.arange(1, len(masks) + 1)[:, None, None]
+        else:
+            pred, ref_masks = masks, masks
+        om.update(pred, gt, scores=torch.from_numpy(sc) if i % 3 == 0 else sc)
+        curve.update(paint_objects(pred, sc, gt.shape), gt)
+        iap.update(ref_masks, sc, connected_components(gt == 1)[1], gt == 255)
+    res, ref, ap = om.compute(), curve.compute(), iap.compute()
+    for k in ("best_iou", "best_threshold", "au_iou", "mean_f1"):
+        assert res[k] == ref[k], k
+    assert res["ap"] == ap["ap"] and res["ap50"] == ap["ap50"]
+    assert res["n_images"] == len(cases)
+
+
+def test_given_instances_change_ap():
+    gt = np.zeros((20, 20), np.uint8)
+    gt[2:10, 2:10] = 1
+    inst = np.zeros((20, 20), np.int32)
+    inst[2:10, 2:6], inst[2:10, 6:10] = 1, 2  # one blob split in two ground-truth instances
+    masks = (gt == 1)[None]
+    a, b = ObjectMetrics(min_instance_size=0, ap_min_size=0), ObjectMetrics(min_instance_size=0, ap_min_size=0)
+    a.update(masks, gt, scores=[0.9])
+    b.update(masks, gt, scores=[0.9], instances=inst)
+    assert a.compute()["ap"] == pytest.approx(1.0) and b.compute()["ap"] < 0.9
+
+
+def test_scores_optional_for_smiyc_required_for_s2m():
+    gt = np.zeros((8, 8), np.uint8)
+    gt[2:5, 2:5] = 1
+    om = ObjectMetrics()
+    om.update(gt.astype(np.int32), gt)
+    r = om.compute()
+    assert math.isnan(r["ap"]) and math.isnan(r["ap50"]) and "best_iou" not in r
+    with pytest.raises(DenseOODError, match="needs scores"):
+        ObjectMetrics(protocol="s2m").update(gt.astype(np.int32), gt)
+    with pytest.raises(DenseOODError, match="protocol"):
+        ObjectMetrics(protocol="coco")
+    mixed = ObjectMetrics()
+    mixed.update(gt.astype(np.int32), gt, scores=[0.5])
+    mixed.update(gt.astype(np.int32), gt)
+    with pytest.raises(DenseOODError, match="every image"):
+        mixed.compute()

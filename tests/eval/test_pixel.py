@@ -481,3 +481,51 @@ def test_cuda_equals_cpu(mode):
     gpu = pm.compute()
     for k in ("ap", "auroc", "fpr95"):
         assert gpu[k] == pytest.approx(cpu[k], abs=1e-9)
+
+
+# ----------------------------------------------------------------------------- smiyc: histogram path == sorting path
+def test_smiyc_sorted_quantiles_bit_identical_to_np_quantile():
+    from denseood.eval.smiyc import sorted_quantiles
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 3, 7, 383, 384, 385, 1000, 50_000):
+        a = np.sort(rng.normal(size=n).astype(np.float16).astype(np.float64))
+        if n > 10:
+            a[: n // 3] = a[0]  # heavy ties
+            a = np.sort(a)
+        values, counts = np.unique(a, return_counts=True)
+        q = np.linspace(0, 1, min(384, n))
+        got = sorted_quantiles(values, np.cumsum(counts), n, q)
+        assert np.array_equal(got.view(np.int64), np.quantile(a, q).view(np.int64)), n
+
+
+def test_smiyc_equals_the_former_sorting_implementation():
+    from denseood.commands.bench.metrics import _smiyc_legacy, synthetic_frame
+    rng = np.random.default_rng(3)
+    data = [synthetic_frame(rng, 96, 160) for _ in range(4)]
+    s, m = data[0]
+    data.append((s, np.full_like(m, 255)))  # all void: skipped
+    data.append((s * 0 + 0.5, np.where(m == 1, 0, m)))  # one value, no anomaly
+    data.append(((-s).astype(np.float32), m))  # negative scores (sign bit in the float16 keys)
+    pm = PixelMetrics("smiyc")
+    for x, y in data:
+        pm.update(x, y)
+    got, ref = pm.compute(), _smiyc_legacy(data)
+    assert got == ref
+
+
+def test_smiyc_overflow_and_nan_messages_unchanged():
+    s = np.zeros((2, 8, 8), np.float32)
+    m = np.zeros((2, 8, 8), np.uint8)
+    m[:, :2] = 1
+    s[1, 5, 5] = 1e6
+    pm = PixelMetrics("smiyc")
+    with pytest.raises(DenseOODError, match="overflows float16"):
+        pm.update(s, m)
+    assert pm._n_frames == 0  # nothing of the failed batch was added
+    s[1, 6, 6] = np.nan
+    with pytest.raises(DenseOODError, match="NaN"):
+        pm.update(s, m)
+    s[1, 6, 6] = 0
+    m[1, 5, 5] = 255  # the overflowing pixel is void: fine
+    pm.update(s, m)
+    assert pm.compute()["n_frames"] == 2

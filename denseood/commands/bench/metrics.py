@@ -1,7 +1,8 @@
 """``denseood bench metrics``: speed and memory of the pixel and component metrics.
 
 Synthetic frames (random score maps with blob-shaped anomalies, false-positive blobs and void) are scored by
-the streaming and exact PixelMetrics and by scikit-learn (``average_precision_score`` + ``roc_auc_score``
+the streaming, exact and smiyc PixelMetrics (and the former smiyc implementation, ``_smiyc_legacy``, as the
+before/after reference) and by scikit-learn (``average_precision_score`` + ``roc_auc_score``
 on the same pooled valid pixels) in one run; throughput is input megapixels per second (all pixels of all
 frames, void included). Component metrics are timed on up to 20 frames, clean and with 2 % salt noise.
 Peak memory is the peak resident-set growth of this process during each method (sampled from /proc every
@@ -79,6 +80,48 @@ def synthetic_frame(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarra
     return scores.astype(np.float32), mask
 
 
+def _smiyc_legacy(data: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """The former ``PixelMetrics("smiyc")`` per-frame path (float32 finiteness scan, float64 sorts and
+    ``np.quantile`` per frame), kept as the timing and equality reference of the current one."""
+    import torch
+
+    from ...eval import PixelMetrics, check_finite, prepare_inputs
+    from ...eval.smiyc import SMIYC_NUM_BINS
+
+    pm = PixelMetrics("smiyc")
+    for scores, mask in data:
+        s, m = prepare_inputs(scores, mask)
+        check_finite(s, m)
+        for b in range(s.shape[0]):
+            pm._n_frames += 1
+            s16 = s[b].to(torch.float16).cpu().numpy()
+            mm = m[b].cpu().numpy()
+            roi = mm != 255
+            p = s16[roi]
+            if p.size == 0:
+                pm._n_skipped += 1
+                continue
+            if not np.isfinite(p).all():
+                raise ConfigError("legacy smiyc reference: float16 overflow")
+            lab = mm[roi] == 1
+            pos = np.sort(p[lab].astype(np.float64))
+            neg = np.sort(p[~lab].astype(np.float64))
+            vmin, vmax = float(p.min()), float(p.max())
+            eps = max((vmax - vmin) * 1e-2, 1e-2)
+            parts = [np.array([vmin - eps, vmax + eps])]
+            for arr in (pos, neg):
+                if arr.size:
+                    parts.append(np.quantile(arr, np.linspace(0, 1, min(SMIYC_NUM_BINS // 2, arr.size))))
+            edges = np.unique(np.concatenate(parts))
+            tp_ge = pos.size - np.searchsorted(pos, edges, side="left")
+            fp_ge = neg.size - np.searchsorted(neg, edges, side="left")
+            pm._frames.append((edges[:-1].copy(), (tp_ge[:-1] - tp_ge[1:]).astype(np.int64),
+                               (fp_ge[:-1] - fp_ge[1:]).astype(np.int64)))
+            pm._n_pos += pos.size
+            pm._n_neg += neg.size
+    return pm.compute()
+
+
 def _timed(fn) -> tuple[Any, float, float]:
     with _PeakRSS() as mem:
         t0 = time.perf_counter()
@@ -106,10 +149,16 @@ def bench_metrics(frames: int = 50, size: tuple[int, int] = (1024, 2048), seed: 
             pm.update(s, m)
         return pm.compute()
 
-    for mode in ("streaming", "exact"):
+    for mode in ("streaming", "exact", "smiyc"):
         res, dt, mem = _timed(lambda: run_pixel(mode))
         out[mode] = dict(seconds=dt, mpx_per_s=mpx / dt, peak_mb=mem, ap=res["ap"], auroc=res["auroc"],
                          fpr95=res["fpr95"], best_f1_threshold=res["best_f1_threshold"])
+    res, dt, mem = _timed(lambda: _smiyc_legacy(data))
+    out["smiyc_legacy"] = dict(seconds=dt, mpx_per_s=mpx / dt, peak_mb=mem, ap=res["ap"], auroc=res["auroc"],
+                               fpr95=res["fpr95"], best_f1_threshold=res["best_f1_threshold"])
+    out["speedup_smiyc_vs_legacy"] = dt / out["smiyc"]["seconds"]
+    out["smiyc_equals_legacy"] = all(out["smiyc"][k] == out["smiyc_legacy"][k]
+                                     for k in ("ap", "auroc", "fpr95", "best_f1_threshold"))
 
     try:
         from sklearn.metrics import average_precision_score, roc_auc_score
@@ -164,6 +213,7 @@ def format_table(r: dict) -> str:
              f"{r['valid_pixels'] / 1e6:.1f} M valid)",
              f"{'method':<28}{'seconds':>9}{'Mpx/s':>9}{'peak MiB':>10}{'AP':>9}{'AUROC':>9}"]
     for key, label in (("streaming", "PixelMetrics streaming"), ("exact", "PixelMetrics exact"),
+                       ("smiyc", "PixelMetrics smiyc"), ("smiyc_legacy", "smiyc before (reference)"),
                        ("sklearn", "sklearn AP + AUROC")):
         v = r.get(key)
         if v is None:
@@ -174,6 +224,9 @@ def format_table(r: dict) -> str:
     if "speedup_streaming_vs_sklearn" in r:
         lines.append(f"streaming vs sklearn: {r['speedup_streaming_vs_sklearn']:.1f}x faster; exact vs sklearn: "
                      f"{r['speedup_exact_vs_sklearn']:.1f}x; |AP exact - sklearn| = {r['abs_diff_exact_vs_sklearn_ap']:.1e}")
+    if "speedup_smiyc_vs_legacy" in r:
+        lines.append(f"smiyc protocol: {r['smiyc_legacy']['seconds']:.2f} s before, {r['smiyc']['seconds']:.2f} s now "
+                     f"({r['speedup_smiyc_vs_legacy']:.1f}x); numbers identical: {r['smiyc_equals_legacy']}")
     lines.append(f"|streaming - exact|: AP {r['abs_diff_streaming_vs_exact_ap']:.1e}, AUROC "
                  f"{r['abs_diff_streaming_vs_exact_auroc']:.1e}, FPR95 {r['abs_diff_streaming_vs_exact_fpr95']:.1e}")
     for key in ("components_clean", "components_salt2pct"):

@@ -55,6 +55,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="component metrics: drop predicted components smaller than this (default: the benchmark's)")
     p.add_argument("--min-instance-size", type=nonnegative_int, default=None,
                    help="component metrics: ground-truth components smaller than this become void (default: the benchmark's)")
+    p.add_argument("--streethazards-unlabeled", default=None, choices=("inlier", "void"),
+                   help="StreetHazards OOD mask: 'unlabeled' pixels count as inlier (official CAOS code; the reader's "
+                        "default) or as void (excluded); recorded as results.json dataset_convention")
     p.add_argument("--save-maps", action="store_true", help="write per-image heat-map overlays")
     p.add_argument("--s2m", action="store_true", help="also evaluate S2M object masks")
     p.add_argument("--prompter", default="auto", help="learned | peak | auto (learned when the checkpoint has one) | prompter file")
@@ -76,5 +79,6 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, workers=args.workers, limit=args.limit, components=not args.no_components,
         input_size=args.input_size, sliding_window=args.sliding_window, overlap=args.overlap, flip=args.flip,
         compile=args.compile, min_segment_size=args.min_segment_size, min_instance_size=args.min_instance_size,
-        save_maps=args.save_maps, s2m=args.s2m, prompter=args.prompter, prompt_model=args.prompt_model, echo=True)
+        save_maps=args.save_maps, s2m=args.s2m, prompter=args.prompter, prompt_model=args.prompt_model,
+        streethazards_unlabeled=args.streethazards_unlabeled, echo=True)
     return 0

@@ -229,6 +229,9 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
         "seconds": seconds,
         "scores": per_score if has_labels else {},
     }
+    convention = getattr(dataset, "convention", None)
+    if convention is not None:
+        results["dataset_convention"] = dict(convention)
     if not has_labels:
         results["submission"] = {"path": str(out / "submission"), "scores": list(scores), "note": SUBMISSION_NOTE,
                                  "metrics": "none: this split has no anomaly labels"}
@@ -275,14 +278,16 @@ def evaluate_checkpoint(*, dataset: str, root: str | os.PathLike, checkpoint: st
                         min_segment_size: int | None = None, min_instance_size: int | None = None,
                         s2m: bool = False, prompter: str = "auto", prompt_model: str = "grabcut",
                         device: str | torch.device = "auto", dtype: str = "auto", overwrite: bool = False,
-                        echo: bool = False, **kwargs: Any) -> dict:
+                        echo: bool = False, streethazards_unlabeled: str | None = None, **kwargs: Any) -> dict:
     """``denseood eval`` without argv: open ``dataset`` (a benchmark name) under ``root``, load ``checkpoint``,
     evaluate ``scores`` and write results.json / results.md / curves to ``out``.
 
     input_size: None = the checkpoint's training size, "full" = the image size, "HxW" or (h, w);
     sliding_window: "HxW" / (h, w) window for full-resolution sliding-window inference (excludes input_size).
     min_segment_size / min_instance_size: component-metric sizes (None = the benchmark's). s2m: also evaluate
-    S2M object masks (prompter: learned|peak|auto, prompt_model: grabcut | sam:TYPE:PATH). echo: print the
+    S2M object masks (prompter: learned|peak|auto, prompt_model: grabcut | sam:TYPE:PATH).
+    streethazards_unlabeled: "inlier" (official, the reader's default) or "void": how the StreetHazards OOD mask
+    treats "unlabeled" pixels (only for dataset "streethazards"; see docs/metrics.md). echo: print the
     results.md table on rank 0. Other keyword arguments go to :func:`evaluate` (batch_size, workers, limit, flip,
     compile, components, save_maps, overlap, progress, command). Initialises torch.distributed when started by
     torchrun (and tears it down again). Returns the results dict.
@@ -301,10 +306,12 @@ def evaluate_checkpoint(*, dataset: str, root: str | os.PathLike, checkpoint: st
         raise ConfigError("--sliding-window runs on the full-resolution image; do not combine it with --input-size")
     if sliding is not None:
         size = None
+    if streethazards_unlabeled is not None and dataset != "streethazards":
+        raise ConfigError(f"--streethazards-unlabeled applies to --dataset streethazards, not {dataset!r}")
     started = dist.init_from_env()
     try:
-        sizes = {k: v for k, v in (("min_segment_size", min_segment_size), ("min_instance_size", min_instance_size))
-                 if v is not None}
+        sizes = {k: v for k, v in (("min_segment_size", min_segment_size), ("min_instance_size", min_instance_size),
+                                   ("unlabeled", streethazards_unlabeled)) if v is not None}
         ds = open_dataset(dataset, root, split, **sizes)
         model = load_checkpoint(checkpoint, map_location="cpu", num_classes=ds.num_classes, class_set=ds.class_set)
         pipeline = None

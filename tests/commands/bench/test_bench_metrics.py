@@ -28,7 +28,10 @@ def test_bench_metrics_tiny():
         c = r[key]
         assert c["frames"] == 3 and c["seconds"] > 0 and c["n_gt"] > 0
     assert r["threshold"] == r["exact"]["best_f1_threshold"]
+    assert r["smiyc_equals_legacy"] and r["smiyc"]["ap"] == r["smiyc_legacy"]["ap"]
+    assert r["speedup_smiyc_vs_legacy"] == pytest.approx(r["smiyc_legacy"]["seconds"] / r["smiyc"]["seconds"])
     table = format_table(r)
+    assert "smiyc protocol" in table
     assert "streaming" in table and "sklearn" in table and "ComponentMetrics" in table
 
 
