@@ -108,7 +108,7 @@ def open_dataset(name: str, root: str | os.PathLike, split: str | None = None, *
     synthetic: val, folder: all).
 
     Reader keyword arguments: all readers ``min_segment_size``, ``min_instance_size`` (component-metric sizes);
-    smiyc-laf ``frame_list`` (text file of frame ids); fs-laf ``laf_root``; streethazards ``unlabeled_as_inlier``;
+    smiyc-laf ``frame_list`` (text file of frame ids); fs-laf ``laf_root``; streethazards ``unlabeled="inlier"|"void"`` (the 0.1 ``unlabeled_as_inlier`` still works);
     folder ``recursive``. Unknown names or keywords raise ConfigError.
     """
     cls = _reader(name)

@@ -164,7 +164,7 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
                         write_png(out / "maps" / s / _with_suffix(rel, ".png"),
                                   blend(smp.image, heatmap(maps_np[s][j]), alpha=0.6))
                 if s2m_eval is not None:
-                    s2m_eval.update(smp.image, maps_np[s2m.score][j].astype(np.float32), smp.ood_mask)
+                    s2m_eval.update(smp.image, maps_np[s2m.score][j].astype(np.float32), smp.ood_mask, smp.instances)
             n_local += len(samples)
 
         n_total = int(sum(dist.gather(n_local)))
