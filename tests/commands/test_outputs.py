@@ -114,22 +114,35 @@ def test_stale_temp_files_of_dead_writers_are_removed_at_the_start(tmp_path, cap
     assert not stale.exists() and mine.read_text() == "keep"
 
 
-def test_eval_component_maps_live_under_out_not_the_system_tmp(tmp_path, monkeypatch, capsys):
-    """Pass 2's temporary score maps are written under --out (removed at the end), never into the system /tmp:
-    with tempfile's default folder pointing nowhere the evaluation still runs."""
+@pytest.fixture
+def tiny_eval(tmp_path):
+    """A synthetic root (2 validation frames) and a tiny checkpoint."""
     import sys
-    import tempfile
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "s2m"))
     from s2m_helpers import tiny_checkpoint
 
-    from denseood.commands.eval.runner import evaluate_checkpoint
     from denseood.data.synthetic import write
 
     root = tmp_path / "syn"
-    write(root, n_train=1, n_val=2, seed=0, size=(64, 128), progress=False)
-    ck = tiny_checkpoint(tmp_path / "ck.pt")
+    write(root, n_train=1, n_val=3, seed=0, size=(64, 128), progress=False)
+    return root, tiny_checkpoint(tmp_path / "ck.pt")
+
+
+def _eval(tiny_eval, out, **kw):
+    from denseood.commands.eval.runner import evaluate_checkpoint
+
+    root, ck = tiny_eval
+    return evaluate_checkpoint(dataset="synthetic", root=root, checkpoint=ck, out=out, scores="msp", device="cpu",
+                               workers=0, progress=False, min_segment_size=5, min_instance_size=2, **kw)
+
+
+def test_eval_component_maps_live_under_out_not_the_system_tmp(tiny_eval, tmp_path, monkeypatch):
+    """Pass 2's temporary score maps are written under --out (removed at the end), never into the system /tmp:
+    with tempfile's default folder pointing nowhere the evaluation still runs."""
+    import tempfile
+
     seen: list[str] = []
     real = tempfile.mkdtemp
 
@@ -140,8 +153,19 @@ def test_eval_component_maps_live_under_out_not_the_system_tmp(tmp_path, monkeyp
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-tmp"))
     monkeypatch.setattr(tempfile, "mkdtemp", spy)
     out = tmp_path / "out"
-    res = evaluate_checkpoint(dataset="synthetic", root=root, checkpoint=ck, out=out, scores="msp", device="cpu",
-                              workers=0, progress=False, min_segment_size=5, min_instance_size=2)
+    res = _eval(tiny_eval, out)
     assert "sIoU" in res["scores"]["msp"]
     assert seen == [str(out)]
     assert sorted(p.name for p in out.iterdir()) == ["pr_curve.png", "results.json", "results.md", "roc_curve.png"]
+
+
+def test_eval_prints_and_records_the_frame_count_per_split(tiny_eval, tmp_path, capsys):
+    import json
+
+    res = _eval(tiny_eval, tmp_path / "a", components=False)
+    assert "evaluating 3 frames of synthetic/val" in capsys.readouterr().err
+    assert res["frames"] == {"val": 3}
+    assert json.loads((tmp_path / "a" / "results.json").read_text())["frames"] == {"val": 3}
+    res = _eval(tiny_eval, tmp_path / "b", components=False, limit=2)
+    assert "evaluating 2 of 3 (--limit) frames of synthetic/val" in capsys.readouterr().err
+    assert res["frames"] == {"val": 2}

@@ -119,6 +119,10 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
             raise ConfigError(f"--limit must be positive, got {limit}")
         data = Subset(dataset, range(min(int(limit), len(dataset))))
     sampler = ShardSampler(len(data), rank, world) if world > 1 else None
+    ds_name, split = getattr(dataset, "name", type(dataset).__name__), getattr(dataset, "split", None)
+    if rank == 0:
+        of = f" of {len(dataset)} (--limit)" if len(data) != len(dataset) else ""
+        print(f"evaluating {len(data)}{of} frames of {ds_name}/{split}", file=sys.stderr, flush=True)
 
     pixel = None
     if has_labels:
@@ -212,6 +216,7 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
         "split": getattr(dataset, "split", None),
         "root": str(getattr(dataset, "root", "")) or None,
         "n_images": n_total,
+        "frames": {str(split): n_total},
         "has_labels": has_labels,
         "protocol": protocol if has_labels else None,
         "component_sizes": [int(min_seg), int(min_inst)] if (has_labels and components) else None,
