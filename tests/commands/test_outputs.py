@@ -169,3 +169,29 @@ def test_eval_prints_and_records_the_frame_count_per_split(tiny_eval, tmp_path, 
     res = _eval(tiny_eval, tmp_path / "b", components=False, limit=2)
     assert "evaluating 2 of 3 (--limit) frames of synthetic/val" in capsys.readouterr().err
     assert res["frames"] == {"val": 2}
+
+
+@pytest.mark.parametrize("argv, opt", [
+    (["segment", "--images", "x.png", "--checkpoint", "c.pt", "--out", "o", "--batch-size", "0"], "--batch-size"),
+    (["segment", "--images", "x.png", "--checkpoint", "c.pt", "--out", "o", "--batch-size", "-1"], "--batch-size"),
+    (["eval", "--dataset", "synthetic", "--root", "r", "--checkpoint", "c.pt", "--out", "o", "--workers", "-3"],
+     "--workers"),
+])
+def test_counts_are_rejected_at_parse_time(argv, opt, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and opt in capsys.readouterr().err
+
+
+def test_segment_bad_score_fails_before_any_image_and_leaves_no_out(tmp_path, capsys, monkeypatch, no_loading):
+    import denseood.io as dio2
+
+    monkeypatch.setattr(dio2, "read_image", _loud("read_image"))
+    img = tmp_path / "img.png"
+    img.write_bytes(b"")
+    out = tmp_path / "out"
+    assert main(["segment", "--images", str(img), "--checkpoint", str(tmp_path / "c.pt"), "--out", str(out),
+                 "--score", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "bogus" in err and "jsd" in err
+    assert not out.exists()
