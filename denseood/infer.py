@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from .config import parse_hw
 from .data.sample import Sample
-from .dist import resolve_device
+from .dist import resolve_device, worker_init
 from .errors import ConfigError
 
 __all__ = ["Inference", "ShardSampler", "collate_samples", "resolve_device", "resolve_dtype", "dtype_name",
@@ -332,7 +332,7 @@ class Inference:
             raise ConfigError(f"batch size must be positive, got {batch_size}")
         return DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler, num_workers=max(0, workers),
                           collate_fn=collate_samples, pin_memory=self.device.type == "cuda",
-                          persistent_workers=False)
+                          worker_init_fn=worker_init, persistent_workers=False)
 
     def run(self, dataset: Dataset, batch_size: int = 4, workers: int = 2, limit: int | None = None,
             sampler: Sampler | None = None, progress: bool = True,

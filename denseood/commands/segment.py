@@ -149,7 +149,7 @@ def segment_images(images: Sequence[str | Path], checkpoint_or_model: Any, out: 
     from tqdm import tqdm
 
     from ..errors import ConfigError, DenseOODError
-    from ..io import atomic_write_text, read_image, write_png
+    from ..io import atomic_write_text, check_writable_dir, clean_stale_temp, read_image, write_png
     from ..s2m.pipeline import build_s2m
 
     if int(batch_size) < 1:
@@ -159,8 +159,13 @@ def segment_images(images: Sequence[str | Path], checkpoint_or_model: Any, out: 
         raise ConfigError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"--out {out} exists and is not empty; pass --overwrite or choose another folder")
+    from ..scores import parse_scores
+
+    parse_scores(score)  # a bad --score fails before any image is read and before --out is created
     paths = collect_images(list(images))
     stems = unique_stems(paths)
+    check_writable_dir(out, "--out")  # before the model is loaded
+    clean_stale_temp(out)
     s2m = build_s2m(checkpoint_or_model, prompter, prompt_model, device, dtype, score,
                     input_size=_input_size(input_size), batch_size=batch_size)
     (out / "overlays").mkdir(parents=True, exist_ok=True)

@@ -57,8 +57,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..io import check_writable_dir, clean_stale_temp
     from ..train.prompter import store_prompter_in_checkpoint, train_prompter
 
+    # the folder the prompter will be written into (--out's parent, else the checkpoint's), probed before any work
+    target = Path(args.out).parent if args.out else Path(args.checkpoint).parent
+    check_writable_dir(target, "--out" if args.out else "--checkpoint")
+    clean_stale_temp(target, recursive=False)
     prompter = train_prompter(args.checkpoint, args.root, dataset=args.dataset, negatives=args.negatives,
                               score=args.score, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
                               lr=args.lr, device=args.device, seed=args.seed, backbone=args.backbone,

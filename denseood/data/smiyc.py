@@ -5,11 +5,14 @@ Layouts, frame ids and split rules follow the official ``road-anomaly-benchmark`
 * ``dataset_AnomalyTrack/images/<fid>.jpg`` and ``dataset_ObstacleTrack/images/<fid>.webp`` (any image extension
   is accepted), labels ``labels_masks/<fid>_labels_semantic.png`` with 0 = not anomaly / road, 1 = anomaly /
   obstacle, 255 = void.
-* split ``validation``: frames that have a label file (official: AnomalyTrack ``validation0000..0009``,
-  ObstacleTrack scene ``validation`` minus the prefixes in :data:`OBSTACLE_VALIDATION_EXCLUDED`). A frame whose id
-  marks it as an official validation frame but whose label is missing is an error.
-* split ``test``: frames without labels (``Sample.ood_mask`` None), scored for submission; the ObstacleTrack test
-  split excludes the snowstorm and night scenes, as ``ObstacleTrack-test`` does.
+* splits by frame id, exactly as the benchmark defines them: AnomalyTrack ``validation`` = the 10 ids
+  :data:`ANOMALY_VALIDATION_IDS` (``validation0000..0009``), ``test`` = the 100 ids :data:`ANOMALY_TEST_IDS`;
+  ObstacleTrack by scene (``fid.split('_')[0]``): ``validation`` = scene ``validation`` minus the prefixes in
+  :data:`OBSTACLE_VALIDATION_EXCLUDED`, ``test`` = the scenes :data:`OBSTACLE_SCENES` minus
+  :data:`OBSTACLE_TEST_EXCLUDED_SCENES` (snowstorm and night excluded, as ``ObstacleTrack-test``). Official
+  frames of neither split (e.g. snowstorm) are listed in ``self.excluded``; a frame whose id belongs to no split
+  of the benchmark is a DatasetError naming it (never dropped silently), and so is a validation frame without its
+  label. Test frames are read without labels (``Sample.ood_mask`` None), scored for submission.
 * denseood extras read when present (any SMIYC root): ``labels_masks/<fid>_labels_instance.png`` (uint16 anomaly
   instance ids, 0 = none -> ``Sample.instances``) and ``labels_masks/<fid>_labels_trainids.png`` (uint8 inlier train
   ids, 255 at anomaly/void -> ``Sample.semantic``).
@@ -34,6 +37,24 @@ LABEL_SUFFIX = "_labels_semantic.png"
 INSTANCE_SUFFIX = "_labels_instance.png"
 TRAINIDS_SUFFIX = "_labels_trainids.png"
 
+#: AnomalyTrack splits are explicit frame-id lists in road-anomaly-benchmark (datasets/tracks_extra.py,
+#: ``RoadAnomalyByClass.FRAME_IDS``): ``AnomalyTrack-validation`` (10 ids) and ``AnomalyTrack-test`` (100 ids)
+ANOMALY_VALIDATION_IDS = frozenset(f"validation{i:04d}" for i in range(10))
+ANOMALY_TEST_IDS = frozenset(
+    [f"zebra{i:04d}" for i in range(2)] + [f"sheep{i:04d}" for i in range(11)] + [f"rhino{i:04d}" for i in range(2)]
+    + [f"pig{i:04d}" for i in range(2)] + ["lion0000", "leopard0000"] + [f"horse{i:04d}" for i in range(5)]
+    + ["goose0000"] + [f"elephant{i:04d}" for i in range(12)] + [f"donkey{i:04d}" for i in range(2)]
+    + [f"deer{i:04d}" for i in range(2)] + [f"cow{i:04d}" for i in range(14)] + ["cock0000"]
+    + [f"camel{i:04d}" for i in range(2)] + ["bear0000"] + [f"airplane{i:04d}" for i in range(2)]
+    + [f"boat_trailer{i:04d}" for i in range(5)] + [f"caravan{i:04d}" for i in range(8)]
+    + [f"carriage{i:04d}" for i in range(8)] + ["scooter0000"] + [f"tractor{i:04d}" for i in range(6)]
+    + ["coffin0000"] + [f"cones{i:04d}" for i in range(7)] + ["hay0000", "piano0000", "tent0000"])
+#: denseood's synthetic world (data/synthetic/writer.py) writes its labelled frames as ``synth<NNNN>`` in the
+#: AnomalyTrack layout; they form the validation split (a denseood extension: no official id has this form)
+SYNTHETIC_VALIDATION_ID = re.compile(r"^synth[0-9]{4,}$")
+#: ObstacleTrack frames are split by scene = ``fid.split('_')[0]`` (datasets/tracks.py, ``DatasetObstacleTrack``)
+OBSTACLE_SCENES = frozenset({"curvy-street", "one-way-street", "gravel", "greyasphalt", "motorway", "paving",
+                             "darkasphalt", "darkasphalt2", "snowstorm1", "snowstorm2", "driveway", "validation"})
 #: ObstacleTrack-validation excludes these fid prefixes (official config; startswith match)
 OBSTACLE_VALIDATION_EXCLUDED = ("validation_19", "validation_21", "validation_22", "validation_23", "validation_24",
                                 "validation_25", "validation_26", "validation_27", "validation_28", "validation_29")
@@ -70,15 +91,13 @@ class SMIYCTrack(BaseDataset):
         raise DatasetError(f"{self.name}: neither {sub}/images nor {self.root}/images exists.\n"
                            f"Expected layout:\n{self.LAYOUT}")
 
-    def _is_official_validation(self, fid: str) -> bool:
-        """True for ids the official benchmark lists as labelled validation frames."""
+    #: the split rule in words, for the error on a frame of no split
+    split_rule = ""
+
+    def _split_of(self, fid: str) -> str | None:
+        """The official split of frame ``fid``: "validation", "test", "" (an official frame of neither split, e.g.
+        an excluded scene) or None (no split of the benchmark holds this id)."""
         raise NotImplementedError
-
-    def _excluded_from_validation(self, fid: str) -> bool:
-        return False
-
-    def _excluded_from_test(self, fid: str) -> bool:
-        return self._is_official_validation(fid)
 
     def _discover(self) -> list[Frame]:
         base = self._track_dir()
@@ -90,32 +109,30 @@ class SMIYCTrack(BaseDataset):
             raise self._empty(img_dir, "<fid>.{jpg,webp,png}")
         frames = []
         self.excluded: dict[str, str] = {}
+        unknown: list[str] = []
         for p in images:
             fid = p.stem
-            label = lab_dir / f"{fid}{LABEL_SUFFIX}"
-            extras = dict(semantic=lab_dir / f"{fid}{TRAINIDS_SUFFIX}", instances=lab_dir / f"{fid}{INSTANCE_SUFFIX}")
-            has_label = label.is_file()
-            if self.split == "validation":
-                if self._excluded_from_validation(fid):
-                    self.excluded[fid] = "excluded from the official validation split"
-                    continue
-                if has_label:
-                    frames.append(Frame(name=fid, image=p, label=label, **extras))
-                elif self._is_official_validation(fid):
+            split = self._split_of(fid)
+            if split is None:
+                unknown.append(p.name)
+            elif split != self.split:
+                self.excluded[fid] = f"official {split} frame" if split else "in no official split of this track"
+            elif split == "validation":
+                label = lab_dir / f"{fid}{LABEL_SUFFIX}"
+                if not label.is_file():
                     raise self._missing_label(p, label)
+                frames.append(Frame(name=fid, image=p, label=label, semantic=lab_dir / f"{fid}{TRAINIDS_SUFFIX}",
+                                    instances=lab_dir / f"{fid}{INSTANCE_SUFFIX}"))
             else:
-                if has_label:
-                    self.excluded[fid] = "labelled: part of the validation split"
-                    continue
-                if self._excluded_from_test(fid):
-                    self.excluded[fid] = "not part of the official test split"
-                    continue
                 frames.append(Frame(name=fid, image=p))
+        if unknown:
+            shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+            raise DatasetError(f"{self.name}: {len(unknown)} image(s) under {img_dir} belong to no split of the "
+                               f"benchmark: {shown}; {self.split_rule}. Rename or remove them (denseood never "
+                               f"drops a frame silently)")
         if not frames:
-            what = "labelled frames (images/<fid>.* with labels_masks/<fid>_labels_semantic.png)" \
-                if self.split == "validation" else "unlabelled test frames"
-            raise DatasetError(f"{self.name}: no {what} found under {base} for split '{self.split}'; "
-                               f"expected layout:\n{self.LAYOUT}")
+            raise DatasetError(f"{self.name}: no {self.split} frames found under {base} (excluded: "
+                               f"{len(self.excluded)}); expected layout:\n{self.LAYOUT}")
         self.has_ood_labels = self.split == "validation"
         self.has_semantic = self.has_ood_labels and all(f.semantic.is_file() for f in frames)
         return frames
@@ -137,8 +154,13 @@ class SMIYCAnomalyTrack(SMIYCTrack):
     LAYOUT = smiyc_layout(track_folder)
     component_sizes = (500, 100)
 
-    def _is_official_validation(self, fid: str) -> bool:
-        return fid.startswith("validation")
+    split_rule = ("official AnomalyTrack ids are validation0000..validation0009 (validation) and the 100 test ids "
+                  "of road-anomaly-benchmark, e.g. cow0000, zebra0000 (denseood's synthetic world: synth<NNNN>)")
+
+    def _split_of(self, fid: str) -> str | None:
+        if fid in ANOMALY_VALIDATION_IDS or SYNTHETIC_VALIDATION_ID.match(fid):
+            return "validation"
+        return "test" if fid in ANOMALY_TEST_IDS else None
 
 
 class SMIYCObstacleTrack(SMIYCTrack):
@@ -148,15 +170,16 @@ class SMIYCObstacleTrack(SMIYCTrack):
     track_folder = "dataset_ObstacleTrack"
     LAYOUT = smiyc_layout(track_folder)
     component_sizes = (50, 10)
+    split_rule = ("an ObstacleTrack id starts with its scene and '_', the scene one of "
+                  + ", ".join(sorted(OBSTACLE_SCENES)))
 
-    def _is_official_validation(self, fid: str) -> bool:
-        return fid.split("_")[0] == "validation" and not self._excluded_from_validation(fid)
-
-    def _excluded_from_validation(self, fid: str) -> bool:
-        return fid.startswith(OBSTACLE_VALIDATION_EXCLUDED)
-
-    def _excluded_from_test(self, fid: str) -> bool:
-        return fid.split("_")[0] in OBSTACLE_TEST_EXCLUDED_SCENES
+    def _split_of(self, fid: str) -> str | None:
+        scene = fid.split("_")[0]
+        if scene not in OBSTACLE_SCENES:
+            return None
+        if scene == "validation":
+            return "" if fid.startswith(OBSTACLE_VALIDATION_EXCLUDED) else "validation"
+        return "" if scene in OBSTACLE_TEST_EXCLUDED_SCENES else "test"
 
 
 # ------------------------------------------------------------------------------------------------------------

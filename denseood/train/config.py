@@ -76,6 +76,7 @@ class TrainConfig:
         for name in ("pretrain_steps", "flow_pretrain_steps", "warmup_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        self._validate_numbers()
         if self.amp not in ("none", "bf16", "fp16"):
             raise ConfigError(f"amp {self.amp!r}: expected none | bf16 | fp16")
         if self.schedule not in ("poly", "cosine", "constant"):
@@ -90,6 +91,31 @@ class TrainConfig:
                                   "gradient rescaled by flow_js_weight / lam")
         if self.optimizer not in ("adamw", "adam", "sgd"):
             raise ConfigError(f"optimizer {self.optimizer!r}: expected adamw | adam | sgd")
+
+    #: numeric fields and their rule: "pos" > 0, "nonneg" >= 0 (0 = off where the field says so)
+    _NUMERIC_RULES = {"lr": "pos", "flow_lr": "pos", "neg_temperature": "pos", "weight_decay": "nonneg",
+                      "grad_clip": "nonneg", "flow_levels": "pos", "flow_steps": "pos", "flow_hidden": "pos",
+                      "neg_per_image": "pos", "stats_batches": "pos", "log_every": "pos", "ckpt_every": "nonneg",
+                      "val_every": "nonneg", "workers": "nonneg", "val_limit": "pos"}
+
+    def _validate_numbers(self) -> None:
+        """Every numeric field finite and in range (ConfigError naming the key); ``scale``/``neg_size`` (lo, hi) with
+        0 < lo <= hi; ``val_limit`` None or > 0."""
+        import math
+
+        for name, rule in self._NUMERIC_RULES.items():
+            v = getattr(self, name)
+            if v is None and name == "val_limit":
+                continue
+            bad = not math.isfinite(v) or (v <= 0 if rule == "pos" else v < 0)
+            if bad:
+                need = "a positive number" if rule == "pos" else "a number >= 0"
+                raise ConfigError(f"{name} must be {need}, got {v}; fix it in --config or --set {name}=VALUE")
+        for name in ("scale", "neg_size"):
+            lo, hi = getattr(self, name)
+            if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
+                raise ConfigError(f"{name} must be [lo, hi] with 0 < lo <= hi, got {list(getattr(self, name))}; "
+                                  f"fix it in --config or --set {name}=[lo,hi]")
 
     @property
     def total_steps(self) -> int:

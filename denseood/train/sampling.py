@@ -178,4 +178,4 @@ def make_loader(crops: CropDataset, cfg: TrainConfig, start: int, end: int, rank
     sampler = StepBatchSampler(len(crops), cfg.batch_size, start, end, cfg.seed, rank, world)
     workers = cfg.workers
     return DataLoader(crops, batch_sampler=sampler, num_workers=workers, collate_fn=collate, pin_memory=pin_memory,
-                      persistent_workers=False, prefetch_factor=2 if workers else None)
+                      worker_init_fn=dist.worker_init, persistent_workers=False, prefetch_factor=2 if workers else None)

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from .. import dist
 from ..config import dump_yaml, to_dict
 from ..errors import ConfigError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, check_writable_dir, clean_stale_temp
 from .config import IGNORE, TrainConfig
 from .flow_monitor import heldout_bpd, heldout_patches, init_flow_actnorm, patch_size, save_flow_samples
 from .losses import global_counts, global_segmenter_loss, reduce_terms
@@ -74,6 +74,8 @@ class Trainer:
         self.rank, self.world = dist.rank(), dist.world_size()
         self.device = dist.resolve_device(cfg.device)
         self.out = Path(cfg.out)
+        check_writable_dir(self.out, "--out")  # before any data or model is loaded
+        clean_stale_temp(self.out)
         self._setup_data()
         torch.manual_seed(cfg.seed)  # initial weights of segmenter and flow
         self._setup_model()

@@ -23,7 +23,7 @@ def test_every_option_has_help_and_each_cli_key_an_option():
     assert set(verb.CLI_KEYS) <= dests
 
 
-@pytest.mark.parametrize("argv", [["--steps", "0"], ["--batch-size", "-2"], ["--crop", "x"], ["--lr", "0"],
+@pytest.mark.parametrize("argv", [["--steps", "0"], ["--batch-size", "-2"], ["--crop", "x"], ["--lr", "0"], ["--lr", "-1"],
                                   ["--amp", "fp8"]])
 def test_numeric_options_are_checked_at_parse_time(argv, capsys):
     with pytest.raises(SystemExit) as e:
@@ -61,3 +61,27 @@ def test_cli_reports_config_errors_as_exit_2(tmp_path, capsys):
 
     assert main(["train", "--out", str(tmp_path / "o")]) == 2     # no --root
     assert "denseood train: error: --root is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key, value", [("lr", "-1"), ("flow_lr", "0"), ("weight_decay", "-0.1"), ("grad_clip", "-1"),
+                                        ("flow_levels", "0"), ("flow_hidden", "-4"), ("neg_per_image", "0"),
+                                        ("neg_temperature", ".nan"), ("workers", "-3"), ("ckpt_every", "-1"),
+                                        ("val_limit", "0"), ("stats_batches", "0"), ("log_every", "0"),
+                                        ("scale", "[1.5, 0.5]"), ("neg_size", "[0, 8]"), ("lr", ".inf")])
+def test_every_numeric_field_set_via_set_is_validated_naming_the_key(key, value):
+    from denseood.train.config import TrainConfig  # noqa: F401
+
+    cfg = verb.config_from_args(parser().parse_args(["--root", "/r", "--set", f"{key}={value}"]))
+    with pytest.raises(ConfigError) as e:
+        cfg.validate()
+    assert str(e.value).startswith(f"{key} must be")
+
+
+def test_numeric_fields_from_a_config_file_are_validated(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("lr: -0.5\n")
+    cfg = verb.config_from_args(parser().parse_args(["--root", "/r", "--config", str(f)]))
+    with pytest.raises(ConfigError, match="lr must be a positive number, got -0.5"):
+        cfg.validate()
+    verb.config_from_args(parser().parse_args(["--root", "/r", "--set", "val_limit=null", "--set", "grad_clip=0"])
+                          ).validate()  # None / 0 = off stay valid

@@ -243,6 +243,48 @@ def test_smiyc_official_validation_frame_without_label(tmp_path, rng):
     assert "validation0001.jpg" in str(e.value) and str(lab) in str(e.value)
 
 
+def test_smiyc_anomaly_frame_of_no_split_is_an_error_not_a_silent_skip(tmp_path, rng):
+    """A labelled frame whose id is in neither official AnomalyTrack list (and one without a label) used to be
+    dropped without a word: now both splits refuse to open and name the frames."""
+    build_smiyc(tmp_path, rng)
+    base = tmp_path / "dataset_AnomalyTrack"
+    put_image(base / "images" / "frame0001.jpg", rgb(rng))                  # unlabelled, no official id
+    put_image(base / "images" / "mycar0000.jpg", rgb(rng))                  # labelled, no official id
+    put_label(base / "labels_masks" / "mycar0000_labels_semantic.png", ood_mask(rng))
+    for split in ("validation", "test"):
+        with pytest.raises(DatasetError) as e:
+            open_dataset("smiyc-anomaly", tmp_path, split)
+        msg = str(e.value)
+        assert "frame0001.jpg" in msg and "mycar0000.jpg" in msg and "2 image(s)" in msg
+        assert str(base / "images") in msg and "validation0000..validation0009" in msg
+
+
+def test_smiyc_anomaly_splits_follow_the_official_id_lists(tmp_path, rng):
+    """Official rule (road-anomaly-benchmark FRAME_IDS): the split comes from the id, not from a label's presence;
+    a test frame with a label file stays a test frame, read without labels."""
+    from denseood.data.smiyc import ANOMALY_TEST_IDS, ANOMALY_VALIDATION_IDS
+
+    assert len(ANOMALY_VALIDATION_IDS) == 10 and len(ANOMALY_TEST_IDS) == 100
+    assert not ANOMALY_VALIDATION_IDS & ANOMALY_TEST_IDS
+    assert {"cow0013", "boat_trailer0004", "tent0000", "carriage0007"} <= ANOMALY_TEST_IDS
+    build_smiyc(tmp_path, rng)
+    base = tmp_path / "dataset_AnomalyTrack"
+    put_label(base / "labels_masks" / "cow0000_labels_semantic.png", ood_mask(rng))
+    val = open_dataset("smiyc-anomaly", tmp_path)
+    assert val.names == ["validation0000", "validation0001"]
+    assert val.excluded == {"cow0000": "official test frame", "zebra0000": "official test frame"}
+    test = open_dataset("smiyc-anomaly", tmp_path, "test")
+    assert test.names == ["cow0000", "zebra0000"] and test[0].ood_mask is None and not test.has_ood_labels
+
+
+def test_smiyc_obstacle_scene_of_no_split_is_an_error(tmp_path, rng):
+    build_smiyc(tmp_path, rng, track="dataset_ObstacleTrack", ext=".webp", val=("validation_1_a",),
+                test=("curvy-street_x", "mystreet_y"))
+    with pytest.raises(DatasetError) as e:
+        open_dataset("smiyc-obstacle", tmp_path)
+    assert "mystreet_y.webp" in str(e.value) and "curvy-street" in str(e.value)
+
+
 def test_smiyc_value_7_names_file_and_value(tmp_path, rng):
     build_smiyc(tmp_path, rng)
     lab = tmp_path / "dataset_AnomalyTrack" / "labels_masks" / "validation0000_labels_semantic.png"

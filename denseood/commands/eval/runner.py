@@ -29,7 +29,8 @@ from denseood import dist
 from denseood._version import __version__
 from denseood.config import parse_hw
 from denseood.errors import ConfigError, DatasetError
-from denseood.io import atomic_write_bytes, atomic_write_json, atomic_write_text, write_png
+from denseood.io import (atomic_write_bytes, atomic_write_json, atomic_write_text, check_writable_dir, clean_stale_temp,
+                         write_png)
 
 from .report import SUBMISSION_NOTE, plain_json, results_markdown, thin_curve
 
@@ -118,6 +119,10 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
             raise ConfigError(f"--limit must be positive, got {limit}")
         data = Subset(dataset, range(min(int(limit), len(dataset))))
     sampler = ShardSampler(len(data), rank, world) if world > 1 else None
+    ds_name, split = getattr(dataset, "name", type(dataset).__name__), getattr(dataset, "split", None)
+    if rank == 0:
+        of = f" of {len(dataset)} (--limit)" if len(data) != len(dataset) else ""
+        print(f"evaluating {len(data)}{of} frames of {ds_name}/{split}", file=sys.stderr, flush=True)
 
     pixel = None
     if has_labels:
@@ -131,7 +136,9 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
         s2m_eval = S2MEval(s2m, min_segment_size=min_seg, min_instance_size=min_inst,
                            pixel_mode=protocol if protocol in ("streaming", "exact") else "streaming")
 
-    tmp = Path(tempfile.mkdtemp(prefix=f"denseood-eval-r{rank}-")) if (has_labels and components) else None
+    # component-metric maps live under --out (never the system /tmp), removed when the evaluation ends
+    tmp = Path(tempfile.mkdtemp(prefix=f".denseood-eval-maps-r{rank}-", dir=check_writable_dir(out, "--out"))) \
+        if (has_labels and components) else None
     n_local = 0
     results: dict[str, Any] = {}
     try:
@@ -209,6 +216,7 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
         "split": getattr(dataset, "split", None),
         "root": str(getattr(dataset, "root", "")) or None,
         "n_images": n_total,
+        "frames": {str(split): n_total},
         "has_labels": has_labels,
         "protocol": protocol if has_labels else None,
         "component_sizes": [int(min_seg), int(min_inst)] if (has_labels and components) else None,
@@ -298,6 +306,8 @@ def evaluate_checkpoint(*, dataset: str, root: str | os.PathLike, checkpoint: st
 
     scores = parse_scores(scores)  # before touching data
     check_out_dir(out, overwrite)
+    check_writable_dir(out, "--out")  # before any model or data is loaded
+    clean_stale_temp(out)
     if protocol is not None:
         protocol = resolve_protocol(protocol)
     size = parse_input_size(input_size)
