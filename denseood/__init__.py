@@ -8,6 +8,7 @@ Public API (imported lazily so that ``import denseood`` stays cheap)::
     S2M                                                   (s2m.pipeline)
     PixelMetrics, ComponentMetrics, ObjectMetrics         (eval)
     open_dataset, Sample                                  (data)
+    evaluate_maps                                         (commands.eval.maps)
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ _EXPORTS = {
     "ComponentMetrics": "denseood.eval",
     "ObjectMetrics": "denseood.eval",
     "open_dataset": "denseood.data",
+    "evaluate_maps": "denseood.commands.eval.maps",
     "Sample": "denseood.data.sample",
 }
 

@@ -323,3 +323,40 @@ def safe_torch_load(src: Any, *, path: str | os.PathLike, what: str = "checkpoin
                       if ln.strip() and not any(k in ln.lower() for k in _TORCH_ADVICE)), "")
         raise error(f"{path} is not a readable {what} (truncated or corrupt?): "
                     f"{type(e).__name__}{': ' + first[:200] if first else ''}") from e
+
+
+# ----------------------------------------------------------------------------------------------- HDF5
+def write_hdf5(path: str | os.PathLike, array: np.ndarray, key: str = "value", compression: int | None = 9) -> Path:
+    """Write ``array`` as the one dataset ``key`` of an HDF5 file, atomically (gzip ``compression`` 0-9 or None).
+
+    ``key="value"``, ``compression=9`` is the layout the SegmentMeIfYouCan evaluator reads and writes
+    (``road_anomaly_benchmark.datasets.dataset_io.ChannelLoaderHDF5``). The file is built in memory first.
+    """
+    import io as _io
+
+    import h5py
+
+    buf = _io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.create_dataset(key, data=np.asarray(array), compression=compression)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def read_hdf5(path: str | os.PathLike, key: str = "value") -> np.ndarray:
+    """Dataset ``key`` of HDF5 file ``path`` as an array; DatasetError naming the file (missing, unreadable, no key)."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"HDF5 file not found: {path}")
+    try:
+        with h5py.File(path, "r") as f:
+            if key not in f:
+                raise DatasetError(f"HDF5 file {path} has no dataset {key!r} (it holds {sorted(f.keys())}); "
+                                   f"write the array as dataset {key!r}")
+            return np.asarray(f[key][()])
+    except DatasetError:
+        raise
+    except Exception as e:  # noqa: BLE001 - h5py raises OSError/KeyError/ValueError for bad files
+        raise DatasetError(f"cannot read HDF5 file {path} (truncated or not HDF5?): {type(e).__name__}: "
+                           f"{str(e)[:200]}") from e

@@ -8,22 +8,32 @@ See docs/architecture.md.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
-from .._common import add_config, add_device, add_dtype, add_out, add_verb, fraction, nonnegative_int, positive_int
+from .._common import (_checked, add_config, add_device, add_dtype, add_out, add_verb, fraction, nonnegative_int,
+                       positive_float, positive_int)
+
+finite_float = _checked("a finite number", float, math.isfinite)
+MAP_FORMATS = ("npy", "npz", "h5", "png16")  # = denseood.data.maps.SAVE_FORMATS (checked by a test)
+#: options that only apply to a checkpoint (refused with --maps when given)
+CHECKPOINT_ONLY = ("score", "input_size", "sliding_window", "flip", "compile", "s2m")
 
 DATASETS = ("cityscapes", "smiyc-anomaly", "smiyc-obstacle", "smiyc-laf", "fs-laf", "fs-static", "streethazards",
             "synthetic", "folder")
 PROTOCOLS = ("streaming", "exact", "smiyc", "caos")  # = runner.PROTOCOLS (checked by a test)
 
 DESCRIPTION = """\
-Evaluate anomaly scores of a segmenter checkpoint on a benchmark split.
+Evaluate anomaly scores of a segmenter checkpoint (--checkpoint), or precomputed anomaly maps (--maps DIR: one
+file <frame id>.npy|.npz|.h5|.hdf5|.png|.tif per frame, scored as one score named after the folder), on a
+benchmark split.
 
 Writes results.json (every number, the settings, the command), results.md (one row per score: AP, FPR95,
 AUROC, sIoU, PPV, mean F1) and PR/ROC curve plots into --out. Pixel metrics follow --protocol: streaming
 (histogram, any dataset size), exact (sort-based, = sklearn / Fishyscapes), smiyc (the SegmentMeIfYouCan
 evaluator), caos (StreetHazards, per-image average); without --protocol each benchmark uses its own.
-A split without anomaly labels (e.g. SMIYC test) yields float16 score maps for submission instead.
+A split without anomaly labels (e.g. SMIYC test) yields the official SMIYC submission instead:
+submission/anomaly_p/<method>/<dataset>/<frame id>.hdf5 (float16, dataset 'value').
 Run under torchrun for a multi-GPU evaluation (each rank scores its share; the metrics are reduced)."""
 
 
@@ -32,8 +42,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help=f"benchmark reader: {' | '.join(DATASETS)}")
     p.add_argument("--root", required=True, help="dataset root in its official layout")
     p.add_argument("--split", default=None, help="split name (default: the benchmark's validation split)")
-    p.add_argument("--checkpoint", required=True, help="segmenter checkpoint (.pt) written by denseood")
-    p.add_argument("--score", default="jsd", help="comma-separated score names, e.g. msp,maxlogit,jsd")
+    p.add_argument("--checkpoint", default=None,
+                   help="segmenter checkpoint (.pt) written by denseood (exactly one of --checkpoint / --maps)")
+    p.add_argument("--maps", default=None,
+                   help="folder of precomputed anomaly maps, one <frame id>.{npy,npz,h5,hdf5,png,tif} per frame, "
+                        "scored instead of a checkpoint (the score is named after the folder)")
+    p.add_argument("--maps-scale", type=positive_float, default=None,
+                   help="PNG/TIFF maps: value = pixel / S + --maps-offset (required for image maps)")
+    p.add_argument("--maps-offset", type=finite_float, default=0.0, help="PNG/TIFF maps: offset added after the scale")
+    p.add_argument("--maps-higher-is-anomalous", default="true", choices=("true", "false"),
+                   help="false: lower map values mean more anomalous (the sign is flipped)")
+    p.add_argument("--score", default=None,
+                   help="comma-separated score names, e.g. msp,maxlogit,jsd (default jsd; not with --maps)")
     add_out(p, "results.json, results.md, curves")
     add_dtype(p)
     add_device(p)
@@ -58,7 +78,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--streethazards-unlabeled", default=None, choices=("inlier", "void"),
                    help="StreetHazards OOD mask: 'unlabeled' pixels count as inlier (official CAOS code; the reader's "
                         "default) or as void (excluded); recorded as results.json dataset_convention")
-    p.add_argument("--save-maps", action="store_true", help="write per-image heat-map overlays")
+    p.add_argument("--save-maps", action="store_true",
+                   help="write per-image heat-map overlays (maps/) and the score maps (score_maps/<score>/, read "
+                        "back by --maps)")
+    p.add_argument("--save-maps-format", default="npy", choices=MAP_FORMATS,
+                   help="score-map files of --save-maps: npy/npz float32, h5 float16 (SMIYC layout), png16 "
+                        "(bounded scores; scale in maps_format.json)")
+    p.add_argument("--method", default=None,
+                   help="SMIYC submission <method> folder (default: the score name; <method>_<score> with several scores)")
     p.add_argument("--s2m", action="store_true", help="also evaluate S2M object masks")
     p.add_argument("--prompter", default="auto", help="learned | peak | auto (learned when the checkpoint has one) | prompter file")
     p.add_argument("--prompt-model", default="grabcut", help="grabcut | sam:TYPE:PATH")
@@ -66,19 +93,43 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _check_source(args: argparse.Namespace) -> None:
+    from denseood.errors import ConfigError
+
+    if (args.checkpoint is None) == (args.maps is None):
+        raise ConfigError("give exactly one of --checkpoint FILE (score a segmenter) or --maps DIR (score "
+                          "precomputed anomaly maps)" + ("; both were given" if args.maps is not None else ""))
+    if args.maps is not None:
+        given = [f"--{k.replace('_', '-')}" for k in CHECKPOINT_ONLY if getattr(args, k) not in (None, False)]
+        if given:
+            raise ConfigError(f"{', '.join(given)} apply to --checkpoint, not to --maps (the maps are one score, "
+                              f"named after the folder); drop them")
+    elif args.maps_scale is not None or args.maps_offset != 0.0 or args.maps_higher_is_anomalous != "true":
+        raise ConfigError("--maps-scale / --maps-offset / --maps-higher-is-anomalous apply to --maps only")
+
+
 def run(args: argparse.Namespace) -> int:
     from .runner import evaluate_checkpoint, resolve_protocol
 
+    _check_source(args)
     protocol = args.protocol
     if args.exact:
         print("denseood eval: warning: --exact is deprecated; use --protocol exact", file=sys.stderr)
         protocol = resolve_protocol(args.protocol, exact=True)
+    common = dict(out=args.out, overwrite=args.overwrite, protocol=protocol, batch_size=args.batch_size,
+                  workers=args.workers, limit=args.limit, components=not args.no_components,
+                  min_segment_size=args.min_segment_size, min_instance_size=args.min_instance_size,
+                  save_maps=args.save_maps, save_maps_format=args.save_maps_format, method=args.method,
+                  streethazards_unlabeled=args.streethazards_unlabeled, echo=True)
+    if args.maps is not None:
+        from .maps import evaluate_maps
+
+        evaluate_maps((args.dataset, args.root, args.split), args.maps, scale=args.maps_scale,
+                      offset=args.maps_offset, higher_is_anomalous=args.maps_higher_is_anomalous == "true", **common)
+        return 0
     evaluate_checkpoint(
-        dataset=args.dataset, root=args.root, split=args.split, checkpoint=args.checkpoint, scores=args.score,
-        out=args.out, overwrite=args.overwrite, protocol=protocol, dtype=args.dtype, device=args.device,
-        batch_size=args.batch_size, workers=args.workers, limit=args.limit, components=not args.no_components,
-        input_size=args.input_size, sliding_window=args.sliding_window, overlap=args.overlap, flip=args.flip,
-        compile=args.compile, min_segment_size=args.min_segment_size, min_instance_size=args.min_instance_size,
-        save_maps=args.save_maps, s2m=args.s2m, prompter=args.prompter, prompt_model=args.prompt_model,
-        streethazards_unlabeled=args.streethazards_unlabeled, echo=True)
+        dataset=args.dataset, root=args.root, split=args.split, checkpoint=args.checkpoint,
+        scores=args.score or "jsd", dtype=args.dtype, device=args.device, input_size=args.input_size,
+        sliding_window=args.sliding_window, overlap=args.overlap, flip=args.flip, compile=args.compile,
+        s2m=args.s2m, prompter=args.prompter, prompt_model=args.prompt_model, **common)
     return 0

@@ -14,10 +14,11 @@ PIXEL_KEYS = ("ap", "fpr95", "auroc", "threshold_at_tpr95", "best_f1", "best_f1_
 COMPONENT_KEYS = ("sIoU", "PPV", "mean_F1", "F1_per_threshold")
 
 SUBMISSION_NOTE = (
-    "One float16 (H,W) anomaly map per frame at the image's resolution, higher = more anomalous: "
-    "submission/<score>/<frame id>.npy. The official road-anomaly-benchmark stores the same array (float16) as "
-    "HDF5 file anomaly_p/<method>/<dataset>/<frame id>.hdf5 with dataset name 'value' (gzip level 9); convert with "
-    "h5py: h5py.File(dst, 'w').create_dataset('value', data=np.load(src), compression=9).")
+    "The official SegmentMeIfYouCan layout: one float16 (H,W) anomaly map per frame at the image's resolution, "
+    "higher = more anomalous, as dataset 'value' (gzip 9) of submission/anomaly_p/<method>/<dataset>/<frame id>.hdf5, "
+    "where <dataset> is the benchmark's storage name of the split (AnomalyTrack-all, ObstacleTrack-all, "
+    "LostAndFound-test). Run the road-anomaly-benchmark evaluator with DIR_OUTPUTS=<out>/submission, or upload "
+    "the anomaly_p folder.")
 
 
 
@@ -55,8 +56,9 @@ def _pct(v: Any) -> str:
 def results_markdown(results: dict) -> str:
     """Markdown summary: one row per score (AP, FPR95, AUROC, sIoU, PPV, mean F1 in %, images/s, peak memory)."""
     head = (f"# denseood eval: {results['dataset']} ({results['split']}), {results['n_images']} images\n\n"
-            f"checkpoint `{results['checkpoint']['path']}` (sha256 {results['checkpoint']['sha256']}), "
-            f"device {results['device']}, dtype {results['dtype']}, world size {results['world_size']}, "
+            + (f"maps `{results['maps_input']['folder']}`, " if results.get("maps_input") else
+               f"checkpoint `{results['checkpoint']['path']}` (sha256 {results['checkpoint']['sha256']}), ")
+            + f"device {results['device']}, dtype {results['dtype']}, world size {results['world_size']}, "
             f"protocol {results['protocol']}, denseood {results['denseood_version']}\n\n")
     if not results["has_labels"]:
         return head + ("No anomaly labels in this split: no metrics. Score maps for submission are in "

@@ -29,8 +29,7 @@ from denseood import dist
 from denseood._version import __version__
 from denseood.config import parse_hw
 from denseood.errors import ConfigError, DatasetError
-from denseood.io import (atomic_write_bytes, atomic_write_json, atomic_write_text, check_writable_dir, clean_stale_temp,
-                         write_png)
+from denseood.io import atomic_write_json, atomic_write_text, check_writable_dir, clean_stale_temp, write_png
 
 from .report import SUBMISSION_NOTE, plain_json, results_markdown, thin_curve
 
@@ -90,20 +89,27 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
              sliding_window: tuple[int, int] | None = None, overlap: float = 1 / 3, flip: bool = False,
              compile: bool = False, components: bool = True, save_maps: bool = False, s2m: Any = None,
              overwrite: bool = False, progress: bool = True, checkpoint: str | os.PathLike | None = None,
-             command: str | None = None) -> dict:
+             command: str | None = None, source: Any = None, save_maps_format: str = "npy",
+             method: str | None = None) -> dict:
     """Evaluate ``scores`` of ``model`` on ``dataset`` (a denseood BaseDataset) and write the results to ``out``.
 
     Returns the results dict (the content of results.json; identical on every rank). Per score: ap, fpr95, auroc,
     threshold_at_tpr95, best_f1, best_f1_threshold (+ n_pixels, n_anomaly) and, with ``components``, sIoU, PPV,
-    mean_F1, F1_per_threshold; all fractions in [0, 1]. Call under torchrun after ``dist.init_from_env()`` for a
-    multi-process evaluation (every rank must call it).
+    mean_F1, F1_per_threshold; all fractions in [0, 1]. ``source``: a :class:`~.maps.MapSource` scored instead of
+    ``model`` (None); ``save_maps`` also writes score_maps/<score>/<fid> in ``save_maps_format`` (npy | npz | h5 |
+    png16); ``method``: the <method> folder of the SMIYC submission (default: the score). Call under torchrun
+    after ``dist.init_from_env()`` for a multi-process evaluation (every rank must call it).
     """
     from denseood.eval import ComponentMetrics, PixelMetrics
     from denseood.infer import Inference, ShardSampler
     from denseood.scores import parse_scores
 
     t0 = time.perf_counter()
-    scores = parse_scores(scores)
+    from .maps import check_save_format, save_score_map, submission_method, write_submission
+
+    scores = parse_scores(scores) if source is None else list(scores)
+    if save_maps:
+        check_save_format(save_maps_format, scores)
     out = check_out_dir(out, overwrite)
     protocol = resolve_protocol(protocol, False, getattr(dataset, "default_protocol", None))
     has_labels = bool(getattr(dataset, "has_ood_labels", True))
@@ -111,8 +117,9 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
     rank, world = dist.rank(), dist.world_size()
     dist.barrier()  # every rank has checked --out before any rank writes a per-frame file into it
 
-    engine = Inference(model, scores=scores, device=dist.resolve_device(device), dtype=dtype, input_size=input_size,
-                       sliding_window=sliding_window, overlap=overlap, flip=flip, compile=compile)
+    engine = source if source is not None else Inference(
+        model, scores=scores, device=dist.resolve_device(device), dtype=dtype, input_size=input_size,
+        sliding_window=sliding_window, overlap=overlap, flip=flip, compile=compile)
     data: Dataset = dataset
     if limit is not None:
         if limit <= 0:
@@ -162,14 +169,14 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
                     np.save(tmp / f"mask_{n_local + j}.npy", masks_np[j])
                 if not has_labels:
                     for s in scores:
-                        buf = _npy_bytes(_to_f16(maps_np[s][j]))
-                        atomic_write_bytes(out / "submission" / s / _with_suffix(rel, ".npy"), buf)
+                        write_submission(out, dataset, s, scores, method, rel, maps_np[s][j])
                 if save_maps:
                     from denseood.viz import blend, heatmap
 
                     for s in scores:
                         write_png(out / "maps" / s / _with_suffix(rel, ".png"),
                                   blend(smp.image, heatmap(maps_np[s][j]), alpha=0.6))
+                        save_score_map(out, s, rel, maps_np[s][j], save_maps_format)
                 if s2m_eval is not None:
                     s2m_eval.update(smp.image, maps_np[s2m.score][j].astype(np.float32), smp.ood_mask, smp.instances)
             n_local += len(samples)
@@ -242,12 +249,16 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
         results["dataset_convention"] = dict(convention)
     if not has_labels:
         results["submission"] = {"path": str(out / "submission"), "scores": list(scores), "note": SUBMISSION_NOTE,
-                                 "metrics": "none: this split has no anomaly labels"}
+                                 "metrics": "none: this split has no anomaly labels", "methods": {
+                                     s: submission_method(s, scores, method) for s in scores}}
     if s2m_results is not None:
         results["s2m"] = s2m_results
         results["s2m_score"] = s2m.score
     if save_maps:
         results["maps"] = str(out / "maps")
+        results["score_maps"] = {"path": str(out / "score_maps"), "format": save_maps_format}
+    if source is not None:
+        results["maps_input"] = source.describe()
 
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -267,13 +278,6 @@ def _to_f16(a: np.ndarray) -> np.ndarray:
     """float16 copy of a score map, clipped to the float16 range (scores beyond +-65504 would become inf)."""
     return np.clip(a, -65504.0, 65504.0).astype(np.float16)
 
-
-def _npy_bytes(arr: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, arr)
-    return buf.getvalue()
 
 
 
