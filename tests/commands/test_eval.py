@@ -306,8 +306,9 @@ def test_unlabelled_split_writes_submission_maps(world, tmp_path):
 
     val = open_dataset("synthetic", world["root"], "val")
     root = tmp_path / "smiyc"
+    fids = ["airplane0000", "bear0000"]  # official AnomalyTrack test ids (the split follows the benchmark's id list)
     for i in range(2):
-        write_image(root / "dataset_AnomalyTrack" / "images" / f"test{i}.png", val[i].image)
+        write_image(root / "dataset_AnomalyTrack" / "images" / f"{fids[i]}.png", val[i].image)
     out = tmp_path / "out"
     rc = cli_main(["eval", "--dataset", "smiyc-anomaly", "--root", str(root), "--split", "test", "--checkpoint",
                    str(world["ckpt"]), "--score", "jsd,energy", "--out", str(out), "--device", "cpu", "--workers", "0"])
@@ -319,7 +320,7 @@ def test_unlabelled_split_writes_submission_maps(world, tmp_path):
     for i in range(2):
         ref = eng.predict(val[i].image)
         for s in ("jsd", "energy"):
-            arr = read_hdf5(out / "submission" / "anomaly_p" / s / "AnomalyTrack-all" / f"test{i}.hdf5")
+            arr = read_hdf5(out / "submission" / "anomaly_p" / s / "AnomalyTrack-all" / f"{fids[i]}.hdf5")
             assert arr.dtype == np.float16 and arr.shape == (H, W)
             np.testing.assert_allclose(arr.astype(np.float32), ref[s][0].numpy(), rtol=2e-3, atol=2e-3)
 

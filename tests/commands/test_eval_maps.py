@@ -188,8 +188,11 @@ def _smiyc_test_root(world, tmp_path, n=2):  # noqa: F811
     val = open_dataset("synthetic", world["root"], "val")
     root = tmp_path / "smiyc"
     for i in range(n):
-        write_image(root / "dataset_AnomalyTrack" / "images" / f"test{i}.png", val[i].image)
+        write_image(root / "dataset_AnomalyTrack" / "images" / f"{FIDS[i]}.png", val[i].image)
     return root
+
+
+FIDS = ["airplane0000", "bear0000"]  # official AnomalyTrack test ids (splits follow the benchmark's id list)
 
 
 def test_official_smiyc_submission_layout(world, tmp_path):  # noqa: F811
@@ -203,21 +206,21 @@ def test_official_smiyc_submission_layout(world, tmp_path):  # noqa: F811
     assert not list(out.rglob("*.npy")) or all("score_maps" in p.parts for p in out.rglob("*.npy"))
     files = sorted((out / "submission").rglob("*.hdf5"))
     assert [p.relative_to(out / "submission").as_posix() for p in files] == [
-        "anomaly_p/MyMethod/AnomalyTrack-all/test0.hdf5", "anomaly_p/MyMethod/AnomalyTrack-all/test1.hdf5"]
+        "anomaly_p/MyMethod/AnomalyTrack-all/airplane0000.hdf5", "anomaly_p/MyMethod/AnomalyTrack-all/bear0000.hdf5"]
     for i, p in enumerate(files):
         with h5py.File(p, "r") as f:
             assert list(f.keys()) == ["value"]
             v = f["value"][()]
         assert v.dtype == np.float16 and v.shape == (H, W)
-        full = np.load(out / "score_maps" / "jsd" / f"test{i}.npy")  # the same frame's float32 map
+        full = np.load(out / "score_maps" / "jsd" / f"{FIDS[i]}.npy")  # the same frame's float32 map
         np.testing.assert_array_equal(v, full.astype(np.float16))
     # the submission from --maps: several scores' default <method> is the score (here: the folder name)
     out2 = tmp_path / "out2"
     assert cli_main(["eval", "--dataset", "smiyc-anomaly", "--root", str(root), "--split", "test", "--maps",
                      str(out / "score_maps" / "jsd"), "--out", str(out2), "--workers", "0"]) == 0
     for i in range(2):
-        with h5py.File(out2 / "submission" / "anomaly_p" / "jsd" / "AnomalyTrack-all" / f"test{i}.hdf5", "r") as f:
-            np.testing.assert_array_equal(f["value"][()], np.load(out / "score_maps" / "jsd" / f"test{i}.npy")
+        with h5py.File(out2 / "submission" / "anomaly_p" / "jsd" / "AnomalyTrack-all" / f"{FIDS[i]}.hdf5", "r") as f:
+            np.testing.assert_array_equal(f["value"][()], np.load(out / "score_maps" / "jsd" / f"{FIDS[i]}.npy")
                                           .astype(np.float16))
 
 

@@ -310,8 +310,10 @@ def evaluate_checkpoint(*, dataset: str, root: str | os.PathLike, checkpoint: st
 
     scores = parse_scores(scores)  # before touching data
     check_out_dir(out, overwrite)
-    check_writable_dir(out, "--out")  # before any model or data is loaded
-    clean_stale_temp(out)
+    if kwargs.get("save_maps"):
+        from .maps import check_save_format
+
+        check_save_format(kwargs.get("save_maps_format", "npy"), scores)
     if protocol is not None:
         protocol = resolve_protocol(protocol)
     size = parse_input_size(input_size)
@@ -323,6 +325,8 @@ def evaluate_checkpoint(*, dataset: str, root: str | os.PathLike, checkpoint: st
     if streethazards_unlabeled is not None and dataset != "streethazards":
         raise ConfigError(f"--streethazards-unlabeled applies to --dataset streethazards, not {dataset!r}")
     started = dist.init_from_env()
+    check_writable_dir(out, "--out")  # after the arguments, before any model or data is loaded
+    clean_stale_temp(out)
     try:
         sizes = {k: v for k, v in (("min_segment_size", min_segment_size), ("min_instance_size", min_instance_size),
                                    ("unlabeled", streethazards_unlabeled)) if v is not None}
