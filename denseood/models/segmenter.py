@@ -19,7 +19,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._version import __version__
 from ..data.classes import CLASS_SETS
 from ..errors import ConfigError
 from .base import IMAGENET_MEAN, IMAGENET_STD, SegmenterBase, _pair, _triple  # noqa: F401 (re-exported)
@@ -102,20 +101,10 @@ class Segmenter(SegmenterBase):
         """Plain-types description used to rebuild the model (checkpoint ``meta``; see ``checkpoint.py``)."""
         from .checkpoint import _plain  # deferred: checkpoint.py imports this module
 
-        return {
-            "arch": str(self.arch),
-            "encoder": str(self.encoder_name),
-            "num_classes": self.num_classes,
-            "class_names": list(self.class_names),
-            "class_set": self.class_set,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "train_size": None if self.train_size is None else list(self.train_size),
-            "smp_kwargs": _plain(self.smp_kwargs, "smp_kwargs"),
-            "denseood_version": str(__version__),
-            "torch_version": str(torch.__version__),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
+        common = {k: v for k, v in super().meta().items() if k not in ("source", "output_kind")}
+        return {"arch": str(self.arch), "encoder": str(self.encoder_name), **common,
+                "smp_kwargs": _plain(self.smp_kwargs, "smp_kwargs"),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
     def describe(self) -> str:
         """``arch/encoder``."""
