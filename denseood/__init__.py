@@ -3,6 +3,7 @@
 Public API (imported lazily so that ``import denseood`` stays cheap)::
 
     create_segmenter, save_checkpoint, load_checkpoint   (models.segmenter)
+    load_model                                            (models.sources: PATH | hf: | torchvision: | python:)
     anomaly_score, SCORES                                 (scores)
     Inference                                             (infer)
     S2M                                                   (s2m.pipeline)
@@ -25,6 +26,7 @@ _EXPORTS = {
     "save_checkpoint": "denseood.models.segmenter",
     "load_checkpoint": "denseood.models.segmenter",
     "Segmenter": "denseood.models.segmenter",
+    "load_model": "denseood.models.sources.spec",
     "anomaly_score": "denseood.scores",
     "SCORES": "denseood.scores",
     "Inference": "denseood.infer",

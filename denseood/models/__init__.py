@@ -6,6 +6,8 @@ Public names (imported lazily, so importing one submodule does not import the ot
     save_checkpoint, read_checkpoint, load_checkpoint,
     CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION                                  (models.checkpoint)
     load_encoder_weights                                                          (models.encoder_weights)
+    SegmenterBase                                                                 (models.base)
+    load_model, parse_spec   (models.sources.spec: PATH | hf:DIR | torchvision:NAME:FILE | python:MODULE:FN)
     PatchFlow, flow_from_config, nll_loss                                         (models.flow)
 
 ``models`` imports only the core modules and ``data``. See docs/architecture.md.
@@ -20,6 +22,8 @@ _EXPORTS = {
     "save_checkpoint": "checkpoint", "read_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
     "CHECKPOINT_FORMAT": "checkpoint", "CHECKPOINT_FORMAT_VERSION": "checkpoint",
     "load_encoder_weights": "encoder_weights",
+    "SegmenterBase": "base",
+    "load_model": "sources.spec", "parse_spec": "sources.spec",
     "PatchFlow": "flow", "flow_from_config": "flow", "nll_loss": "flow",
 }
 

@@ -12,18 +12,16 @@ from __future__ import annotations
 import difflib
 import math
 import os
-import warnings
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._version import __version__
 from ..data.classes import CLASS_SETS
 from ..errors import ConfigError
+from .base import IMAGENET_MEAN, IMAGENET_STD, SegmenterBase, _pair, _triple  # noqa: F401 (re-exported)
 from .encoder_weights import _weight_file, load_encoder_weights
 
 
@@ -38,14 +36,11 @@ ARCHS: dict[str, str] = {
     "unetplusplus": "UnetPlusPlus",
 }
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 #: keys of ``Segmenter.stats`` understood by the fitted scores
 STATS_KEYS = ("sml_mean", "sml_std", "maha_means", "maha_precision", "maha_counts")
 
 
-class Segmenter(nn.Module):
+class Segmenter(SegmenterBase):
     """smp segmentation model + metadata (classes, normalisation) + fitted score statistics.
 
     Attributes: ``arch``, ``encoder_name``, ``num_classes``, ``class_names`` (tuple), ``class_set`` (name in
@@ -65,31 +60,17 @@ class Segmenter(nn.Module):
         self.net = net
         self.arch = arch
         self.encoder_name = encoder_name
+        self._set_meta(class_names=class_names, class_set=class_set, mean=mean, std=std, train_size=train_size,
+                       source=None, output_kind="logits")
         self.num_classes = int(num_classes)
-        self.class_names: tuple[str, ...] = tuple(str(c) for c in class_names)
-        self.class_set = class_set
-        self.mean: tuple[float, float, float] = _triple(mean, "mean")
-        self.std: tuple[float, float, float] = _triple(std, "std")
-        if any(s <= 0 for s in self.std):
-            raise ConfigError(f"std must be positive, got {self.std}")
-        self.train_size: tuple[int, int] | None = None if train_size is None else _pair(train_size)
         self.smp_kwargs: dict[str, Any] = dict(smp_kwargs or {})
         self.feature_channels = int(net.segmentation_head[0].in_channels)
         self.pad_multiple = _pad_multiple(net.encoder)
-        self.stats: dict[str, torch.Tensor] = {}
-        self.checkpoint_meta: dict[str, Any] | None = None
-        self.checkpoint_path: str | None = None
-        self.checkpoint_sha256: str | None = None
 
     @property
     def encoder(self) -> nn.Module:
         """The smp encoder (``self.net.encoder``)."""
         return self.net.encoder
-
-    @property
-    def device(self) -> torch.device:
-        """Device of the model's parameters."""
-        return next(self.parameters()).device
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
         """x: (B,3,H,W) float, normalised. Returns logits (B,C,H,W) or ``(logits, features)``.
@@ -116,76 +97,22 @@ class Segmenter(nn.Module):
         fw = min(dec.shape[-1], math.ceil(w * dec.shape[-1] / xp.shape[-1]))
         return logits, dec[..., :fh, :fw]
 
-    def normalize(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """images: uint8 (B,H,W,3) or (H,W,3) RGB (numpy/torch), or (B,3,H,W) uint8/float in 0..255.
-
-        Returns (B,3,H,W) float32 ``(images/255 - mean) / std`` on the model's device.
-        """
-        t = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
-        if not isinstance(t, torch.Tensor):
-            raise ConfigError(f"normalize expects a numpy array or torch tensor, got {type(images).__name__}")
-        if t.ndim == 3 and t.shape[-1] == 3:
-            t = t.unsqueeze(0)
-        if t.ndim != 4:
-            raise ConfigError(f"normalize expects (B,H,W,3) or (B,3,H,W) images, got shape {tuple(t.shape)}")
-        if t.dtype == torch.uint8 and t.shape[-1] == 3:
-            t = t.permute(0, 3, 1, 2)
-        elif t.shape[1] != 3:
-            raise ConfigError(f"normalize expects (B,H,W,3) uint8 or (B,3,H,W) images, got shape {tuple(t.shape)} "
-                              f"dtype {t.dtype}")
-        if t.dtype == torch.bool or not (t.dtype == torch.uint8 or t.is_floating_point()):
-            raise ConfigError(f"normalize expects uint8 or float images in 0..255, got dtype {t.dtype}")
-        dev = self.device
-        was_float = t.is_floating_point()
-        t = t.to(dev, non_blocking=True).float()
-        if was_float and t.numel() and 0 < float(t.detach().max()) <= 1.0:
-            warnings.warn("normalize got float images with max <= 1; it expects values in 0..255 "
-                          "(multiply 0..1 images by 255)", stacklevel=2)
-        mean = torch.tensor(self.mean, device=dev, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=dev, dtype=torch.float32).view(1, 3, 1, 1)
-        return ((t / 255.0 - mean) / std).contiguous()
-
-    def stats_on(self, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-        """``self.stats`` with every tensor moved to ``device`` (default: the model's device), float32."""
-        dev = self.device if device is None else torch.device(device)
-        return {k: v.to(dev, torch.float32) if v.is_floating_point() else v.to(dev) for k, v in self.stats.items()}
-
     def meta(self) -> dict[str, Any]:
         """Plain-types description used to rebuild the model (checkpoint ``meta``; see ``checkpoint.py``)."""
         from .checkpoint import _plain  # deferred: checkpoint.py imports this module
 
-        return {
-            "arch": str(self.arch),
-            "encoder": str(self.encoder_name),
-            "num_classes": self.num_classes,
-            "class_names": list(self.class_names),
-            "class_set": self.class_set,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "train_size": None if self.train_size is None else list(self.train_size),
-            "smp_kwargs": _plain(self.smp_kwargs, "smp_kwargs"),
-            "denseood_version": str(__version__),
-            "torch_version": str(torch.__version__),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
+        common = {k: v for k, v in super().meta().items() if k not in ("source", "output_kind")}
+        return {"arch": str(self.arch), "encoder": str(self.encoder_name), **common,
+                "smp_kwargs": _plain(self.smp_kwargs, "smp_kwargs"),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+    def describe(self) -> str:
+        """``arch/encoder``."""
+        return f"{self.arch}/{self.encoder_name}"
 
     def extra_repr(self) -> str:
         return (f"arch={self.arch!r}, encoder={self.encoder_name!r}, num_classes={self.num_classes}, "
                 f"class_set={self.class_set!r}, feature_channels={self.feature_channels}")
-
-
-def _triple(v: Sequence[float], name: str) -> tuple[float, float, float]:
-    vals = tuple(float(x) for x in v)
-    if len(vals) != 3:
-        raise ConfigError(f"{name} must have 3 values (RGB, for 0..1 images), got {v!r}")
-    return vals  # type: ignore[return-value]
-
-
-def _pair(v: Sequence[int]) -> tuple[int, int]:
-    vals = tuple(int(x) for x in v)
-    if len(vals) != 2 or min(vals) <= 0:
-        raise ConfigError(f"train_size must be (H, W) with positive ints, got {v!r}")
-    return vals  # type: ignore[return-value]
 
 
 def _pad_multiple(encoder: nn.Module) -> int:

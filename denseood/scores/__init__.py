@@ -2,7 +2,10 @@
 
 ``SCORES`` maps names to pure tensor functions; ``SCORE_REQUIREMENTS`` says which extra inputs a score needs
 (``stats``: fitted statistics from ``model.stats``; ``features``: decoder features from
-``model(x, return_features=True)``); ``score_kwargs(name, model)`` builds the ``stats`` argument.
+``model(x, return_features=True)``); ``score_kwargs(name, model)`` builds the ``stats`` argument and checks the
+score applies to the model's ``output_kind`` (``SCORE_OUTPUT_KINDS``: the mask scores ``rba``, ``mask_msp``,
+``mask_maxlogit`` need a mask transformer's per-pixel class scores; every other score works on both kinds).
+See docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from ..errors import ConfigError
 from .fitted import fit_mahalanobis, fit_sml, mahalanobis, sml
 from .jsd import js_divergence_to_uniform
 from .logit_scores import energy, entropy, jsd, maxlogit, msp
+from .mask_scores import mask_maxlogit, mask_msp, rba
 
 SCORES: dict[str, Callable[..., torch.Tensor]] = {
     "msp": msp,
@@ -24,6 +28,9 @@ SCORES: dict[str, Callable[..., torch.Tensor]] = {
     "entropy": entropy,
     "jsd": jsd,
     "mahalanobis": mahalanobis,
+    "rba": rba,
+    "mask_msp": mask_msp,
+    "mask_maxlogit": mask_maxlogit,
 }
 
 #: extra inputs each score needs besides the logits
@@ -36,6 +43,10 @@ STATS_REQUIRED: dict[str, tuple[str, ...]] = {
     "mahalanobis": ("maha_means", "maha_precision"),
 }
 _FIT_FN = {"sml": "fit_sml", "mahalanobis": "fit_mahalanobis"}
+
+#: model output kinds (``model.output_kind``) each score applies to
+SCORE_OUTPUT_KINDS: dict[str, frozenset[str]] = {name: frozenset({"logits", "mask_scores"}) for name in SCORES}
+SCORE_OUTPUT_KINDS.update({name: frozenset({"mask_scores"}) for name in ("rba", "mask_msp", "mask_maxlogit")})
 
 #: inputs an engine may pass to every score; a score that does not take them ignores them
 _SHARED_INPUTS = {"stats", "features"}
@@ -74,13 +85,32 @@ def anomaly_score(name: str, logits: torch.Tensor, **kw: Any) -> torch.Tensor:
     return fn(logits, **{k: v for k, v in kw.items() if k in accepted})
 
 
+def applicable_scores(model: Any) -> list[str]:
+    """Names of the scores that apply to ``model.output_kind`` (default "logits")."""
+    kind = getattr(model, "output_kind", "logits")
+    return [s for s in SCORES if kind in SCORE_OUTPUT_KINDS[s]]
+
+
+def check_applicable(name: str, model: Any) -> None:
+    """ConfigError unless score ``name`` applies to the model's ``output_kind``; the message lists those that do."""
+    _get(name)
+    key = name.lower()
+    kind = getattr(model, "output_kind", "logits")
+    if kind not in SCORE_OUTPUT_KINDS[key]:
+        what = getattr(model, "describe", lambda: type(model).__name__)()
+        raise ConfigError(f"score {key!r} needs a mask transformer (output_kind 'mask_scores': an hf: Mask2Former, "
+                          f"MaskFormer or OneFormer) but {what} gives {kind!r}; scores which apply: "
+                          f"{', '.join(applicable_scores(model))}")
+
+
 def score_kwargs(name: str, model: Any, device: torch.device | str | None = None) -> dict[str, Any]:
     """Keyword arguments ``anomaly_score(name, ...)`` needs from ``model`` (``{"stats": ...}`` or ``{}``).
 
     ``features`` are not included: get them from ``model(x, return_features=True)``.
-    Raises ConfigError if the model lacks the fitted statistics the score needs.
+    Raises ConfigError if the score does not apply to ``model.output_kind`` (``check_applicable``) or the model
+    lacks the fitted statistics the score needs.
     """
-    _get(name)
+    check_applicable(name, model)
     key = name.lower()
     if "stats" not in SCORE_REQUIREMENTS[key]:
         return {}
@@ -99,7 +129,9 @@ def score_kwargs(name: str, model: Any, device: torch.device | str | None = None
 
 
 __all__ = [
-    "SCORES", "SCORE_REQUIREMENTS", "STATS_REQUIRED", "anomaly_score", "score_kwargs", "parse_scores",
+    "SCORES", "SCORE_REQUIREMENTS", "STATS_REQUIRED", "SCORE_OUTPUT_KINDS", "anomaly_score", "score_kwargs",
+    "parse_scores", "applicable_scores", "check_applicable",
     "msp", "maxlogit", "energy", "entropy", "jsd", "sml", "mahalanobis", "fit_sml", "fit_mahalanobis",
+    "rba", "mask_msp", "mask_maxlogit",
     "js_divergence_to_uniform",
 ]

@@ -101,7 +101,8 @@ def test_score_orientation_uniform_is_more_anomalous():
 
 
 def test_registry_and_errors(rng):
-    assert set(SCORES) == {"msp", "maxlogit", "sml", "energy", "entropy", "jsd", "mahalanobis"}
+    assert set(SCORES) == {"msp", "maxlogit", "sml", "energy", "entropy", "jsd", "mahalanobis",
+                           "rba", "mask_msp", "mask_maxlogit"}
     assert SCORE_REQUIREMENTS["sml"] == {"stats"}
     assert SCORE_REQUIREMENTS["mahalanobis"] == {"stats", "features"}
     assert SCORE_REQUIREMENTS["msp"] == set()

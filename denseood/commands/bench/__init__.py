@@ -24,6 +24,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        formatter_class=HelpFormatter)
     q.add_argument("--arch", default="deeplabv3plus", help="segmentation-models-pytorch architecture (random weights)")
     q.add_argument("--encoder", default="resnet50", help="smp encoder name (random weights)")
+    q.add_argument("--checkpoint", default=None, metavar="SPEC",
+                   help="time this model instead of a random --arch/--encoder one: a denseood checkpoint PATH, "
+                        "hf:DIR, torchvision:NAME:STATE_DICT.pth or python:MODULE:FACTORY")
     q.add_argument("--sizes", default="512x1024,1024x2048", help="comma-separated HxW input sizes")
     q.add_argument("--batch-size", type=positive_int, default=1, help="images per forward pass")
     q.add_argument("--iters", type=positive_int, default=None,

@@ -1,5 +1,7 @@
 """``denseood bench infer``: images/s and peak memory of segmenter + jsd score per input size and dtype,
-all in one run so the ratios against fp32 are comparable."""
+all in one run so the ratios against fp32 are comparable. The model is a random smp one (``arch``/``encoder``)
+or, with ``checkpoint``, any ``denseood.load_model`` spec (PATH | hf:DIR | torchvision:NAME:FILE |
+python:MODULE:FACTORY). See docs/architecture.md."""
 from __future__ import annotations
 
 import time
@@ -26,8 +28,12 @@ def default_dtypes(device: torch.device, compile: bool = False) -> list[str]:
 def bench_infer(arch: str = "deeplabv3plus", encoder: str = "resnet50",
                 sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES, dtypes: Sequence[str] | None = None,
                 batch_size: int = 1, iters: int | None = None, device: str = "auto", warmup: int = 2,
-                num_classes: int = 19, compile: bool = False, progress: bool = True) -> list[dict]:
+                num_classes: int = 19, compile: bool = False, progress: bool = True,
+                checkpoint: str | None = None) -> list[dict]:
     """Time ``Inference.predict`` (segmenter forward under autocast + jsd score on the device).
+
+    checkpoint: a ``load_model`` spec to time instead of a random ``arch``/``encoder`` smp model (then the rows'
+    ``arch`` is the model's ``describe()`` and ``encoder`` is None).
 
     dtypes: names 'fp32' | 'bf16' | 'fp16', optionally suffixed '+compile'. iters: timed batches per setting
     (default 20 on CUDA, 3 on CPU) after ``warmup`` untimed ones. Returns one dict per (size, dtype): size, dtype,
@@ -37,6 +43,7 @@ def bench_infer(arch: str = "deeplabv3plus", encoder: str = "resnet50",
     from ...dist import resolve_device
     from ...infer import Inference
     from ...models.segmenter import create_segmenter
+    from ...models.sources import load_model
 
     dev = resolve_device(device)
     if dtypes is None:
@@ -45,7 +52,11 @@ def bench_infer(arch: str = "deeplabv3plus", encoder: str = "resnet50",
         iters = 20 if dev.type == "cuda" else 3
     if iters < 1 or batch_size < 1:
         raise ConfigError(f"iters and batch size must be >= 1, got {iters}, {batch_size}")
-    model = create_segmenter(arch, encoder, num_classes)
+    if checkpoint is not None:
+        model = load_model(checkpoint, map_location="cpu")
+        arch, encoder = model.describe(), None
+    else:
+        model = create_segmenter(arch, encoder, num_classes)
     rows: list[dict] = []
     gen = np.random.default_rng(0)
     for h, w in sizes:
@@ -102,9 +113,11 @@ def run(args) -> int:
     from ...config import parse_hw
 
     sizes = tuple(parse_hw(s.strip(), "--sizes") for s in args.sizes.split(",") if s.strip())
+    ckpt = getattr(args, "checkpoint", None)
     rows = bench_infer(args.arch, args.encoder, sizes=sizes, batch_size=args.batch_size, iters=args.iters,
-                       device=args.device, compile=args.compile)
-    print(f"\n{args.arch}/{args.encoder} segmenter + jsd score, batch {args.batch_size}, {rows[0]['device']}, "
+                       device=args.device, compile=args.compile, checkpoint=ckpt)
+    name = rows[0]["arch"] if ckpt else f"{args.arch}/{args.encoder}"
+    print(f"\n{name} segmenter + jsd score, batch {args.batch_size}, {rows[0]['device']}, "
           f"torch {torch.__version__}\n")
     print(format_table(rows))
     if args.json:

@@ -1,0 +1,154 @@
+"""``python:MODULE:FACTORY``: a user's factory function returning an ``nn.Module``.
+
+MODULE is a dotted module name (importable from ``sys.path``) or the path of a ``.py`` file. ``FACTORY()`` must
+return a module mapping normalised (B,3,H,W) float images to logits (B,C,h,w); smaller logits are upsampled
+(bilinear) to the input size. When the factory's signature declares ``num_classes`` or ``class_set`` keyword
+arguments, denseood passes the caller's values. Metadata, first found wins per key:
+
+1. attributes of the returned module: ``class_names``, ``mean``, ``std`` (3 floats for 0..1 RGB), ``train_size``
+   ([H, W] or None), ``output_kind`` ("logits" | "mask_scores");
+2. a YAML file beside the module, ``MODULE.yaml`` (``model.py`` -> ``model.yaml``) or else ``denseood.yaml`` in
+   its folder, with the same keys;
+3. defaults: ImageNet mean/std, train_size None, classes from the number of output channels of a 64x64 probe.
+
+When the module's ``forward`` takes ``return_features``, ``model(x, return_features=True)`` returns
+``(logits, features)`` (for mahalanobis); otherwise it raises ConfigError.
+See docs/architecture.md.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ...errors import ConfigError
+from ..base import IMAGENET_MEAN, IMAGENET_STD, SegmenterBase, match_classes
+
+#: keys of the YAML file beside the module (and attributes read from the returned module)
+META_KEYS = ("class_names", "mean", "std", "train_size", "output_kind")
+
+
+class PythonSegmenter(SegmenterBase):
+    """A user module behind the :class:`SegmenterBase` protocol."""
+
+    def __init__(self, net: nn.Module, *, meta: dict[str, Any], class_names: tuple[str, ...],
+                 class_set: str | None, source: str) -> None:
+        super().__init__()
+        self.net = net
+        self._set_meta(class_names=class_names, class_set=class_set, mean=meta.get("mean", IMAGENET_MEAN),
+                       std=meta.get("std", IMAGENET_STD), train_size=meta.get("train_size"), source=source,
+                       output_kind=meta.get("output_kind", "logits"))
+        try:
+            self._takes_features = "return_features" in inspect.signature(net.forward).parameters
+        except (TypeError, ValueError):
+            self._takes_features = False
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        """x: (B,3,H,W) normalised -> logits (B,C,H,W) float at the input size (or ``(logits, features)``)."""
+        if return_features and not self._takes_features:
+            raise self.no_features("its forward has no return_features argument (add one returning "
+                                   "(logits, features (B,F,h,w)))")
+        out = self.net(x, return_features=True) if return_features else self.net(x)
+        logits, feats = out if return_features else (out, None)
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 4 or logits.shape[0] != x.shape[0]:
+            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ConfigError(f"{self.describe()} must return logits (B,C,h,w) with B={x.shape[0]}, got {got}")
+        if tuple(logits.shape[-2:]) != tuple(x.shape[-2:]):
+            logits = F.interpolate(logits.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return (logits, feats) if return_features else logits
+
+
+def import_module(spec: str) -> tuple[Any, Path | None]:
+    """(module, its file or None) for a dotted name or a ``.py`` path; ConfigError naming ``spec`` on failure."""
+    p = Path(spec).expanduser()
+    if spec.endswith(".py") or p.is_file():
+        if not p.is_file():
+            raise ConfigError(f"python: module file not found: {p}")
+        name = f"denseood_user_{p.stem}_{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}"
+        ispec = importlib.util.spec_from_file_location(name, p)
+        if ispec is None or ispec.loader is None:
+            raise ConfigError(f"cannot import {p} as a Python module")
+        mod = importlib.util.module_from_spec(ispec)
+        sys.modules[name] = mod
+        try:
+            ispec.loader.exec_module(mod)
+        except Exception as e:  # noqa: BLE001 - the user's module may raise anything
+            sys.modules.pop(name, None)
+            raise ConfigError(f"importing {p} failed: {type(e).__name__}: {e}") from e
+        return mod, p
+    try:
+        mod = importlib.import_module(spec)
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(f"cannot import module {spec!r} ({type(e).__name__}: {e}); give a dotted module name on "
+                          f"sys.path or the path of a .py file") from e
+    f = getattr(mod, "__file__", None)
+    return mod, (Path(f) if f else None)
+
+
+def read_yaml_meta(module_file: Path | None) -> tuple[dict[str, Any], Path | None]:
+    """Metadata from ``<module>.yaml`` or ``denseood.yaml`` beside ``module_file`` ({} when neither exists)."""
+    if module_file is None:
+        return {}, None
+    stem = module_file.parent.name if module_file.name == "__init__.py" else module_file.stem
+    for f in (module_file.with_name(f"{stem}.yaml"), module_file.with_name("denseood.yaml")):
+        if f.is_file():
+            import yaml
+
+            try:
+                data = yaml.safe_load(f.read_text()) or {}
+            except (OSError, yaml.YAMLError) as e:
+                raise ConfigError(f"cannot read {f}: {e}") from e
+            if not isinstance(data, dict):
+                raise ConfigError(f"{f} must be a mapping with keys {', '.join(META_KEYS)}")
+            bad = sorted(set(data) - set(META_KEYS))
+            if bad:
+                raise ConfigError(f"{f}: unknown key(s) {bad}; valid keys: {', '.join(META_KEYS)}")
+            return data, f
+    return {}, None
+
+
+def load_python(module: str, factory: str, *, map_location: Any = "cpu", num_classes: int | None = None,
+                class_set: str | None = None) -> PythonSegmenter:
+    """Import ``module``, call ``factory`` and wrap the returned nn.Module (see the module docstring); eval mode."""
+    mod, file = import_module(module)
+    fn = getattr(mod, factory, None)
+    if not callable(fn):
+        avail = sorted(n for n, v in vars(mod).items() if callable(v) and not n.startswith("_"))[:10]
+        raise ConfigError(f"module {module!r} has no callable {factory!r}; callables there: {avail}")
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    kw = {k: v for k, v in (("num_classes", num_classes), ("class_set", class_set)) if k in params and v is not None}
+    try:
+        net = fn(**kw)
+    except Exception as e:  # noqa: BLE001 - the user's factory may raise anything
+        raise ConfigError(f"python:{module}:{factory}() failed: {type(e).__name__}: {e}") from e
+    if not isinstance(net, nn.Module):
+        raise ConfigError(f"python:{module}:{factory}() returned a {type(net).__name__}; it must return an nn.Module")
+    yaml_meta, _ = read_yaml_meta(file)
+    meta = {k: getattr(net, k) for k in META_KEYS if getattr(net, k, None) is not None}
+    meta.update({k: v for k, v in yaml_meta.items() if k not in meta and v is not None})
+    names = meta.get("class_names")
+    if names is not None:
+        n = len(names)
+    else:
+        net.eval()
+        with torch.no_grad():
+            probe = net(torch.zeros(1, 3, 64, 64))
+        n = int(probe.shape[1]) if isinstance(probe, torch.Tensor) and probe.ndim == 4 else 0
+        if n < 1:
+            raise ConfigError(f"python:{module}:{factory}: the model's output on a (1,3,64,64) probe is not "
+                              f"(B,C,h,w) logits; return a module mapping images to logits")
+    names, cset = match_classes(names, n, num_classes=num_classes, class_set=class_set,
+                                where=f"python:{module}:{factory}")
+    model = PythonSegmenter(net, meta=meta, class_names=names, class_set=cset, source=f"python:{module}:{factory}")
+    return model.to(map_location).eval()

@@ -1,0 +1,80 @@
+"""``load_model(spec)``: one entry point for every model source, and the spec parser.
+
+Specs: ``PATH`` (a denseood checkpoint, ``models.checkpoint.load_checkpoint``), ``hf:DIR`` (transformers,
+offline), ``torchvision:NAME:STATE_DICT.pth``, ``python:MODULE:FACTORY``. Every source returns a
+:class:`~denseood.models.base.SegmenterBase` in eval mode. See docs/architecture.md.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from ...errors import ConfigError
+
+#: the spec forms, for messages and docs
+SPEC_FORMS = (
+    "PATH.pt (a denseood checkpoint)",
+    "hf:DIR (a transformers model folder written by save_pretrained, loaded offline)",
+    "torchvision:NAME:STATE_DICT.pth (NAME e.g. deeplabv3_resnet50, lraspp_mobilenet_v3_large)",
+    "python:MODULE:FACTORY (MODULE a dotted name or a .py file; FACTORY() returns an nn.Module)",
+)
+PREFIXES = ("hf", "torchvision", "python")
+_PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9_+.-]+):")
+
+
+def parse_spec(spec: str) -> tuple[str, tuple[str, ...]]:
+    """spec -> (kind, parts): ("checkpoint", (path,)), ("hf", (dir,)), ("torchvision", (name, path)),
+    ("python", (module, factory)). An unknown prefix (not an existing file) raises ConfigError listing the forms."""
+    s = str(spec)
+    m = _PREFIX.match(s)
+    if m is None or Path(s).exists():
+        return "checkpoint", (s,)
+    kind, rest = m.group(1).lower(), s[m.end():]
+    forms = "; ".join(SPEC_FORMS)
+    if kind not in PREFIXES:
+        raise ConfigError(f"unknown model spec prefix {m.group(1)!r} in {s!r}; valid forms: {forms}")
+    if kind == "hf":
+        if not rest:
+            raise ConfigError(f"model spec {s!r} lacks the folder: use hf:DIR")
+        return kind, (rest,)
+    if kind == "torchvision":
+        name, sep, path = rest.partition(":")
+        if not sep or not name or not path:
+            raise ConfigError(f"model spec {s!r} must be torchvision:NAME:STATE_DICT.pth")
+        return kind, (name, path)
+    module, sep, factory = rest.rpartition(":")
+    if not sep or not module or not factory or not factory.isidentifier():
+        raise ConfigError(f"model spec {s!r} must be python:MODULE:FACTORY (FACTORY a function name)")
+    return kind, (module, factory)
+
+
+def load_model(spec: str | Path, *, map_location: Any = "cpu", num_classes: int | None = None,
+               class_set: str | None = None) -> nn.Module:
+    """The model named by ``spec`` (see ``SPEC_FORMS``), in eval mode on ``map_location``.
+
+    num_classes / class_set: what the caller's dataset expects; a model with other classes raises
+    CheckpointError. The result follows the ``SegmenterBase`` protocol: ``model(normalize(uint8 images))`` ->
+    (B,C,H,W) class scores at the input size, ``output_kind`` "logits" | "mask_scores".
+    """
+    kind, parts = parse_spec(str(spec))
+    kw = {"map_location": map_location, "num_classes": num_classes, "class_set": class_set}
+    if kind == "hf":
+        from .hf import load_hf
+
+        return load_hf(parts[0], **kw)
+    if kind == "torchvision":
+        from .torchvision_src import load_torchvision
+
+        return load_torchvision(*parts, **kw)
+    if kind == "python":
+        from .python_src import load_python
+
+        return load_python(*parts, **kw)
+    from ..checkpoint import load_checkpoint
+
+    model = load_checkpoint(parts[0], **kw)
+    model.source = str(parts[0])
+    return model

@@ -1,0 +1,93 @@
+"""``torchvision:NAME:STATE_DICT.pth``: a ``torchvision.models.segmentation`` model with a local state dict.
+
+The model is built with ``weights=None, weights_backbone=None`` (nothing downloaded), with as many classes as the
+state dict's classifier has (e.g. 19 for Cityscapes) and an auxiliary head when the state dict has one, and the
+file (read with ``denseood.io.safe_torch_load``; a bare state dict, or one under ``state_dict``/``model``, with
+an optional ``module.`` prefix) is loaded strictly. Output: ``net(x)["out"]``, logits at the input size.
+Normalisation is ImageNet's (torchvision's segmentation weights use it).
+See docs/architecture.md.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ...errors import CheckpointError, ConfigError
+from ...io import safe_torch_load
+from ..base import IMAGENET_MEAN, IMAGENET_STD, SegmenterBase, match_classes
+
+#: NAME -> state-dict key of the final classifier weight (its first dimension is the number of classes)
+MODELS: dict[str, str] = {
+    "deeplabv3_resnet50": "classifier.4.weight",
+    "deeplabv3_resnet101": "classifier.4.weight",
+    "deeplabv3_mobilenet_v3_large": "classifier.4.weight",
+    "fcn_resnet50": "classifier.4.weight",
+    "fcn_resnet101": "classifier.4.weight",
+    "lraspp_mobilenet_v3_large": "classifier.high_classifier.weight",
+}
+
+
+class TorchvisionSegmenter(SegmenterBase):
+    """A torchvision segmentation model behind the :class:`SegmenterBase` protocol (logits from ``["out"]``)."""
+
+    def __init__(self, net: nn.Module, *, name: str, class_names: tuple[str, ...], class_set: str | None,
+                 source: str) -> None:
+        super().__init__()
+        self.net = net
+        self.name = name
+        self._set_meta(class_names=class_names, class_set=class_set, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                       train_size=None, source=source, output_kind="logits")
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        """x: (B,3,H,W) normalised -> logits (B,C,H,W) float (torchvision upsamples to the input size)."""
+        if return_features:
+            raise self.no_features(f"torchvision {self.name} gives only its 'out' logits")
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ConfigError(f"{self.describe()} expects (B,3,H,W) normalised images, got {tuple(x.shape)}")
+        return self.net(x)["out"]
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a state-dict file (bare, or under ``state_dict``/``model``; ``module.`` prefixes dropped)."""
+    if not path.is_file():
+        raise CheckpointError(f"state dict file not found: {path}")
+    obj = safe_torch_load(path, path=path, what="state dict", map_location="cpu", kind="a torchvision state dict")
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} is not a state dict (a dict of tensors); save one with "
+                              f"torch.save(model.state_dict(), path)")
+    return {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def load_torchvision(name: str, path: str, *, map_location: Any = "cpu", num_classes: int | None = None,
+                     class_set: str | None = None) -> TorchvisionSegmenter:
+    """Build torchvision ``name`` without downloads and load the state dict at ``path`` strictly; eval mode."""
+    import torchvision.models.segmentation as tvs
+
+    if name not in MODELS:
+        raise ConfigError(f"unknown torchvision segmentation model {name!r}; valid: {', '.join(MODELS)}")
+    p = Path(path).expanduser()
+    sd = read_state_dict(p)
+    key = MODELS[name]
+    if key not in sd:
+        raise CheckpointError(f"{p} has no {key!r}: it is not a {name} state dict (keys: {sorted(sd)[:5]} ...)")
+    n = int(sd[key].shape[0])
+    names, cset = match_classes(None, n, num_classes=num_classes, class_set=class_set,
+                                where=f"torchvision {name} state dict {p}")
+    aux = any(k.startswith("aux_classifier.") for k in sd)
+    kw = {"aux_loss": True} if aux else {}
+    net = getattr(tvs, name)(weights=None, weights_backbone=None, num_classes=n, **kw)
+    try:
+        net.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{p} does not match torchvision {name} with {n} classes: "
+                              f"{str(e).splitlines()[0]}; give the state dict of that model") from e
+    return TorchvisionSegmenter(net, name=name, class_names=names, class_set=cset,
+                                source=f"torchvision:{name}:{p}").to(map_location).eval()
