@@ -40,8 +40,8 @@ def check_max_pixels(h: int, w: int, limit: int | float | None, what: str, optio
     what: the image's name for the message (e.g. its file path); option: the setting that raises the limit."""
     if limit is None or limit <= 0 or int(h) * int(w) <= limit:
         return
-    raise ConfigError(f"{what} is {int(h)}x{int(w)} = {int(h) * int(w) / 1e6:.1f} MP, over the limit of "
-                      f"{limit / 1e6:g} MP; downscale it or raise {option} (memory grows with the pixel count)")
+    raise ConfigError(f"{what} is {int(h)}x{int(w)} = {int(h) * int(w) / 1e6:.4g} MP, over the limit of "
+                      f"{limit / 1e6:.4g} MP; downscale it or raise {option} (memory grows with the pixel count)")
 
 
 # ----------------------------------------------------------------------------------------------- helpers
