@@ -2,6 +2,10 @@
 optional flip averaging and ``torch.compile``; anomaly maps computed on the device in float32.
 
 Maps are produced batch by batch (``Inference.run`` is a generator); nothing is accumulated over a dataset.
+In resize mode the logits stay at the network's resolution: each band of output rows is upsampled (bilinear,
+the same taps as ``F.interpolate``) and scored on its own, so full-resolution (B,C,H,W) logits never exist
+unless ``return_logits`` asks for them. Images over ``max_pixels`` are refused before any work
+(:func:`check_max_pixels`). See docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -22,9 +26,22 @@ from .dist import resolve_device, worker_init
 from .errors import ConfigError
 
 __all__ = ["Inference", "ShardSampler", "collate_samples", "resolve_device", "resolve_dtype", "dtype_name",
-           "parse_hw", "peak_memory_mb", "DTYPES"]
+           "parse_hw", "peak_memory_mb", "DTYPES", "MAX_PIXELS", "check_max_pixels"]
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+#: default largest image (H * W pixels) the engine and ``denseood segment`` accept
+MAX_PIXELS = 100_000_000
+
+
+def check_max_pixels(h: int, w: int, limit: int | float | None, what: str, option: str = "--max-pixels") -> None:
+    """Raise ConfigError when an image of h x w pixels exceeds ``limit`` pixels (None or <= 0: no limit).
+
+    what: the image's name for the message (e.g. its file path); option: the setting that raises the limit."""
+    if limit is None or limit <= 0 or int(h) * int(w) <= limit:
+        return
+    raise ConfigError(f"{what} is {int(h)}x{int(w)} = {int(h) * int(w) / 1e6:.4g} MP, over the limit of "
+                      f"{limit / 1e6:.4g} MP; downscale it or raise {option} (memory grows with the pixel count)")
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -120,6 +137,9 @@ class Inference:
     sliding_window: (h, w) windows over the full-resolution image (overlap fraction ``overlap``), logits blended
         with ``window_weighting`` ('gaussian' | 'uniform'); ``window_batch`` windows per forward.
     flip: average logits (and features) of the image and its horizontal flip.
+    max_pixels: images with more than this many pixels raise ConfigError before any work (None: no limit).
+    Logit scores in resize mode are computed per band of output rows from the upsampled logits of that band
+    (at most ``tile_elements`` logit values per band), so memory is O(H*W), not O(C*H*W).
     Feature scores (e.g. mahalanobis) are computed from the features of each forward (at the network's output
     resolution), then upsampled (bilinear) to the image size; with sliding windows they are blended per window.
     """
@@ -128,7 +148,7 @@ class Inference:
                  dtype: str = "auto", input_size: tuple[int, int] | None | str = "model",
                  sliding_window: tuple[int, int] | None = None, overlap: float = 1 / 3, flip: bool = False,
                  channels_last: bool = True, compile: bool = False, window_weighting: str = "gaussian",
-                 window_batch: int = 8):
+                 window_batch: int = 8, max_pixels: int | float | None = MAX_PIXELS):
         from .scores import SCORE_REQUIREMENTS, parse_scores, score_kwargs
 
         self.scores = parse_scores(list(scores) if not isinstance(scores, str) else scores)
@@ -147,6 +167,7 @@ class Inference:
         self.window_weighting = window_weighting
         window_weights(4, 4, window_weighting)  # validates the name
         self.window_batch = max(1, int(window_batch))
+        self.max_pixels = max_pixels
         self.channels_last = bool(channels_last)
         self.compiled = bool(compile)
 
@@ -166,6 +187,10 @@ class Inference:
         self.score_kwargs = {s: self._to_device(score_kwargs(s, self.model, self.device)) for s in self.scores}
         self._score_fn = None
         self.reset_stats()
+
+    #: logit values (B*C*rows*W) per upsampled band in resize mode; None = upsample all logits at once (the
+    #: behaviour before 0.3, kept for ``denseood bench segment``)
+    tile_elements: int | None = 2 ** 22
 
     # --------------------------------------------------------------------------------- bookkeeping
     def _to_device(self, obj: Any) -> Any:
@@ -230,16 +255,43 @@ class Inference:
 
         return {s: anomaly_score(s, logits, features=feats, **self.score_kwargs[s]).float() for s in self.feature_scores}
 
-    def _whole(self, x: torch.Tensor, out_hw: tuple[int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Resize mode: x (B,3,H,W) normalised -> (logits (B,C,H,W), feature score maps (B,H,W))."""
+    def _whole(self, x: torch.Tensor, out_hw: tuple[int, int],
+               upsample: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Resize mode: x (B,3,H,W) normalised -> (logits (B,C,H,W), or (B,C,h,w) at the network's output
+        size when not ``upsample``; feature score maps (B,H,W))."""
         if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
             x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
         logits, feats = self._net_flip(x)
+        del x
         fmaps = self._feature_score_maps(logits, feats) if feats is not None else {}
-        if tuple(logits.shape[-2:]) != out_hw:
+        if upsample and tuple(logits.shape[-2:]) != out_hw:
             logits = F.interpolate(logits, size=out_hw, mode="bilinear", align_corners=False)
         fmaps = {k: _resize_map(v, out_hw) for k, v in fmaps.items()}
         return logits, fmaps
+
+    def _banded_scores(self, logits: torch.Tensor, out_hw: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Logit scores of bilinearly upsampled logits, band of output rows by band.
+
+        logits: (B,C,h,w) float32 -> {score: (B,H,W) float32}; equal (to float rounding) to scoring
+        ``F.interpolate(logits, out_hw, bilinear, align_corners=False)``, whose taps are reproduced here."""
+        from .scores import anomaly_score
+
+        b, c, h, w = logits.shape
+        H, W = out_hw
+        out = {s: torch.empty(b, H, W, device=logits.device) for s in self.logit_scores}
+        i0, i1, lam = _linear_taps(h, H, logits.device)
+        rows = max(1, int(self.tile_elements or 0) // max(1, b * c * W))
+        for r0 in range(0, H, rows):
+            r1 = min(H, r0 + rows)
+            a, z = int(i0[r0]), int(i1[r1 - 1]) + 1
+            band = logits[:, :, a:z]
+            if w != W:  # width only: the height of the band is kept, so its rows are exact
+                band = F.interpolate(band, size=(z - a, W), mode="bilinear", align_corners=False)
+            lr = lam[r0:r1].view(1, 1, -1, 1)
+            tile = (1.0 - lr) * band[:, :, i0[r0:r1] - a] + lr * band[:, :, i1[r0:r1] - a]
+            for s in self.logit_scores:
+                out[s][:, r0:r1] = anomaly_score(s, tile, **self.score_kwargs[s]).float()
+        return out
 
     def _sliding(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Sliding-window mode over the full-resolution x (B,3,H,W) -> (logits (B,C,H,W), feature maps (B,H,W))."""
@@ -277,7 +329,18 @@ class Inference:
 
     # --------------------------------------------------------------------------------- public API
     def _normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B,H,W,3) on the device -> normalised float32 (B,3,H,W) on the device."""
+        """uint8 (B,H,W,3) on the device -> normalised float32 (B,3,H,W) on the device (in bands of rows, so
+        the model's temporaries stay small)."""
+        b, h, w, _ = images.shape
+        rows = max(1, (1 << 22) // max(1, b * w))
+        if rows >= h:
+            return self._normalize_rows(images)
+        x = torch.empty(b, 3, h, w, device=self.device, dtype=torch.float32)
+        for r0 in range(0, h, rows):
+            x[:, :, r0:r0 + rows] = self._normalize_rows(images[:, r0:r0 + rows])
+        return x
+
+    def _normalize_rows(self, images: torch.Tensor) -> torch.Tensor:
         x = self.model.normalize(images)
         if not torch.is_tensor(x):
             x = torch.as_tensor(x)
@@ -297,16 +360,21 @@ class Inference:
             t = t[None]
         if t.ndim != 4 or t.shape[-1] != 3 or t.dtype != torch.uint8:
             raise ConfigError(f"images must be uint8 (B,H,W,3) RGB; got dtype {t.dtype} shape {tuple(t.shape)}")
+        check_max_pixels(t.shape[1], t.shape[2], self.max_pixels, "image", "max_pixels")
         start = time.perf_counter()
         t = t.to(self.device, non_blocking=True)
         x = self._normalize(t)
         out_hw = tuple(x.shape[-2:])
+        banded = self.sliding_window is None and not return_logits and self.tile_elements is not None
         if self.sliding_window is not None:
             logits, fmaps = self._sliding(x)
         else:
-            logits, fmaps = self._whole(x, out_hw)
-        out: dict[str, torch.Tensor] = {}
+            logits, fmaps = self._whole(x, out_hw, upsample=not banded)
+        del x
+        out: dict[str, torch.Tensor] = self._banded_scores(logits, out_hw) if banded and self.logit_scores else {}
         for s in self.scores:
+            if s in out:
+                continue
             if s in fmaps:
                 out[s] = fmaps[s].float()
             else:
@@ -348,6 +416,17 @@ class Inference:
                     maps = self.predict(images, return_logits=return_logits)
                     bar.update(len(samples))
                     yield samples, maps
+
+
+def _linear_taps(n_in: int, n_out: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source taps of 1-D linear resizing n_in -> n_out as ``F.interpolate(align_corners=False)`` computes
+    them: (i0 (n_out,) int64, i1 (n_out,) int64, lam (n_out,) float32); out[k] = (1-lam) x[i0] + lam x[i1]."""
+    scale = torch.tensor(n_in / n_out, dtype=torch.float32)
+    src = (scale * (torch.arange(n_out, dtype=torch.float32) + 0.5) - 0.5).clamp_min(0.0)
+    i0 = src.long().clamp_max(n_in - 1)
+    i1 = torch.where(i0 < n_in - 1, i0 + 1, i0)
+    lam = src - i0.float()
+    return i0.to(device), i1.to(device), lam.to(device)
 
 
 def _resize_map(m: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:

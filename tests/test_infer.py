@@ -289,3 +289,60 @@ def test_cuda_autocast_matches_fp32(model, images):
     assert b.is_cuda and b.dtype == torch.float32
     assert np.corrcoef(a.cpu().numpy().ravel(), b.cpu().numpy().ravel())[0, 1] > 0.95
     model.cpu()
+
+
+# ------------------------------------------------------------------------------------------ memory bounds
+def test_resize_mode_never_upsamples_all_class_logits_to_full_size(model, monkeypatch):
+    """A 19-class model on a 2000x3000 image: no tensor of 19 x H x W values is produced by interpolation or
+    handed to a score (the old code upsampled the (1,19,2000,3000) logits in one go)."""
+    from denseood import scores as scores_mod
+
+    eng = Inference(model, scores=("jsd", "msp"), device="cpu", dtype="fp32", input_size="model")
+    seen: list[int] = []
+    real_interp, real_score = F.interpolate, scores_mod.anomaly_score
+
+    def interp(x, *a, **k):
+        y = real_interp(x, *a, **k)
+        seen.append(y.numel() if y.shape[1] == 19 else 0)
+        return y
+
+    def score(name, logits, **k):
+        seen.append(logits.numel())
+        return real_score(name, logits, **k)
+
+    monkeypatch.setattr(F, "interpolate", interp)
+    monkeypatch.setattr(scores_mod, "anomaly_score", score)
+    img = np.random.default_rng(0).integers(0, 256, (1, 2000, 3000, 3), dtype=np.uint8)
+    out = eng.predict(img)
+    assert out["jsd"].shape == (1, 2000, 3000) and torch.isfinite(out["jsd"]).all()
+    assert seen and max(seen) <= Inference.tile_elements < 19 * 2000 * 3000
+
+
+@pytest.mark.parametrize("score", ["msp", "maxlogit", "energy", "entropy", "jsd"])
+def test_banded_scores_equal_scores_of_fully_upsampled_logits(model, rng, score, monkeypatch):
+    imgs = rng.integers(0, 256, (2, 75, 130, 3), dtype=np.uint8)
+    eng = Inference(model, scores=(score,), device="cpu", dtype="fp32", input_size="model")
+    ref = eng.predict(imgs, return_logits=True)  # the one-shot path: logits upsampled to 75x130, then scored
+    from denseood.scores import anomaly_score
+    direct = anomaly_score(score, F.interpolate(ref["logits"], size=(75, 130), mode="bilinear", align_corners=False))
+    monkeypatch.setattr(Inference, "tile_elements", 2 * 19 * 130 * 7)  # 7-row bands: many band borders
+    got = eng.predict(imgs)[score]
+    torch.testing.assert_close(got, ref[score], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, direct, rtol=1e-5, atol=1e-5)
+
+
+def test_max_pixels_refused_before_the_forward(rng):
+    from denseood.infer import check_max_pixels
+
+    calls = []
+    net = PixelNet()
+    net.register_forward_hook(lambda *a: calls.append(1))
+    eng = Inference(net, scores=("msp",), device="cpu", dtype="fp32", input_size=None, max_pixels=40 * 40)
+    eng.predict(rng.integers(0, 256, (1, 40, 40, 3), dtype=np.uint8))
+    assert calls == [1]
+    with pytest.raises(ConfigError, match=r"41x40.*max_pixels"):
+        eng.predict(rng.integers(0, 256, (1, 41, 40, 3), dtype=np.uint8))
+    assert calls == [1]
+    with pytest.raises(ConfigError, match=r"frame\.png is 9000x12000 = 108 MP.*--max-pixels"):
+        check_max_pixels(9000, 12000, 100e6, "frame.png")
+    check_max_pixels(9000, 12000, None, "frame.png")  # no limit

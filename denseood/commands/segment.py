@@ -6,7 +6,9 @@ ids in descending raw-score order) and ``objects.json`` (JSON lines, one per ima
 ids, boxes xyxy, scores (object confidences in [0, 1]), raw_scores (mean anomaly score inside each mask, any
 sign), ``objects`` (one {id, box, score, raw_score, area} per object), areas in pixels, mask-model quality,
 timing in seconds). Unreadable images are named in the
-summary and make the exit status 1; the other images' results are kept.
+summary and make the exit status 1; the other images' results are kept. An image over ``--max-pixels`` stops
+the run before the model is loaded. Prompts and masks are computed at ``--work-size`` (longest side), so
+memory grows by a few bytes per input pixel.
 
 The library verb is :func:`segment_images` (no argv). The top level imports only the standard library and
 ``._common``. See docs/architecture.md.
@@ -19,7 +21,15 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ._common import add_config, add_device, add_dtype, add_out, add_verb, positive_int
+from ._common import add_config, add_device, add_dtype, add_out, add_verb, nonnegative_int, positive_float, positive_int
+
+#: default of --max-pixels (= denseood.infer.MAX_PIXELS; kept here so the top level imports no torch)
+MAX_PIXELS = 100_000_000
+#: default of --work-size (= denseood.s2m.pipeline.WORK_SIZE)
+WORK_SIZE = 2048
+#: private, for ``denseood bench segment`` only: True restores the pre-0.3 memory behaviour (full-size logits,
+#: prompts and masks at full resolution, one-shot overlay) so the bench can compare the two in one run
+_LEGACY = False
 
 DESCRIPTION = __doc__.split("\n\nThe library verb")[0]
 
@@ -39,6 +49,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=2, help="images per segmenter forward pass")
     p.add_argument("--input-size", default="model",
                    help="HxW the segmenter sees; 'model' = its training size, 'full' keeps the image size")
+    p.add_argument("--max-pixels", type=positive_float, default=MAX_PIXELS,
+                   help="refuse images with more pixels (H*W) than this, before any work")
+    p.add_argument("--work-size", type=nonnegative_int, default=WORK_SIZE,
+                   help="longest side (px) at which prompts and masks are computed (0 = full resolution)")
     add_config(p)
     return p
 
@@ -46,7 +60,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     summary = segment_images(args.images, args.checkpoint, args.out, score=args.score, prompter=args.prompter,
                              prompt_model=args.prompt_model, device=args.device, dtype=args.dtype,
-                             batch_size=args.batch_size, input_size=args.input_size, overwrite=args.overwrite)
+                             batch_size=args.batch_size, input_size=args.input_size, overwrite=args.overwrite,
+                             max_pixels=args.max_pixels, work_size=args.work_size)
     print(f"segmented {summary['segmented']} of {summary['images']} images, {summary['objects']} objects -> "
           f"{summary['out']} (overlays/, masks/, objects.json)")
     if summary["failed"]:
@@ -93,13 +108,58 @@ def unique_stems(paths: Sequence[Path]) -> list[str]:
     return out
 
 
-def overlay(image: Any, result: Any) -> Any:
+def check_sizes(paths: Sequence[Path], max_pixels: float | None) -> None:
+    """ConfigError naming the first image over ``max_pixels`` (read from the file header, nothing decoded)."""
+    if not max_pixels:
+        return
+    import warnings
+
+    from PIL import Image
+
+    from ..infer import check_max_pixels
+
+    Image.MAX_IMAGE_PIXELS = None  # only the header is read here; the limit is ours
+    for p in paths:
+        try:
+            with warnings.catch_warnings(), Image.open(p) as im:
+                warnings.simplefilter("ignore")
+                w, h = im.size
+        except Exception:  # noqa: BLE001 - unreadable headers are reported by read_image later
+            continue
+        check_max_pixels(h, w, max_pixels, f"--images: {p}")
+
+
+def overlay(image: Any, result: Any, rows: int = 512) -> Any:
     """image (H,W,3) uint8 + an S2MResult -> (H,W,3) uint8: heat map of the anomaly map blended over the image,
-    object masks, boxes and object confidences in [0, 1] (``result.scores``)."""
+    object masks, boxes and object confidences in [0, 1] (``result.scores``).
+
+    The same pixels as ``draw_objects(blend(image, heatmap(map), 0.4), ...)``, computed in bands of ``rows``
+    rows and per object inside its box, so the float temporaries stay small."""
+    import numpy as np
+
     from ..viz import blend, draw_objects, heatmap
 
-    base = blend(image, heatmap(result.anomaly_map), alpha=0.4)
-    return draw_objects(base, result.instances, result.boxes, result.scores)
+    if _LEGACY:
+        return draw_objects(blend(image, heatmap(result.anomaly_map), alpha=0.4), result.instances, result.boxes,
+                            result.scores)
+    a = result.anomaly_map
+    finite = a[np.isfinite(a)]
+    vmin, vmax = (float(v) for v in np.percentile(finite, [1, 99])) if finite.size else (0.0, 1.0)
+    del finite
+    base = np.empty_like(image)
+    for r in range(0, image.shape[0], rows):
+        base[r:r + rows] = blend(image[r:r + rows], heatmap(a[r:r + rows], vmin, vmax), alpha=0.4)
+    inst = result.instances
+    masks = getattr(result, "masks", None)
+    up = max(inst.shape[0] / masks.shape[1], 1.0) if masks is not None and masks.ndim == 3 and masks.shape[1] else 1.0
+    m = 3 + int(np.ceil(up))  # margin: a 2-px contour and nearest-upsampling offsets stay inside the crop
+    for i, (x0, y0, x1, y1) in enumerate(np.asarray(result.boxes).reshape(-1, 4), 1):
+        ya, xa = max(0, int(y0) - m), max(0, int(x0) - m)
+        yb, xb = min(inst.shape[0], int(np.ceil(y1)) + m), min(inst.shape[1], int(np.ceil(x1)) + m)
+        crop = np.where(inst[ya:yb, xa:xb] == i, i, 0).astype(np.int32)
+        drawn = draw_objects(base[ya:yb, xa:xb], crop, None, None)
+        base[ya:yb, xa:xb] = drawn
+    return draw_objects(base, np.zeros((1, 1), np.int32), result.boxes, result.scores)
 
 
 def record(path: Path, result: Any) -> dict:
@@ -136,13 +196,15 @@ def _input_size(spec: Any) -> Any:
 def segment_images(images: Sequence[str | Path], checkpoint_or_model: Any, out: str | Path, *, score: str = "jsd",
                    prompter: str = "auto", prompt_model: str = "grabcut", device: Any = "auto", dtype: Any = "auto",
                    batch_size: int = 2, input_size: Any = "model", overwrite: bool = False,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, max_pixels: float | None = MAX_PIXELS, work_size: int | None = WORK_SIZE) -> dict:
     """Segment OOD objects in ``images`` (files or folders) and write the outputs of the module docstring to ``out``.
 
     checkpoint_or_model: a checkpoint path or a Segmenter. prompter / prompt_model / score / device / dtype: as in
     :func:`denseood.s2m.pipeline.build_s2m`. input_size: "model" (training size), "full" or None (image size),
-    or "HxW" / (h, w). Raises ConfigError for a bad ``out`` (a file, or a non-empty folder without
-    ``overwrite``), missing inputs or ``batch_size`` < 1. Unreadable images are skipped and listed.
+    or "HxW" / (h, w). max_pixels: an image with more pixels raises ConfigError (naming it) before the model is
+    loaded (None: no limit). work_size: longest side for prompts and masks (0/None: full resolution). Raises
+    ConfigError for a bad ``out`` (a file, or a non-empty folder without ``overwrite``), missing inputs or
+    ``batch_size`` < 1. Unreadable images are skipped and listed.
     Returns {"images": int, "segmented": int, "objects": int, "failed": [(Path, reason)], "out": Path}.
     """
     import numpy as np
@@ -164,10 +226,16 @@ def segment_images(images: Sequence[str | Path], checkpoint_or_model: Any, out: 
     parse_scores(score)  # a bad --score fails before any image is read and before --out is created
     paths = collect_images(list(images))
     stems = unique_stems(paths)
+    check_sizes(paths, max_pixels)
     check_writable_dir(out, "--out")  # before the model is loaded
     clean_stale_temp(out)
     s2m = build_s2m(checkpoint_or_model, prompter, prompt_model, device, dtype, score,
-                    input_size=_input_size(input_size), batch_size=batch_size)
+                    input_size=_input_size(input_size), batch_size=batch_size, max_pixels=max_pixels,
+                    work_size=None if _LEGACY else work_size)
+    if _LEGACY:
+        from ..infer import Inference
+
+        Inference.tile_elements = None
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     lines: list[str] = []

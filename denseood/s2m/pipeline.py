@@ -13,7 +13,11 @@ Refined map rule: pixels of object k take object k's score; every other pixel ke
 down-weighted by ``f(a) = a - (1 - outside_weight) * |a|`` (= ``outside_weight * a`` for non-negative
 scores). f is continuous and strictly increasing, so outside the objects the ranking of pixels is that of the
 anomaly map, while pixels no object claims are pushed below comparable pixels inside objects.
-See docs/architecture.md.
+
+Working size: prompts, masks and object scores are computed on the image and map downscaled (INTER_AREA) so
+that the longest side is at most ``work_size`` (default 2048); boxes are scaled back to image pixels and the
+instance map is upsampled (nearest) to the image size. Images within the bound take the full-resolution path
+unchanged. See docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import cv2
 import numpy as np
 import torch
 
@@ -37,8 +42,10 @@ from .prompts import PeakPrompter, Prompts
 class S2MResult:
     """S2M output of one image.
 
-    instances: (H,W) int32, 0 = background, ids 1..N in descending ``raw_scores`` order; where masks overlap
-        the object with the higher raw score wins. masks: (N,H,W) bool full masks (before overlap resolution), row i = id i+1.
+    instances: (H,W) int32 (uint16 when the image was over the working size), 0 = background, ids 1..N in
+        descending ``raw_scores`` order; where masks overlap the object with the higher raw score wins.
+        masks: (N,h,w) bool full masks (before overlap resolution), row i = id i+1, at the working size (h,w)
+        = (H,W) unless the image was larger than ``work_size``; :meth:`full_masks` gives them at (H,W).
     boxes: (N,4) float32 xyxy tight boxes of the masks (x1, y1 exclusive). scores: (N,) float32 object
         confidences in [0,1]: the confidence of the prompt the mask came from (``Prompts.confidence``; the
         object protocols' score). raw_scores: (N,) float32 mean raw anomaly inside the full mask (any sign, e.g.
@@ -62,19 +69,48 @@ class S2MResult:
     def __len__(self) -> int:
         return len(self.scores)
 
+    def full_masks(self) -> np.ndarray:
+        """(N,H,W) bool masks at the image size (``masks`` upsampled nearest when they are at a working size)."""
+        return np.stack([resize_nearest(m, self.instances.shape) for m in self.masks]) if len(self.masks) else \
+            np.zeros((0,) + self.instances.shape, bool)
+
     @property
     def areas(self) -> np.ndarray:
         """(N,) int64 visible pixels of each object in ``instances``."""
         return np.bincount(self.instances.ravel(), minlength=len(self) + 1)[1:].astype(np.int64)
 
 
+#: default longest side (pixels) at which S2M computes prompts and masks
+WORK_SIZE = 2048
+
+
+def work_shape(h: int, w: int, work_size: int | None) -> tuple[int, int]:
+    """(h', w') with the longest side at most ``work_size`` (aspect kept, each side >= 1); (h, w) when it fits
+    or ``work_size`` is None/0."""
+    if not work_size or max(h, w) <= work_size:
+        return int(h), int(w)
+    f = work_size / max(h, w)
+    return max(1, int(round(h * f))), max(1, int(round(w * f)))
+
+
+def resize_nearest(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """(h,w) bool/uint8/uint16/int32 array -> (H,W) of the same dtype by nearest-neighbour resizing."""
+    if tuple(a.shape) == tuple(hw):
+        return a
+    src = a.view(np.uint8) if a.dtype == bool else (a.astype(np.uint16) if a.dtype == np.int32 else a)
+    out = cv2.resize(np.ascontiguousarray(src), (int(hw[1]), int(hw[0])), interpolation=cv2.INTER_NEAREST)
+    return out.view(bool) if a.dtype == bool else out
+
+
 def mask_iou_matrix(masks: np.ndarray) -> np.ndarray:
-    """(N,H,W) bool -> (N,N) float64 mask IoU."""
+    """(N,H,W) bool -> (N,N) float64 mask IoU (counted in float32 as before, exact below 2**24 pixels)."""
     n = len(masks)
     if n == 0:
         return np.zeros((0, 0))
-    flat = masks.reshape(n, -1).astype(np.float32)
-    inter = flat @ flat.T
+    flat = masks.reshape(n, -1)
+    inter = np.array([[np.count_nonzero(flat[i] & flat[j]) if j >= i else 0 for j in range(n)] for i in range(n)],
+                     np.float32)  # pairwise counts: no (N,H*W) float copy
+    inter = np.triu(inter) + np.triu(inter, 1).T
     area = np.diag(inter)
     union = area[:, None] + area[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1), 0.0).astype(np.float64)
@@ -94,7 +130,9 @@ def mask_boxes(masks: np.ndarray) -> np.ndarray:
 def refine_map(anomaly_map: np.ndarray, instances: np.ndarray, scores: np.ndarray, outside_weight: float = 0.5) -> np.ndarray:
     """Object-refined map: instance i's pixels -> scores[i-1]; others f(a) = a - (1 - w) |a| (module docstring)."""
     a = np.asarray(anomaly_map, np.float32)
-    out = (a - (1.0 - outside_weight) * np.abs(a)).astype(np.float32)
+    out = np.abs(a)  # in place from here: one (H,W) float32 temporary at most
+    out *= -(1.0 - outside_weight)
+    out += a
     if len(scores):
         lut = np.concatenate([[0.0], np.asarray(scores, np.float32)]).astype(np.float32)
         inside = instances > 0
@@ -137,11 +175,14 @@ class S2M:
     segmenter (via denseood.infer.Inference) and the mask model's setting. nms_iou: mask-IoU above which the
     lower-scoring of two masks is dropped. min_area: objects with fewer pixels are dropped. input_size: as in
     Inference ("model" = the checkpoint's training size). outside_weight: see :func:`refine_map`.
+    work_size: longest side at which prompts and masks are computed (module docstring); None or 0 = always
+    at full resolution. max_pixels: larger images raise ConfigError before the segmenter runs (None: no limit).
     """
 
     def __init__(self, segmenter: Any, prompter: Any, mask_model: PromptableSegmenter, *, score: str = "jsd",
                  device: str | torch.device = "auto", dtype: str | torch.dtype = "auto", nms_iou: float = 0.5,
-                 min_area: int = 16, input_size: Any = "model", outside_weight: float = 0.5, batch_size: int = 2) -> None:
+                 min_area: int = 16, input_size: Any = "model", outside_weight: float = 0.5, batch_size: int = 2,
+                 work_size: int | None = WORK_SIZE, max_pixels: int | float | None = None) -> None:
         if not 0.0 < outside_weight <= 1.0:
             raise ConfigError(f"outside_weight must be in (0, 1], got {outside_weight}")
         self.segmenter = segmenter
@@ -155,6 +196,10 @@ class S2M:
         self.input_size = input_size
         self.outside_weight = float(outside_weight)
         self.batch_size = max(1, int(batch_size))
+        if work_size is not None and int(work_size) < 0:
+            raise ConfigError(f"work_size must be >= 0 (0 = full resolution), got {work_size}")
+        self.work_size = int(work_size) if work_size else None
+        self.max_pixels = max_pixels
         self._engine = None
 
     # -- anomaly maps
@@ -165,7 +210,8 @@ class S2M:
             from ..infer import Inference, dtype_name
 
             self._engine = Inference(self.segmenter, scores=(self.score,), device=str(self.device),
-                                     dtype=dtype_name(self.dtype), input_size=self.input_size)
+                                     dtype=dtype_name(self.dtype), input_size=self.input_size,
+                                     max_pixels=self.max_pixels)
         return self._engine
 
     def anomaly_maps(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
@@ -179,10 +225,12 @@ class S2M:
             while j < len(images) and j - i < self.batch_size and images[j].shape == images[i].shape:
                 j += 1
             t0 = time.perf_counter()
-            out = eng.predict(np.stack([np.asarray(im) for im in images[i:j]]))[self.score].float().cpu().numpy()
+            batch = np.asarray(images[i])[None] if j == i + 1 else np.stack([np.asarray(im) for im in images[i:j]])
+            out = eng.predict(batch)[self.score].float().cpu().numpy()
+            del batch
             dt = (time.perf_counter() - t0) / (j - i)
             for k in range(i, j):
-                maps[k] = out[k - i].astype(np.float32)
+                maps[k] = np.ascontiguousarray(out[k - i], np.float32)
                 secs[k] = dt
             i = j
         return maps, secs  # type: ignore[return-value]
@@ -205,33 +253,53 @@ class S2M:
         return out
 
     def segment_from_map(self, image: np.ndarray, anomaly_map: np.ndarray) -> S2MResult:
-        """image (H,W,3) uint8 + precomputed raw anomaly map (H,W) float -> :class:`S2MResult`."""
+        """image (H,W,3) uint8 + precomputed raw anomaly map (H,W) float -> :class:`S2MResult`.
+
+        Over ``work_size`` the prompts, masks and object scores come from the downscaled image and map."""
         image = np.asarray(image)
         a = np.asarray(anomaly_map, np.float32)
         if a.shape != image.shape[:2]:
             raise ConfigError(f"S2M: anomaly map {a.shape} does not match the image {image.shape[:2]}")
         t0 = time.perf_counter()
-        prompts = self.prompter(a, image)
+        h, w = work_shape(*a.shape, self.work_size)
+        scaled = (h, w) != a.shape
+        a_w = cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA) if scaled else a
+        im_w = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA) if scaled else image
+        prompts = self.prompter(a_w, im_w)
         t1 = time.perf_counter()
         if len(prompts):
-            masks, quality = self.mask_model.predict(image, prompts.boxes, (prompts.points, prompts.point_labels))
+            masks, quality = self.mask_model.predict(im_w, prompts.boxes, (prompts.points, prompts.point_labels))
             masks = np.asarray(masks, bool)
         else:
-            masks, quality = np.zeros((0,) + a.shape, bool), np.zeros(0, np.float32)
+            masks, quality = np.zeros((0, h, w), bool), np.zeros(0, np.float32)
+        del im_w
         t2 = time.perf_counter()
-        obj = np.array([float(a[m].mean()) if m.any() else -np.inf for m in masks], np.float32)
+        obj = np.array([float(a_w[m].mean()) if m.any() else -np.inf for m in masks], np.float32)
         conf = np.clip(np.asarray(prompts.confidence, np.float32).reshape(-1), 0.0, 1.0)
         if len(conf) != len(masks):
             raise ConfigError(f"S2M: the mask model returned {len(masks)} masks for {len(conf)} prompts")
         keep, inst = assemble(masks, obj, self.nms_iou, self.min_area)
         masks, obj, conf = masks[keep], obj[keep], conf[keep]
         quality = np.asarray(quality, np.float32)[keep]
-        result = S2MResult(instances=inst, masks=masks, boxes=mask_boxes(masks), scores=conf, quality=quality,
+        boxes = mask_boxes(masks)
+        if scaled:
+            sx, sy = a.shape[1] / w, a.shape[0] / h
+            boxes = (boxes * np.array([sx, sy, sx, sy], np.float32)).astype(np.float32)
+            inst = resize_nearest(inst.astype(np.uint16), a.shape)
+            prompts = _scale_prompts(prompts, sx, sy)
+        result = S2MResult(instances=inst, masks=masks, boxes=boxes, scores=conf, quality=quality,
                            anomaly_map=a, refined_map=refine_map(a, inst, obj, self.outside_weight),
                            prompts=prompts, timing={}, raw_scores=obj)
         t3 = time.perf_counter()
         result.timing = {"segmenter": 0.0, "prompts": t1 - t0, "masks": t2 - t1, "post": t3 - t2, "total": t3 - t0}
         return result
+
+
+def _scale_prompts(p: Prompts, sx: float, sy: float) -> Prompts:
+    """Prompts at a working size -> image pixels (boxes and point coordinates times (sx, sy))."""
+    f = np.array([sx, sy], np.float32)
+    return Prompts(p.boxes * np.tile(f, 2), p.confidence, p.points * f, p.point_labels,
+                   dict(p.meta, work_scale=(float(sy), float(sx))))
 
 
 # ----------------------------------------------------------------------------------------------------------

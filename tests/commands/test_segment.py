@@ -138,3 +138,49 @@ def test_every_option_has_help(verb):
     p = {"segment": segment, "train-prompter": train_prompter}[verb].add_parser(sub)
     for a in p._actions:
         assert a.help and a.help.strip(), f"{verb} {a.option_strings} has no help"
+
+
+def test_image_over_max_pixels_is_refused_before_the_model_loads(tmp_path, rng, capsys):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    write_image(d / "small.png", disc_scene(40, 50, [(20, 20, 6)], rng)[0])
+    write_image(d / "big.jpg", disc_scene(80, 100, [(40, 40, 9)], rng)[0])
+    missing = tmp_path / "no_such_model.pt"  # loading it would fail with a CheckpointError instead
+    rc = main(["segment", "--images", str(d), "--checkpoint", str(missing), "--out", str(tmp_path / "o"),
+               "--max-pixels", "5000", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "big.jpg is 80x100 = 0.008 MP" in err and "--max-pixels" in err
+    assert "small.png" not in err and "no_such_model" not in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("work_size", [None, 48])
+def test_banded_overlay_equals_the_one_shot_composition(rng, work_size):
+    from denseood.commands.segment import overlay
+    from denseood.s2m.pipeline import S2M
+    from denseood.s2m.promptable import GrabCutBackend
+    from denseood.s2m.prompts import PeakPrompter
+    from denseood.viz import blend, draw_objects, heatmap
+    from s2m_helpers import map_from_instances
+
+    img, inst = disc_scene(90, 150, [(40, 45, 15), (110, 40, 18)], rng)
+    amap = map_from_instances(inst, rng)
+    amap[0, 0] = np.nan
+    r = S2M(None, PeakPrompter(), GrabCutBackend(), device="cpu", dtype="fp32",
+            work_size=work_size).segment_from_map(img, amap)
+    assert len(r) >= 2
+    want = draw_objects(blend(img, heatmap(r.anomaly_map), alpha=0.4), r.instances, r.boxes, r.scores)
+    np.testing.assert_array_equal(overlay(img, r, rows=7), want)
+
+
+def test_segment_work_size_option_keeps_the_output_at_image_size(tmp_path, rng, ckpt):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    write_image(d / "a.png", disc_scene(96, 160, [(50, 48, 14)], rng)[0])
+    out = tmp_path / "out"
+    assert main(["segment", "--images", str(d), "--checkpoint", str(ckpt), "--prompter", "peak", "--out", str(out),
+                 "--device", "cpu", "--dtype", "fp32", "--work-size", "40"]) == 0
+    rec = json.loads((out / "objects.json").read_text())
+    m = read_label(out / "masks" / "a.png")
+    assert rec["size"] == [96, 160] and m.shape == (96, 160)
+    assert rec["areas"] == [int((m == i).sum()) for i in rec["ids"]]

@@ -172,3 +172,53 @@ def test_build_s2m_picks_the_score_from_candidates_without_rereading(monkeypatch
     assert isinstance(s.prompter, LearnedPrompter) and s.score == "msp"
     with pytest.raises(ConfigError, match="trained on 'msp'"):
         build_s2m(model, "learned", "grabcut", "cpu", "fp32", ["jsd", "maxlogit"], checkpoint=ckpt)
+
+
+# ------------------------------------------------------------------------------------------ working size
+class _Recorder:
+    """Wraps a prompter or mask model and records the (H,W) of the images/maps it receives."""
+
+    def __init__(self, inner):
+        self.inner, self.shapes = inner, []
+
+    def __call__(self, a, image=None):
+        self.shapes.append(a.shape[:2])
+        return self.inner(a, image)
+
+    def predict(self, image, boxes, points=None):
+        self.shapes.append(image.shape[:2])
+        return self.inner.predict(image, boxes, points)
+
+
+def test_work_size_leaves_images_within_the_bound_unchanged(rng):
+    img, inst = disc_scene(96, 160, [(40, 48, 14), (115, 50, 16)], rng)
+    amap = map_from_instances(inst, rng)
+    full = S2M(None, PeakPrompter(), GrabCutBackend(), device="cpu", dtype="fp32", work_size=None)
+    bounded = S2M(None, PeakPrompter(), GrabCutBackend(), device="cpu", dtype="fp32", work_size=160)
+    a, b = full.segment_from_map(img, amap), bounded.segment_from_map(img, amap)
+    assert len(a) == 2
+    for k in ("instances", "masks", "boxes", "scores", "raw_scores", "quality", "refined_map"):
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
+    assert b.instances.dtype == np.int32
+
+
+def test_work_size_bounds_prompts_and_masks_and_upsamples_the_instances(rng):
+    img, inst = disc_scene(200, 320, [(80, 100, 30), (230, 100, 34)], rng)
+    amap = map_from_instances(inst, rng, blur=3.0)
+    prompter, backend = _Recorder(PeakPrompter()), _Recorder(GrabCutBackend())
+    r = S2M(None, prompter, backend, device="cpu", dtype="fp32", work_size=80).segment_from_map(img, amap)
+    assert prompter.shapes == [(50, 80)] and backend.shapes == [(50, 80)]
+    assert r.instances.shape == (200, 320) and r.instances.dtype == np.uint16
+    assert r.masks.shape[1:] == (50, 80) and r.full_masks().shape == (len(r), 200, 320)
+    assert r.anomaly_map.shape == r.refined_map.shape == (200, 320)
+    assert len(r) == 2
+    for k in (1, 2):  # each true disc is found whole, in image pixels
+        best = max(iou_mask(r.instances == i, inst == k) for i in range(1, len(r) + 1))
+        assert best > 0.75
+    for i in range(len(r)):  # boxes are in image pixels and hold the upsampled object
+        ys, xs = np.nonzero(r.instances == i + 1)
+        x0, y0, x1, y1 = r.boxes[i]
+        assert x0 <= xs.min() + 4 and xs.max() < x1 + 4 and y0 <= ys.min() + 4 and ys.max() < y1 + 4
+    assert np.all(r.prompts.boxes[:, 2] > 80)  # prompts scaled back to image pixels
+    with pytest.raises(ConfigError, match="work_size"):
+        S2M(None, PeakPrompter(), GrabCutBackend(), device="cpu", dtype="fp32", work_size=-1)

@@ -1,4 +1,4 @@
-"""``denseood bench infer|metrics|s2m``: speed and memory figures, measured as ratios within one run
+"""``denseood bench infer|metrics|s2m|segment``: speed and memory figures, measured as ratios within one run
 (ours vs a baseline), never as timed tests.
 
 Each sub-verb has its own flags (``denseood bench infer --help``); the measuring code lives in the sibling
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from .._common import HelpFormatter, add_device, add_verb, positive_int
+from .._common import HelpFormatter, add_device, add_verb, nonnegative_float, positive_int
 
 
 def _json(p: argparse.ArgumentParser) -> None:
@@ -17,7 +17,7 @@ def _json(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = add_verb(subparsers, "bench", help="benchmarks: infer | metrics | s2m (ratios measured in one run)")
+    p = add_verb(subparsers, "bench", help="benchmarks: infer | metrics | s2m | segment (ratios measured in one run)")
     sub = p.add_subparsers(dest="what", required=True, metavar="WHAT")
 
     q = sub.add_parser("infer", help="segmenter + jsd images/s and peak memory per size and dtype (x fp32)",
@@ -47,6 +47,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--frames", type=positive_int, default=4, help="procedural scenes per size")
     q.add_argument("--iters", type=positive_int, default=None, help="timed frames per setting (default: per backend)")
     add_device(q)
+    _json(q)
+
+    q = sub.add_parser("segment", help="peak RSS of `denseood segment` per image size, new vs pre-0.3 behaviour",
+                       formatter_class=HelpFormatter)
+    q.add_argument("--sizes", default="4,16,64", help="comma-separated image sizes in megapixels (square JPEGs)")
+    q.add_argument("--legacy-max-mp", type=nonnegative_float, default=16,
+                   help="also run the pre-0.3 behaviour for sizes up to this many megapixels (0 = never)")
+    q.add_argument("--train-size", default="64x128", help="HxW train size of the tiny random segmenter")
+    q.add_argument("--work-size", type=positive_int, default=2048, help="segment --work-size")
     _json(q)
     return p
 
