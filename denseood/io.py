@@ -360,3 +360,24 @@ def read_hdf5(path: str | os.PathLike, key: str = "value") -> np.ndarray:
     except Exception as e:  # noqa: BLE001 - h5py raises OSError/KeyError/ValueError for bad files
         raise DatasetError(f"cannot read HDF5 file {path} (truncated or not HDF5?): {type(e).__name__}: "
                            f"{str(e)[:200]}") from e
+
+
+def image_header_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(H, W) of an image file read from its header only (nothing is decoded); None when the header is unreadable
+    (``read_image`` then reports the file). PIL's own decompression-bomb limit is lifted for this one call only,
+    since the caller applies its own limit (``--max-pixels``)."""
+    import warnings
+
+    from PIL import Image
+
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings(), Image.open(path) as im:
+            warnings.simplefilter("ignore")
+            w, h = im.size
+        return int(h), int(w)
+    except Exception:  # noqa: BLE001 - unreadable headers are reported by read_image later
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old

@@ -112,21 +112,13 @@ def check_sizes(paths: Sequence[Path], max_pixels: float | None) -> None:
     """ConfigError naming the first image over ``max_pixels`` (read from the file header, nothing decoded)."""
     if not max_pixels:
         return
-    import warnings
-
-    from PIL import Image
-
     from ..infer import check_max_pixels
+    from ..io import image_header_size
 
-    Image.MAX_IMAGE_PIXELS = None  # only the header is read here; the limit is ours
     for p in paths:
-        try:
-            with warnings.catch_warnings(), Image.open(p) as im:
-                warnings.simplefilter("ignore")
-                w, h = im.size
-        except Exception:  # noqa: BLE001 - unreadable headers are reported by read_image later
-            continue
-        check_max_pixels(h, w, max_pixels, f"--images: {p}")
+        hw = image_header_size(p)
+        if hw is not None:
+            check_max_pixels(hw[0], hw[1], max_pixels, f"--images: {p}")
 
 
 def overlay(image: Any, result: Any, rows: int = 512) -> Any:

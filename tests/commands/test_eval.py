@@ -395,3 +395,13 @@ def test_streethazards_unlabeled_convention_is_recorded_and_changes_ap(tmp_path,
     args = ["eval", "--dataset", "synthetic", "--root", str(tmp_path), "--checkpoint", str(ck), "--out",
             str(tmp_path / "x"), "--streethazards-unlabeled", "void"]
     assert cli_main(args) == 2 and "--dataset streethazards" in capsys.readouterr().err
+
+
+def test_max_pixels_refuses_a_large_frame_before_the_model_loads(world, tmp_path, capsys, monkeypatch):
+    import denseood.models.checkpoint as ck
+
+    monkeypatch.setattr(ck, "load_checkpoint", lambda *a, **k: (_ for _ in ()).throw(AssertionError("model loaded")))
+    rc = cli_main(["eval", "--dataset", "synthetic", "--root", str(world["root"]), "--checkpoint", str(world["ckpt"]),
+                   "--out", str(tmp_path / "o"), "--max-pixels", "100", "--device", "cpu", "--workers", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--max-pixels" in err and "frame " in err

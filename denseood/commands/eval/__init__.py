@@ -71,6 +71,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=fraction, default=1 / 3, help="sliding-window overlap fraction in [0, 1)")
     p.add_argument("--flip", action="store_true", help="test-time horizontal flip averaging")
     p.add_argument("--compile", action="store_true", help="torch.compile the segmenter")
+    p.add_argument("--max-pixels", type=positive_float, default=1e8,
+                   help="refuse frames with more pixels than this, before any work (read from the file headers)")
     p.add_argument("--min-segment-size", type=nonnegative_int, default=None,
                    help="component metrics: drop predicted components smaller than this (default: the benchmark's)")
     p.add_argument("--min-instance-size", type=nonnegative_int, default=None,
@@ -131,5 +133,5 @@ def run(args: argparse.Namespace) -> int:
         dataset=args.dataset, root=args.root, split=args.split, checkpoint=args.checkpoint,
         scores=args.score or "jsd", dtype=args.dtype, device=args.device, input_size=args.input_size,
         sliding_window=args.sliding_window, overlap=args.overlap, flip=args.flip, compile=args.compile,
-        s2m=args.s2m, prompter=args.prompter, prompt_model=args.prompt_model, **common)
+        max_pixels=args.max_pixels, s2m=args.s2m, prompter=args.prompter, prompt_model=args.prompt_model, **common)
     return 0

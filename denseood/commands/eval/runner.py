@@ -48,6 +48,21 @@ def check_out_dir(out: str | os.PathLike, overwrite: bool) -> Path:
     return out
 
 
+def check_frame_sizes(dataset: Any, max_pixels: float | None) -> None:
+    """ConfigError naming the first frame whose image has more than ``max_pixels`` pixels, read from the file
+    headers of ``dataset.frames`` before any model is loaded (datasets without frame paths are checked per image
+    by the engine)."""
+    from denseood.infer import check_max_pixels
+    from denseood.io import image_header_size
+
+    if not max_pixels:
+        return
+    for fr in getattr(dataset, "frames", None) or []:
+        hw = image_header_size(fr.image)
+        if hw is not None:
+            check_max_pixels(hw[0], hw[1], max_pixels, f"frame {fr.name} ({fr.image})")
+
+
 def resolve_protocol(protocol: str | None, exact: bool = False, dataset_default: str | None = None) -> str:
     """--protocol, else 'exact' with --exact, else the dataset's default protocol, else 'streaming'."""
     if protocol is not None and protocol not in PROTOCOLS:
@@ -90,7 +105,7 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
              compile: bool = False, components: bool = True, save_maps: bool = False, s2m: Any = None,
              overwrite: bool = False, progress: bool = True, checkpoint: str | os.PathLike | None = None,
              command: str | None = None, source: Any = None, save_maps_format: str = "npy",
-             method: str | None = None) -> dict:
+             method: str | None = None, max_pixels: float | None = 1e8) -> dict:
     """Evaluate ``scores`` of ``model`` on ``dataset`` (a denseood BaseDataset) and write the results to ``out``.
 
     Returns the results dict (the content of results.json; identical on every rank). Per score: ap, fpr95, auroc,
@@ -119,7 +134,7 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
 
     engine = source if source is not None else Inference(
         model, scores=scores, device=dist.resolve_device(device), dtype=dtype, input_size=input_size,
-        sliding_window=sliding_window, overlap=overlap, flip=flip, compile=compile)
+        sliding_window=sliding_window, overlap=overlap, flip=flip, compile=compile, max_pixels=max_pixels)
     data: Dataset = dataset
     if limit is not None:
         if limit <= 0:
@@ -331,6 +346,7 @@ def evaluate_checkpoint(*, dataset: str, root: str | os.PathLike, checkpoint: st
         sizes = {k: v for k, v in (("min_segment_size", min_segment_size), ("min_instance_size", min_instance_size),
                                    ("unlabeled", streethazards_unlabeled)) if v is not None}
         ds = open_dataset(dataset, root, split, **sizes)
+        check_frame_sizes(ds, kwargs.get("max_pixels", 1e8))
         model = load_checkpoint(checkpoint, map_location="cpu", num_classes=ds.num_classes, class_set=ds.class_set)
         pipeline = None
         if s2m:

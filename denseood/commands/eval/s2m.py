@@ -85,7 +85,7 @@ class S2MEval:
         res = self.s2m.segment_from_map(image, a)
         self.objects.update(res.instances, m)
         self.curve.update(paint_objects(res.instances, res.scores), m)
-        self.instance_ap.update(res.masks, res.scores, gt_instances(m, instances), m == 255)
+        self.instance_ap.update(res.full_masks(), res.scores, gt_instances(m, instances), m == 255)
         self.refined_pixels.update(res.refined_map, m)
         a16 = a.astype(np.float16)
         self.raw_pixels.update(a16.astype(np.float32), m)  # the threshold is chosen on exactly the cached values
