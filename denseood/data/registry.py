@@ -13,7 +13,7 @@ from .cityscapes import CityscapesDataset
 from .fishyscapes import FishyscapesLAF, FishyscapesStatic
 from .folder import FolderDataset
 from .sample import Sample
-from .smiyc import LostAndFoundDataset, SMIYCAnomalyTrack, SMIYCObstacleTrack
+from .smiyc import SYNTHETIC_VALIDATION_ID, LostAndFoundDataset, SMIYCAnomalyTrack, SMIYCObstacleTrack
 from .streethazards import StreetHazardsDataset
 
 
@@ -24,11 +24,18 @@ class _SyntheticTrain(CityscapesDataset):
 
 
 class _SyntheticVal(SMIYCAnomalyTrack):
+    """The synthetic world's evaluation frames: SMIYC AnomalyTrack layout, frame ids ``synth<NNNN>`` (all
+    validation); any other id belongs to no split."""
+
     name = "synthetic"
     splits = ("validation",)
     default_split = "validation"
     default_protocol = "streaming"
     component_sizes = (500, 100)
+    split_rule = "the synthetic world's evaluation frames are named synth<NNNN>"
+
+    def _split_of(self, fid: str) -> str | None:
+        return "validation" if SYNTHETIC_VALIDATION_ID.match(fid) else None
 
 
 class SyntheticDataset(BaseDataset):

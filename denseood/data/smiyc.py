@@ -155,10 +155,10 @@ class SMIYCAnomalyTrack(SMIYCTrack):
     component_sizes = (500, 100)
 
     split_rule = ("official AnomalyTrack ids are validation0000..validation0009 (validation) and the 100 test ids "
-                  "of road-anomaly-benchmark, e.g. cow0000, zebra0000 (denseood's synthetic world: synth<NNNN>)")
+                  "of road-anomaly-benchmark, e.g. cow0000, zebra0000")
 
     def _split_of(self, fid: str) -> str | None:
-        if fid in ANOMALY_VALIDATION_IDS or SYNTHETIC_VALIDATION_ID.match(fid):
+        if fid in ANOMALY_VALIDATION_IDS:
             return "validation"
         return "test" if fid in ANOMALY_TEST_IDS else None
 

@@ -628,3 +628,13 @@ def test_laf_official_index_rule(tmp_path, rng, monkeypatch):
     monkeypatch.setattr(smiyc, "LAF_TEST_INVALID_INDICES", (1,))
     ds = open_dataset("smiyc-laf", tmp_path)
     assert ds.names == [fids[0], fids[2]] and list(ds.excluded) == [fids[1]]
+
+
+def test_synthetic_ids_are_no_official_smiyc_split_and_vice_versa(tmp_path, rng):
+    build_synthetic(tmp_path, rng)
+    with pytest.raises(DatasetError, match="belong to no split") as e:
+        open_dataset("smiyc-anomaly", tmp_path, "validation")  # synth<NNNN> is not an official AnomalyTrack id
+    assert "synth0000" in str(e.value)
+    put_image(tmp_path / "dataset_AnomalyTrack" / "images" / "validation0000.png", rgb(rng))
+    with pytest.raises(DatasetError, match="synth<NNNN>"):
+        open_dataset("synthetic", tmp_path, "val")  # and an official id is no synthetic frame
