@@ -57,9 +57,9 @@ class Offline:
 
     def start(self, name: str, *argv: str) -> subprocess.Popen:
         """Start ``python *argv``; stdout/stderr go to files (a pipe could fill and block a long run)."""
-        out = open(self.tmp / "logs" / f"{name}.out", "w")
-        return subprocess.Popen([sys.executable, *argv], env={**self.env, "NET_BLOCK_LOG": str(self.log(name))},
-                                cwd=str(self.tmp), stdout=out, stderr=subprocess.STDOUT, text=True)
+        with open(self.tmp / "logs" / f"{name}.out", "w") as out:   # the child keeps its own copy
+            return subprocess.Popen([sys.executable, *argv], env={**self.env, "NET_BLOCK_LOG": str(self.log(name))},
+                                    cwd=str(self.tmp), stdout=out, stderr=subprocess.STDOUT, text=True)
 
     def finish(self, name: str, proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
         """Wait for ``proc``: (exit code, its output, its network log ('' when nothing was attempted))."""

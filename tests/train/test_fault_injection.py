@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 TMP_TAG = ".denseood-tmp-"
 STEPS, FLOW_PRETRAIN = 3, 1          # the bit-exact resume test's config (tests/train/test_trainer.py::tiny_cfg)
 TOTAL = STEPS + FLOW_PRETRAIN
-PAUSE = "6"                          # seconds the paused writer sleeps before its rename (the kill lands inside)
+PAUSE = "4"                          # seconds the paused writer sleeps before its rename (the kill lands inside)
 
 
 def train_argv(root: Path, out: Path, resume: bool = False) -> list[str]:
@@ -45,8 +45,8 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _start(argv: list[str], log: Path, **env: str) -> subprocess.Popen:
-    return subprocess.Popen(argv, env=_env(**env), cwd=str(log.parent), stdout=open(log, "w"),
-                            stderr=subprocess.STDOUT)
+    with open(log, "w") as f:                # the child keeps its own copy of the descriptor
+        return subprocess.Popen(argv, env=_env(**env), cwd=str(log.parent), stdout=f, stderr=subprocess.STDOUT)
 
 
 def _finish(argv: list[str], log: Path) -> None:
