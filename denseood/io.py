@@ -11,6 +11,7 @@ import os
 import pickle
 import re
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,7 @@ def _atomic(path: str | os.PathLike, write_fn, mode: str = "wb") -> Path:
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
+        _test_pause_before_rename(path)
         os.replace(tmp, path)
     except BaseException as e:
         try:
@@ -79,6 +81,24 @@ def _atomic(path: str | os.PathLike, write_fn, mode: str = "wb") -> Path:
             raise _output_error(e, "writing", path, tail) from e
         raise
     return path
+
+
+def _test_pause_before_rename(path: Path) -> None:
+    """TEST-ONLY hook of the atomic writers (never set these outside tests), for killing a process inside a write.
+
+    ``DENSEOOD_TEST_SLOW_WRITE=<seconds>``: sleep that long after the temp file is written and synced and before
+    it is renamed over ``path``; ``DENSEOOD_TEST_SLOW_WRITE_NAME=<file name>`` limits that to targets of that
+    name (e.g. ``last.pt``); ``DENSEOOD_TEST_WRITE_MARKER=<path>``: append the target path as one line to that
+    file when the sleep starts. Unset (the normal case) this does nothing.
+    """
+    seconds = os.environ.get("DENSEOOD_TEST_SLOW_WRITE")
+    if not seconds or os.environ.get("DENSEOOD_TEST_SLOW_WRITE_NAME", path.name) != path.name:
+        return
+    marker = os.environ.get("DENSEOOD_TEST_WRITE_MARKER")
+    if marker:
+        with open(marker, "a") as f:
+            f.write(f"{path}\n")
+    time.sleep(float(seconds))
 
 
 def check_writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
