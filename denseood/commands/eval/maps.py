@@ -128,10 +128,11 @@ class MapSource:
             progress: bool = True) -> Iterator[tuple[list, dict[str, torch.Tensor]]]:
         from tqdm import tqdm
 
+        from denseood.dist import worker_init
         from denseood.infer import collate_samples
 
         dl = DataLoader(data, batch_size=batch_size, shuffle=False, sampler=sampler, num_workers=max(0, workers),
-                        collate_fn=collate_samples)
+                        collate_fn=collate_samples, worker_init_fn=worker_init)
         with tqdm(total=len(dl.sampler), desc="maps", unit="img", disable=not progress, dynamic_ncols=True) as bar:
             for groups in dl:
                 for samples, _ in groups:
