@@ -37,7 +37,7 @@ DESCRIPTION = __doc__.split("\n\nThe library verb")[0]
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = add_verb(subparsers, "segment", help="segment OOD objects in driving images (S2M)", description=DESCRIPTION)
     p.add_argument("--images", required=True, nargs="+", help="image folder(s) (their images, not recursive) or file(s)")
-    p.add_argument("--checkpoint", required=True, help="segmenter checkpoint (.pt) written by `denseood train`")
+    p.add_argument("--checkpoint", required=True, help="the model: denseood checkpoint .pt | hf:DIR | torchvision:NAME:FILE | python:MODULE:FACTORY")
     add_out(p, "overlays/, masks/, objects.json")
     p.add_argument("--score", default="jsd", help="anomaly score the prompts are taken from (e.g. jsd, msp, maxlogit)")
     p.add_argument("--prompter", default="auto",

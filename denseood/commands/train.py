@@ -38,7 +38,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--crop", type=positive_int, default=None, help="square training crop side in pixels")
     p.add_argument("--lr", type=positive_float, default=None, help="segmenter learning rate (peak of the schedule)")
     p.add_argument("--out", default=None, help="run folder (config.yaml, last.pt, best.pt, model.pt, summary.json)")
-    p.add_argument("--init", default=None, help="denseood checkpoint to fine-tune")
+    p.add_argument("--init", default=None, help="model to fine-tune: denseood checkpoint .pt | hf:DIR | torchvision:NAME:FILE | python:MODULE:FACTORY (then --arch/--encoder are ignored)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--amp", default=None, choices=["none", "bf16", "fp16"],
                    help="mixed precision of the segmenter (fp16 uses a GradScaler, CUDA only)")

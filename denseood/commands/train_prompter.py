@@ -31,7 +31,7 @@ score_thresh_arg.__name__ = "score_thresh"
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = add_verb(subparsers, "train-prompter", help="train the S2M learned prompter for a segmenter checkpoint",
                  description=__doc__.split("\nThe top level")[0])
-    p.add_argument("--checkpoint", required=True, help="segmenter checkpoint (.pt) whose score maps the prompter reads")
+    p.add_argument("--checkpoint", required=True, help="the model whose score maps the prompter reads: denseood checkpoint .pt | hf:DIR | torchvision:NAME:FILE | python:MODULE:FACTORY (not .pt: --out is required)")
     p.add_argument("--dataset", default="synthetic", help="dataset reader of the inlier training images")
     p.add_argument("--root", required=True, help="dataset root folder")
     p.add_argument("--out", default=None, help="where to write the prompter (default: stored inside --checkpoint)")
@@ -60,8 +60,10 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..io import check_writable_dir, clean_stale_temp
-    from ..train.prompter import store_prompter_in_checkpoint, train_prompter
+    from ..train.prompter import require_checkpoint_for_storage, store_prompter_in_checkpoint, train_prompter
 
+    if not args.out:
+        require_checkpoint_for_storage(args.checkpoint)  # an hf:/torchvision:/python: model cannot hold it
     # the folder the prompter will be written into (--out's parent, else the checkpoint's), probed before any work
     target = Path(args.out).parent if args.out else Path(args.checkpoint).parent
     check_writable_dir(target, "--out" if args.out else "--checkpoint")

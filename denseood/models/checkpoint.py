@@ -1,4 +1,5 @@
-"""Checkpoint files of a :class:`~denseood.models.segmenter.Segmenter`: the format, writing and reading.
+"""Checkpoint files of a denseood model (a :class:`~denseood.models.segmenter.Segmenter`, or a fine-tuned external
+model from ``hf:``/``torchvision:``/``python:``): the format, writing and reading.
 
 One checkpoint is one file written atomically by ``save_checkpoint`` with ``torch.save``. It holds only plain
 types (dict, list, str, int, float, bool, None) and CPU tensors, so ``torch.load(path, weights_only=True)`` reads
@@ -7,14 +8,27 @@ it without unpickling arbitrary objects; ``read_checkpoint`` and ``load_checkpoi
 
 - ``format``: the string ``"denseood-segmenter"`` (``CHECKPOINT_FORMAT``); any other value is "not a denseood
   checkpoint".
-- ``format_version``: int, currently 1 (``CHECKPOINT_FORMAT_VERSION``); a newer version than this denseood reads
-  is refused ("upgrade denseood").
-- ``meta``: what rebuilds the model (``Segmenter.meta()``): ``arch``, ``encoder``, ``num_classes``,
-  ``class_names`` (list), ``class_set`` (name in ``CLASS_SETS`` or None), ``mean``/``std`` (3 floats for 0..1
-  RGB), ``train_size`` ([H, W] or None), ``smp_kwargs`` (extra smp constructor arguments), plus provenance
-  ``denseood_version``, ``torch_version``, ``created`` (UTC ISO time). ``arch``, ``encoder``, ``num_classes`` and
-  ``class_names`` are required.
-- ``state_dict``: the Segmenter's ``state_dict()`` (keys ``net.*``), CPU tensors; loaded strictly.
+- ``format_version``: int, at most 2 (``CHECKPOINT_FORMAT_VERSION``); a newer version than this denseood reads
+  is refused ("upgrade denseood"). Segmenters (smp) are still written as version 1, unchanged (older denseood
+  releases read them); external models are written as version 2 (they need ``model_source``/``external``).
+- ``meta``: what rebuilds the model. Always ``num_classes``, ``class_names`` (list), ``class_set`` (name in
+  ``CLASS_SETS`` or None), ``mean``/``std`` (3 floats for 0..1 RGB; for ``hf`` the image processor's, converted),
+  ``train_size`` ([H, W] or None), provenance ``denseood_version``, ``torch_version``, ``created`` (UTC ISO
+  time), and (version 2) ``model_source``: ``"hf"`` | ``"torchvision"`` | ``"python"`` (absent = ``"smp"``). For ``smp`` (``Segmenter.meta()``): ``arch``, ``encoder`` (required) and ``smp_kwargs`` (extra smp
+  constructor arguments). For the others (version 2, the wrapper's ``SegmenterBase.meta()`` plus): ``source``
+  (the spec the model was loaded from), ``output_kind`` (``"logits"`` | ``"mask_scores"``) and ``external``, the
+  model's ``checkpoint_record()``, plain types:
+
+  - ``hf``: ``model_type``, ``universal`` (bool), ``config`` (``config.to_dict()``), ``task_inputs`` (OneFormer's
+    task token ids or None), ``spec``; rebuilt with ``AutoModelFor{Semantic,Universal}Segmentation.from_config``
+    (no model folder, no network);
+  - ``torchvision``: ``name`` (NAME), ``num_classes``, ``aux_loss`` (bool), ``spec``; rebuilt with
+    ``weights=None, weights_backbone=None``;
+  - ``python``: ``module`` (dotted name, or the absolute path of the ``.py`` file), ``factory``, ``meta``
+    (``class_names``, ``mean``, ``std``, ``train_size``, ``output_kind``), ``spec``; rebuilt by importing the
+    module and calling the factory again (``num_classes``/``class_set`` passed when declared).
+- ``state_dict``: the model's ``state_dict()`` (keys ``net.*``), CPU tensors; loaded strictly over the rebuilt
+  model.
 - ``stats``: fitted score statistics (``Segmenter.stats``: ``sml_mean`` (C,), ``sml_std`` (C,), ``maha_means``
   (C, F), ``maha_precision`` (F, F), ``maha_counts`` (C,)), a dict of tensors, possibly empty.
 - ``config``: the training configuration (plain types), ``metrics``: evaluation/training metrics (plain types),
@@ -23,7 +37,7 @@ it without unpickling arbitrary objects; ``read_checkpoint`` and ``load_checkpoi
   resuming training; left out of ``model.checkpoint_meta``).
   The three default to ``{}`` when absent.
 
-``load_checkpoint`` rebuilds the model with ``create_segmenter`` from ``meta``, checks the caller's expected
+``load_checkpoint`` rebuilds the model (``create_segmenter``, or ``sources.spec.rebuild_from_record``), checks the caller's expected
 classes, loads weights and stats and sets ``checkpoint_meta``/``checkpoint_path``/``checkpoint_sha256`` (the first
 16 hex digits of the file's SHA-256). Every failure is a CheckpointError naming the file.
 See docs/architecture.md.
@@ -33,11 +47,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from .._version import __version__
 from ..data.classes import CLASS_SETS
@@ -46,7 +62,9 @@ from ..io import atomic_torch_save, safe_torch_load
 from .segmenter import IMAGENET_MEAN, IMAGENET_STD, Segmenter, create_segmenter
 
 CHECKPOINT_FORMAT = "denseood-segmenter"
-CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_FORMAT_VERSION = 2
+#: ``meta["model_source"]`` values (absent = "smp")
+MODEL_SOURCES = ("smp", "hf", "torchvision", "python")
 
 
 def _plain(obj: Any, where: str) -> Any:
@@ -77,19 +95,37 @@ def _plain(obj: Any, where: str) -> Any:
                       f"int, float, bool, None) and tensors can be stored (weights_only loading)")
 
 
-def save_checkpoint(model: Segmenter, path: str | os.PathLike, *, config: dict | None = None,
+def model_meta(model: Any) -> dict:
+    """The checkpoint ``meta`` of ``model`` (see the module docstring); ConfigError for a model that cannot be
+    rebuilt from a checkpoint (not a Segmenter and without ``checkpoint_record``)."""
+    if isinstance(model, Segmenter):
+        return model.meta()  # version 1 layout: no model_source
+    record = getattr(model, "checkpoint_record", None)
+    if not callable(record) or not callable(getattr(model, "meta", None)):
+        raise ConfigError(f"save_checkpoint expects a denseood model (a Segmenter or a model loaded by "
+                          f"denseood.load_model), got {type(model).__name__}")
+    spec = str(getattr(model, "spec", None) or model.source or "")
+    kind = spec.split(":", 1)[0]
+    if kind not in MODEL_SOURCES[1:]:
+        raise ConfigError(f"save_checkpoint: cannot tell the source of {type(model).__name__} (spec {spec!r})")
+    return {**model.meta(), "model_source": kind, "external": _plain(record(), "meta.external"),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, config: dict | None = None,
                     metrics: dict | None = None, extra: dict | None = None) -> Path:
     """Write one self-describing checkpoint file atomically; returns its path.
 
-    Layout: ``{"format", "format_version", "meta", "state_dict", "stats", "config", "metrics", "extra"}``;
-    everything plain types + CPU tensors (``torch.load(path, weights_only=True)`` works).
+    model: a Segmenter, or an ``hf:``/``torchvision:``/``python:`` model from ``load_model`` (e.g. fine-tuned by
+    ``denseood train --init SPEC``). Layout: ``{"format", "format_version", "meta", "state_dict", "stats",
+    "config", "metrics", "extra"}``; everything plain types + CPU tensors (``torch.load(path, weights_only=True)``
+    works).
     """
-    if not isinstance(model, Segmenter):
-        raise ConfigError(f"save_checkpoint expects a Segmenter, got {type(model).__name__}")
+    meta = model_meta(model)
     ckpt = {
         "format": CHECKPOINT_FORMAT,
-        "format_version": CHECKPOINT_FORMAT_VERSION,
-        "meta": model.meta(),
+        "format_version": 1 if "model_source" not in meta else CHECKPOINT_FORMAT_VERSION,
+        "meta": meta,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "stats": {k: v.detach().cpu() for k, v in model.stats.items()},
         "config": _plain(config or {}, "config"),
@@ -121,7 +157,12 @@ def _load_bytes(data: bytes, path: Path, map_location: Any = "cpu") -> dict:
             raise CheckpointError(f"{path}: checkpoint field {k!r} is missing or not a dict (corrupt checkpoint)")
     for k in ("stats", "config", "metrics", "extra"):
         obj.setdefault(k, {})
-    missing = [k for k in ("arch", "encoder", "num_classes", "class_names") if k not in obj["meta"]]
+    kind = obj["meta"].get("model_source", "smp")
+    if kind not in MODEL_SOURCES:
+        raise CheckpointError(f"{path}: unknown model_source {kind!r} (valid: {', '.join(MODEL_SOURCES)}); "
+                              f"upgrade denseood")
+    need = ("arch", "encoder") if kind == "smp" else ("external",)
+    missing = [k for k in (*need, "num_classes", "class_names") if k not in obj["meta"]]
     if missing:
         raise CheckpointError(f"{path}: checkpoint meta lacks {missing} (corrupt checkpoint)")
     return obj
@@ -145,9 +186,42 @@ def _class_desc(n: int, cset: str | None) -> str:
     return f"{n} classes ({cset})" if cset else f"{n} classes"
 
 
+def _model_desc(meta: dict) -> str:
+    """``arch/encoder`` or ``hf:...`` etc. of a checkpoint's meta (for messages)."""
+    kind = meta.get("model_source", "smp")
+    if kind == "smp":
+        return f"{meta['arch']}/{meta['encoder']}"
+    return str((meta.get("external") or {}).get("spec") or kind)
+
+
+def _rebuild(meta: dict, n: int, class_set: str | None, path: Path) -> nn.Module:
+    """The untrained model described by a checkpoint's ``meta`` (CheckpointError naming ``path``)."""
+    kind = meta.get("model_source", "smp")
+    mean, std = tuple(meta.get("mean", IMAGENET_MEAN)), tuple(meta.get("std", IMAGENET_STD))
+    try:
+        if kind == "smp":
+            return create_segmenter(meta["arch"], meta["encoder"], n, class_names=meta["class_names"],
+                                    class_set=class_set, mean=mean, std=std, train_size=meta.get("train_size"),
+                                    **dict(meta.get("smp_kwargs") or {}))
+        from .sources.spec import rebuild_from_record
+
+        record = meta.get("external")
+        if not isinstance(record, dict):
+            raise CheckpointError(f"checkpoint {path}: meta['external'] must be a dict (corrupt checkpoint)")
+        model = rebuild_from_record(kind, record, class_names=tuple(meta["class_names"]), class_set=class_set,
+                                    mean=mean, std=std, source=str(path))
+        model._set_meta(class_names=meta["class_names"], class_set=class_set, mean=mean, std=std,
+                        train_size=meta.get("train_size"), source=str(path),
+                        output_kind=meta.get("output_kind", model.output_kind))
+        return model
+    except ConfigError as e:
+        raise CheckpointError(f"cannot rebuild the model of checkpoint {path}: {e}") from e
+
+
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
-                    num_classes: int | None = None, class_set: str | None = None) -> Segmenter:
-    """Rebuild the Segmenter of a checkpoint file, load weights strictly and stats; returns it in eval mode.
+                    num_classes: int | None = None, class_set: str | None = None) -> nn.Module:
+    """Rebuild the model of a checkpoint file (a Segmenter, or the hf/torchvision/python model it records), load
+    weights strictly and stats; returns it in eval mode.
 
     num_classes / class_set: what the caller's dataset expects; a different checkpoint raises CheckpointError.
     Sets ``model.checkpoint_meta`` (meta + ``metrics`` + ``config`` + ``extra`` without the training state),
@@ -168,13 +242,7 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
             f"checkpoint {path} has {_class_desc(c_n, c_set)} but the dataset expects "
             f"{_class_desc(want_n if want_n is not None else c_n, class_set)}; use a checkpoint trained on that "
             f"class set (or a dataset with the checkpoint's classes)")
-    try:
-        model = create_segmenter(meta["arch"], meta["encoder"], c_n, class_names=meta["class_names"],
-                                 class_set=c_set, mean=meta.get("mean", IMAGENET_MEAN),
-                                 std=meta.get("std", IMAGENET_STD), train_size=meta.get("train_size"),
-                                 **dict(meta.get("smp_kwargs") or {}))
-    except ConfigError as e:
-        raise CheckpointError(f"cannot rebuild the model of checkpoint {path}: {e}") from e
+    model = _rebuild(meta, c_n, c_set, path)
     sd = ckpt["state_dict"]
     target = model.state_dict()
     missing = sorted(set(target) - set(sd))
@@ -183,7 +251,7 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
               for k in target if k in sd and tuple(sd[k].shape) != tuple(target[k].shape)]
     if missing or unexpected or shapes:
         raise CheckpointError(
-            f"checkpoint {path} weights do not match its {meta['arch']}/{meta['encoder']} model: "
+            f"checkpoint {path} weights do not match its {_model_desc(meta)} model: "
             f"{len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}, "
             f"{len(shapes)} shape mismatches {shapes[:5]}; the file is corrupt or was edited")
     model.load_state_dict(sd, strict=True)

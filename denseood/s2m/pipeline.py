@@ -307,7 +307,12 @@ def _scale_prompts(p: Prompts, sx: float, sy: float) -> Prompts:
 
 def _checkpoint_extra(model: Any, checkpoint: str | Path | None) -> dict:
     """``extra`` of the checkpoint: kept on the model by ``load_checkpoint`` (no second read of the file) unless
-    ``checkpoint`` names another file than the one the model was loaded from."""
+    ``checkpoint`` names another file than the one the model was loaded from; ``{}`` for a non-checkpoint spec
+    (``hf:``, ``torchvision:``, ``python:``: such models hold no prompter, use ``--prompter FILE``)."""
+    from ..models.sources.spec import spec_kind
+
+    if spec_kind(checkpoint) not in (None, "checkpoint"):
+        return {}
     meta = getattr(model, "checkpoint_meta", None) or {}
     loaded_from = getattr(model, "checkpoint_path", None)
     same = checkpoint is None or (loaded_from is not None and Path(loaded_from).resolve() == Path(checkpoint).resolve())
@@ -370,7 +375,8 @@ def build_s2m(model: Any, prompter: str = "auto", prompt_model: str = "grabcut",
               input_size: Any = "model", **kw: Any) -> S2M:
     """Assemble an :class:`S2M` from a checkpoint.
 
-    model: a Segmenter or the path of a checkpoint. prompter: "learned" (the checkpoint's ``extra["prompter"]``,
+    model: a model (``SegmenterBase``) or a ``load_model`` spec (checkpoint .pt | hf:DIR | torchvision:NAME:FILE |
+    python:MODULE:FACTORY). prompter: "learned" (the checkpoint's ``extra["prompter"]``,
     ConfigError when missing), "peak", "auto" (learned when present, else peak with a printed note) or the
     path of a prompter file written by ``denseood train-prompter --out``. prompt_model: "grabcut" |
     "sam:TYPE:PATH". score: the anomaly score S2M runs on, or candidate names (e.g. the scores an evaluation
@@ -380,10 +386,10 @@ def build_s2m(model: Any, prompter: str = "auto", prompt_model: str = "grabcut",
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     if isinstance(model, (str, Path)):
-        from ..models.segmenter import load_checkpoint
+        from ..models.sources import load_model
 
-        checkpoint = Path(model)
-        model = load_checkpoint(checkpoint, map_location="cpu")
+        checkpoint = model
+        model = load_model(checkpoint, map_location="cpu")
     extra = _checkpoint_extra(model, checkpoint)
     where = f"checkpoint {checkpoint}" if checkpoint is not None else "the checkpoint"
     p = build_prompter(prompter, extra, score, dev, where)

@@ -67,7 +67,9 @@ def train_prompter(model_ckpt: str | Path | nn.Module, dataset_root: str | Path,
     """
     from tqdm import tqdm
 
-    from ..models.segmenter import load_checkpoint, read_checkpoint
+    from ..models.checkpoint import read_checkpoint
+    from ..models.sources import load_model
+    from ..models.sources.spec import spec_kind
     from .negatives import build_negatives
 
     if steps < 1 or batch_size < 1 or crop < 32:
@@ -83,8 +85,8 @@ def train_prompter(model_ckpt: str | Path | nn.Module, dataset_root: str | Path,
     if isinstance(model_ckpt, nn.Module):
         segmenter = model_ckpt
     else:
-        segmenter = load_checkpoint(model_ckpt, map_location="cpu")
-        raw = read_checkpoint(model_ckpt)
+        segmenter = load_model(model_ckpt, map_location="cpu")   # any spec: .pt | hf: | torchvision: | python:
+        raw = read_checkpoint(model_ckpt) if spec_kind(model_ckpt) == "checkpoint" else {}
     segmenter.eval()
     engine = Inference(segmenter, scores=(score,), device=str(dev), dtype="fp32")
 
@@ -254,10 +256,23 @@ def calibrate_score_thresh(prompter: LearnedPrompter, maps: list[np.ndarray], gt
                  "n_gt": n_gt, "images": len(maps)}
 
 
+def require_checkpoint_for_storage(spec: str | Path) -> None:
+    """ConfigError unless ``spec`` is a denseood checkpoint, which can hold the prompter in ``extra``."""
+    from ..models.sources.spec import spec_kind
+
+    kind = spec_kind(spec)
+    if kind != "checkpoint":
+        raise ConfigError(f"train-prompter: --checkpoint {spec} is a {kind}: model, not a denseood checkpoint, so the "
+                          f"prompter cannot be stored inside it; pass --out FILE (then use it with --prompter FILE)")
+
+
 def store_prompter_in_checkpoint(prompter: LearnedPrompter, checkpoint: str | Path) -> Path:
     """Rewrite the segmenter checkpoint atomically with ``extra["prompter"] = prompter.state()`` (other extra
-    entries, config and metrics kept)."""
-    from ..models.segmenter import load_checkpoint, read_checkpoint, save_checkpoint
+    entries, config and metrics kept). ``checkpoint`` must be a denseood checkpoint: for an ``hf:`` /
+    ``torchvision:`` / ``python:`` spec (a model file denseood does not own) a ConfigError asks for ``--out FILE``."""
+    from ..models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+
+    require_checkpoint_for_storage(checkpoint)
 
     raw = read_checkpoint(checkpoint)
     extra = dict(raw.get("extra") or {})

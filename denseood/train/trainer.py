@@ -20,6 +20,7 @@ See docs/architecture.md.
 """
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,22 @@ def _freeze_bn(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
+
+
+def _class_logits(scores: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """What the CE and JS losses see as logits (they apply softmax over the class dimension).
+
+    Semantic models (``output_kind == "logits"``): their logits, unchanged. Mask transformers (``"mask_scores"``,
+    Mask2Former/MaskFormer/OneFormer through ``hf:``): their per-pixel class scores s_k in [0, 1] are passed as
+    ``log(max(s_k, 1e-6))``, so the losses' softmax equals the normalised scores ``s_k / sum_j s_j``: CE is the
+    negative log of the labelled class's share and JS compares that distribution with the uniform one. (Treating
+    s_k itself as logits would make softmax nearly uniform whatever the masks: every logit in [0, 1] bounds the
+    class-probability ratio by e, so CE could never become small and JS would be ~0 before any training.)
+    scores: (B,C,H,W) float -> (B,C,H,W) float32.
+    """
+    if getattr(model, "output_kind", "logits") == "mask_scores":
+        return scores.float().clamp_min(1e-6).log()
+    return scores
 
 
 def _allreduce_grads(params: list[torch.nn.Parameter]) -> None:
@@ -94,11 +111,15 @@ class Trainer:
         self.num_classes, self.frame_size = data.num_classes, data.frame_size
 
     def _setup_model(self) -> None:
-        from ..models.segmenter import create_segmenter, load_checkpoint
+        from ..models.segmenter import create_segmenter
+        from ..models.sources import load_model
 
         cfg = self.cfg
         if cfg.init:
-            model = load_checkpoint(cfg.init, num_classes=self.num_classes, class_set=self.train_set.class_set)
+            # any load_model spec: a denseood checkpoint, hf:DIR, torchvision:NAME:FILE, python:MODULE:FACTORY;
+            # every later step sees only the SegmenterBase protocol (see _class_logits for mask transformers)
+            model = load_model(cfg.init, map_location="cpu", num_classes=self.num_classes,
+                               class_set=self.train_set.class_set)
         else:
             model = create_segmenter(cfg.arch, cfg.encoder, self.num_classes, encoder_weights=cfg.encoder_weights,
                                      class_names=self.train_set.class_names, class_set=self.train_set.class_set,
@@ -212,7 +233,7 @@ class Trainer:
         x = self.model.normalize(images * 255.0)
         with self._autocast():
             logits = self.ddp_model(x)
-        logits = logits.float()
+        logits = _class_logits(logits.float(), self.model)
         if logits.shape[-2:] != labels.shape[-2:]:
             logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
 
@@ -389,7 +410,7 @@ class Trainer:
         self.save("model.pt", metrics=final_metrics, with_state=False)
         best = self.out / "best.pt"
         if best.is_file() and self.cfg.fit_stats:
-            from ..models.segmenter import load_checkpoint, save_checkpoint
+            from ..models.checkpoint import load_checkpoint, save_checkpoint
 
             bm = load_checkpoint(best).to(self.device)   # written by save(..., with_state=False): no extra
             self._fit_stats(bm)
@@ -410,7 +431,12 @@ class Trainer:
 
         model.eval()
         fit_sml(model, batches(), device=str(self.device))
-        fit_mahalanobis(model, batches(), device=str(self.device))
+        try:
+            fit_mahalanobis(model, batches(), device=str(self.device))
+        except ConfigError as e:  # a model without decoder features (e.g. hf: SegFormer, torchvision:)
+            if "exposes no decoder features" not in str(e):
+                raise
+            print(f"note: Mahalanobis statistics not fitted: {e}", file=sys.stderr)
 
     def save_flow_samples(self, path: Path, sizes: tuple[int, ...] = (32, 64, 128)) -> Path:
         """A PNG grid of flow samples at 3 sizes (rows), 6 samples each."""

@@ -2,7 +2,6 @@
 directly and scores computed in NumPy from their formulas; all offline (sockets blocked)."""
 from __future__ import annotations
 
-import json
 import socket
 import sys
 
@@ -14,11 +13,11 @@ import torch.nn.functional as F
 import denseood
 from denseood.errors import CheckpointError, ConfigError
 from denseood.models.sources import load_model
+from model_builders import MEAN, STD, tiny_mask2former, tiny_segformer
 
 transformers = pytest.importorskip("transformers")
 
 H, W = 48, 80
-MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
 
 @pytest.fixture
@@ -30,42 +29,16 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
-def _write_processor(d, mean=MEAN, std=STD):
-    (d / "preprocessor_config.json").write_text(json.dumps(
-        {"image_mean": list(mean), "image_std": list(std), "rescale_factor": 1 / 255, "do_rescale": True,
-         "do_normalize": True}))
-
-
 @pytest.fixture(scope="module")
 def segformer(tmp_path_factory):
-    torch.manual_seed(0)
-    labels = {i: f"thing{i}" for i in range(5)}
-    cfg = transformers.SegformerConfig(
-        num_channels=3, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16],
-        num_attention_heads=[1, 1], patch_sizes=[7, 3], strides=[4, 2], mlp_ratios=[2, 2], decoder_hidden_size=16,
-        num_labels=5, id2label=labels, label2id={v: k for k, v in labels.items()})
-    net = transformers.SegformerForSemanticSegmentation(cfg).eval()
     d = tmp_path_factory.mktemp("segformer")
-    net.save_pretrained(d)
-    _write_processor(d)
-    return net, d
+    return tiny_segformer(d, num_labels=5, labels={i: f"thing{i}" for i in range(5)}), d
 
 
 @pytest.fixture(scope="module")
 def mask2former(tmp_path_factory):
-    torch.manual_seed(1)
-    bb = transformers.SwinConfig(image_size=64, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1],
-                                 num_heads=[1, 1, 1, 1], window_size=4,
-                                 out_features=["stage1", "stage2", "stage3", "stage4"])
-    cfg = transformers.Mask2FormerConfig(
-        backbone_config=bb, use_pretrained_backbone=False, feature_size=32, mask_feature_size=32, hidden_dim=32,
-        encoder_feedforward_dim=32, dim_feedforward=32, encoder_layers=1, decoder_layers=2, num_attention_heads=2,
-        num_queries=6, num_labels=4, common_stride=4)
-    net = transformers.Mask2FormerForUniversalSegmentation(cfg).eval()
     d = tmp_path_factory.mktemp("m2f")
-    net.save_pretrained(d)
-    _write_processor(d)
-    return net, d
+    return tiny_mask2former(d, num_labels=4), d
 
 
 def _image(seed=0):

@@ -43,7 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--root", required=True, help="dataset root in its official layout")
     p.add_argument("--split", default=None, help="split name (default: the benchmark's validation split)")
     p.add_argument("--checkpoint", default=None,
-                   help="segmenter checkpoint (.pt) written by denseood (exactly one of --checkpoint / --maps)")
+                   help="the model: denseood checkpoint .pt | hf:DIR | torchvision:NAME:FILE | python:MODULE:FACTORY (exactly one of --checkpoint / --maps)")
     p.add_argument("--maps", default=None,
                    help="folder of precomputed anomaly maps, one <frame id>.{npy,npz,h5,hdf5,png,tif} per frame, "
                         "scored instead of a checkpoint (the score is named after the folder)")

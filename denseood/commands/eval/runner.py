@@ -244,6 +244,7 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
         "component_sizes": [int(min_seg), int(min_inst)] if (has_labels and components) else None,
         "checkpoint": {"path": str(ckpt_path) if ckpt_path is not None else None,
                        "sha256": getattr(model, "checkpoint_sha256", None)},
+        "model": model_provenance(model, checkpoint),
         "device": str(engine.device),
         "dtype": engine.dtype_name,
         "input_size": list(engine.input_size) if engine.input_size else None,
@@ -289,6 +290,22 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
     return results
 
 
+def model_provenance(model: Any, spec: Any) -> dict[str, Any]:
+    """results.json ``model``: ``spec`` (as given), ``source`` (``model.source``), ``model_source`` ("smp" | "hf" |
+    "torchvision" | "python"; a denseood checkpoint's from its meta), ``origin`` (the external spec a fine-tuned
+    checkpoint was made from, else None) and ``output_kind``."""
+    meta = getattr(model, "checkpoint_meta", None) or {}
+    if meta:
+        kind = meta.get("model_source", "smp")
+    else:
+        from denseood.models.sources.spec import spec_kind
+
+        kind = spec_kind(spec) if spec is not None else None
+    return {"spec": None if spec is None else str(spec), "source": getattr(model, "source", None),
+            "model_source": kind, "origin": (meta.get("external") or {}).get("spec"),
+            "output_kind": getattr(model, "output_kind", "logits")}
+
+
 def _to_f16(a: np.ndarray) -> np.ndarray:
     """float16 copy of a score map, clipped to the float16 range (scores beyond +-65504 would become inf)."""
     return np.clip(a, -65504.0, 65504.0).astype(np.float16)
@@ -320,7 +337,7 @@ def evaluate_checkpoint(*, dataset: str, root: str | os.PathLike, checkpoint: st
     torchrun (and tears it down again). Returns the results dict.
     """
     from denseood.data import open_dataset
-    from denseood.models.segmenter import load_checkpoint
+    from denseood.models.sources import load_model
     from denseood.scores import parse_scores
 
     scores = parse_scores(scores)  # before touching data
@@ -347,7 +364,7 @@ def evaluate_checkpoint(*, dataset: str, root: str | os.PathLike, checkpoint: st
                                    ("unlabeled", streethazards_unlabeled)) if v is not None}
         ds = open_dataset(dataset, root, split, **sizes)
         check_frame_sizes(ds, kwargs.get("max_pixels", 1e8))
-        model = load_checkpoint(checkpoint, map_location="cpu", num_classes=ds.num_classes, class_set=ds.class_set)
+        model = load_model(checkpoint, map_location="cpu", num_classes=ds.num_classes, class_set=ds.class_set)
         pipeline = None
         if s2m:
             from denseood.s2m.pipeline import build_s2m

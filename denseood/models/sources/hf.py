@@ -10,6 +10,10 @@ OneFormer) give per-query class logits (B,Q,C+1) and mask logits (B,Q,h,w); the 
 ``config.id2label``; mean/std from ``preprocessor_config.json`` (``image_mean``/``image_std`` on images rescaled by
 ``rescale_factor``, converted to denseood's 0..1 convention; default ImageNet). denseood picks the input size
 itself (``train_size`` None = the image size; HF processors would resize, e.g. Mask2Former to 384x384).
+
+A fine-tuned model is saved as a denseood checkpoint (``HFSegmenter.checkpoint_record``: model type, universal
+flag, ``config.to_dict()``, OneFormer task tokens, the original spec) and rebuilt by :func:`rebuild_hf` with
+``AutoModelFor...Segmentation.from_config`` (no folder, no network), then the state dict is loaded strictly.
 See docs/architecture.md.
 """
 from __future__ import annotations
@@ -95,6 +99,14 @@ class HFSegmenter(SegmenterBase):
         self._set_meta(class_names=class_names, class_set=class_set, mean=mean, std=std, train_size=None,
                        source=source, output_kind="mask_scores" if universal else "logits")
         self.register_buffer("task_inputs", task_inputs, persistent=False)
+        self.spec = source  # the original hf: spec (``source`` becomes the .pt path once saved and reloaded)
+
+    def checkpoint_record(self) -> dict[str, Any]:
+        """What rebuilds this model without its folder (checkpoint ``meta["external"]``; plain types)."""
+        cfg = self.net.config
+        return {"model_type": str(getattr(cfg, "model_type", "")), "universal": self.universal,
+                "config": cfg.to_dict(), "spec": self.spec,
+                "task_inputs": None if self.task_inputs is None else [int(v) for v in self.task_inputs[0].tolist()]}
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
         """x: (B,3,H,W) normalised -> class scores (B,C,H,W) float32 (logits, or s_k in [0,1] for universal
@@ -161,3 +173,27 @@ def load_hf(path: str, *, map_location: Any = "cpu", num_classes: int | None = N
     model = HFSegmenter(net, universal=universal, class_names=names, class_set=cset, mean=mean, std=std,
                         source=f"hf:{d}", task_inputs=task)
     return model.to(map_location).eval()
+
+
+def rebuild_hf(record: dict[str, Any], *, class_names: tuple[str, ...], class_set: str | None,
+               mean: tuple[float, ...], std: tuple[float, ...], source: str) -> HFSegmenter:
+    """The (randomly initialised) model of a checkpoint record (see :meth:`HFSegmenter.checkpoint_record`), built
+    from its config alone (``AutoModelFor...Segmentation.from_config``); the caller loads the weights strictly."""
+    tf = _transformers()
+    mtype = str(record.get("model_type", ""))
+    if mtype not in tf.CONFIG_MAPPING:
+        raise CheckpointError(f"model type {mtype!r} is unknown to transformers {tf.__version__}; upgrade "
+                              f"transformers (`pip install -U denseood[hf]`)")
+    config = tf.CONFIG_MAPPING[mtype].from_dict(dict(record.get("config") or {}))
+    universal = bool(record.get("universal", mtype in UNIVERSAL_TYPES))
+    auto = tf.AutoModelForUniversalSegmentation if universal else tf.AutoModelForSemanticSegmentation
+    try:
+        net = auto.from_config(config)
+    except (OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"cannot build a transformers {mtype!r} model from the stored config: {e}") from e
+    ti = record.get("task_inputs")
+    task = torch.tensor([list(ti)], dtype=torch.long) if ti is not None else None
+    model = HFSegmenter(net, universal=universal, class_names=class_names, class_set=class_set, mean=mean, std=std,
+                        source=source, task_inputs=task)
+    model.spec = str(record.get("spec") or source)
+    return model

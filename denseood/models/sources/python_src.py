@@ -12,7 +12,9 @@ arguments, denseood passes the caller's values. Metadata, first found wins per k
 3. defaults: ImageNet mean/std, train_size None, classes from the number of output channels of a 64x64 probe.
 
 When the module's ``forward`` takes ``return_features``, ``model(x, return_features=True)`` returns
-``(logits, features)`` (for mahalanobis); otherwise it raises ConfigError.
+``(logits, features)`` (for mahalanobis); otherwise it raises ConfigError. A fine-tuned model is saved as a denseood
+checkpoint recording MODULE (a file as its absolute path), FACTORY and the metadata above (``checkpoint_record``);
+:func:`rebuild_python` imports MODULE and calls FACTORY again, and the caller loads the weights strictly.
 See docs/architecture.md.
 """
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...errors import ConfigError
+from ...errors import CheckpointError, ConfigError
 from ..base import IMAGENET_MEAN, IMAGENET_STD, SegmenterBase, match_classes
 
 #: keys of the YAML file beside the module (and attributes read from the returned module)
@@ -46,6 +48,9 @@ class PythonSegmenter(SegmenterBase):
         self._set_meta(class_names=class_names, class_set=class_set, mean=meta.get("mean", IMAGENET_MEAN),
                        std=meta.get("std", IMAGENET_STD), train_size=meta.get("train_size"), source=source,
                        output_kind=meta.get("output_kind", "logits"))
+        self.spec = source  # the original python: spec
+        self.module_name, self.factory_name = "", ""  # set by load_python / rebuild_python
+        self.meta_in = {k: v for k, v in meta.items() if k in META_KEYS}
         try:
             self._takes_features = "return_features" in inspect.signature(net.forward).parameters
         except (TypeError, ValueError):
@@ -64,6 +69,13 @@ class PythonSegmenter(SegmenterBase):
         if tuple(logits.shape[-2:]) != tuple(x.shape[-2:]):
             logits = F.interpolate(logits.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
         return (logits, feats) if return_features else logits
+
+    def checkpoint_record(self) -> dict[str, Any]:
+        """What rebuilds this model (checkpoint ``meta["external"]``): module, factory, metadata, spec."""
+        return {"module": self.module_name, "factory": self.factory_name, "spec": self.spec,
+                "meta": {**self.meta_in, "class_names": list(self.class_names), "mean": list(self.mean),
+                         "std": list(self.std), "output_kind": self.output_kind,
+                         "train_size": None if self.train_size is None else list(self.train_size)}}
 
 
 def import_module(spec: str) -> tuple[Any, Path | None]:
@@ -115,9 +127,9 @@ def read_yaml_meta(module_file: Path | None) -> tuple[dict[str, Any], Path | Non
     return {}, None
 
 
-def load_python(module: str, factory: str, *, map_location: Any = "cpu", num_classes: int | None = None,
-                class_set: str | None = None) -> PythonSegmenter:
-    """Import ``module``, call ``factory`` and wrap the returned nn.Module (see the module docstring); eval mode."""
+def _call_factory(module: str, factory: str, num_classes: int | None,
+                  class_set: str | None) -> tuple[nn.Module, Path | None]:
+    """(the nn.Module ``FACTORY(...)`` returns, the module's file or None); ConfigError naming the spec."""
     mod, file = import_module(module)
     fn = getattr(mod, factory, None)
     if not callable(fn):
@@ -134,6 +146,13 @@ def load_python(module: str, factory: str, *, map_location: Any = "cpu", num_cla
         raise ConfigError(f"python:{module}:{factory}() failed: {type(e).__name__}: {e}") from e
     if not isinstance(net, nn.Module):
         raise ConfigError(f"python:{module}:{factory}() returned a {type(net).__name__}; it must return an nn.Module")
+    return net, file
+
+
+def load_python(module: str, factory: str, *, map_location: Any = "cpu", num_classes: int | None = None,
+                class_set: str | None = None) -> PythonSegmenter:
+    """Import ``module``, call ``factory`` and wrap the returned nn.Module (see the module docstring); eval mode."""
+    net, file = _call_factory(module, factory, num_classes, class_set)
     yaml_meta, _ = read_yaml_meta(file)
     meta = {k: getattr(net, k) for k in META_KEYS if getattr(net, k, None) is not None}
     meta.update({k: v for k, v in yaml_meta.items() if k not in meta and v is not None})
@@ -151,4 +170,22 @@ def load_python(module: str, factory: str, *, map_location: Any = "cpu", num_cla
     names, cset = match_classes(names, n, num_classes=num_classes, class_set=class_set,
                                 where=f"python:{module}:{factory}")
     model = PythonSegmenter(net, meta=meta, class_names=names, class_set=cset, source=f"python:{module}:{factory}")
+    is_file = module.endswith(".py") or Path(module).expanduser().is_file()
+    model.module_name = str(Path(module).expanduser().resolve()) if is_file else module
+    model.factory_name = factory
     return model.to(map_location).eval()
+
+
+def rebuild_python(record: dict[str, Any], *, class_names: tuple[str, ...], class_set: str | None,
+                   source: str) -> PythonSegmenter:
+    """Import the recorded module, call its factory again (with the recorded classes) and wrap the module; the
+    caller loads the checkpoint's weights strictly over the factory's."""
+    module, factory = str(record.get("module") or ""), str(record.get("factory") or "")
+    if not module or not factory:
+        raise CheckpointError("the checkpoint's python: record lacks its module or factory (corrupt checkpoint)")
+    net, _ = _call_factory(module, factory, len(class_names), class_set)
+    meta = {k: v for k, v in dict(record.get("meta") or {}).items() if k in META_KEYS and v is not None}
+    model = PythonSegmenter(net, meta=meta, class_names=class_names, class_set=class_set, source=source)
+    model.module_name, model.factory_name = module, factory
+    model.spec = str(record.get("spec") or source)
+    return model

@@ -78,3 +78,27 @@ def load_model(spec: str | Path, *, map_location: Any = "cpu", num_classes: int 
     model = load_checkpoint(parts[0], **kw)
     model.source = str(parts[0])
     return model
+
+
+def rebuild_from_record(kind: str, record: dict[str, Any], *, class_names: tuple[str, ...], class_set: str | None,
+                        mean: tuple[float, ...], std: tuple[float, ...], source: str) -> nn.Module:
+    """The untrained model of a denseood checkpoint of an external model (``meta["model_source"]`` = ``kind``,
+    ``meta["external"]`` = ``record``, see ``models/checkpoint.py``); ``load_checkpoint`` loads its weights."""
+    if kind == "hf":
+        from .hf import rebuild_hf
+
+        return rebuild_hf(record, class_names=class_names, class_set=class_set, mean=mean, std=std, source=source)
+    if kind == "torchvision":
+        from .torchvision_src import rebuild_torchvision
+
+        return rebuild_torchvision(record, class_names=class_names, class_set=class_set, source=source)
+    if kind == "python":
+        from .python_src import rebuild_python
+
+        return rebuild_python(record, class_names=class_names, class_set=class_set, source=source)
+    raise ConfigError(f"unknown model_source {kind!r}; valid: smp, {', '.join(PREFIXES)}")
+
+
+def spec_kind(spec: str | Path | None) -> str | None:
+    """"checkpoint" | "hf" | "torchvision" | "python" for a spec (None for None); ConfigError as parse_spec."""
+    return None if spec is None else parse_spec(str(spec))[0]

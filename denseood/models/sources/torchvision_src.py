@@ -4,7 +4,9 @@ The model is built with ``weights=None, weights_backbone=None`` (nothing downloa
 state dict's classifier has (e.g. 19 for Cityscapes) and an auxiliary head when the state dict has one, and the
 file (read with ``denseood.io.safe_torch_load``; a bare state dict, or one under ``state_dict``/``model``, with
 an optional ``module.`` prefix) is loaded strictly. Output: ``net(x)["out"]``, logits at the input size.
-Normalisation is ImageNet's (torchvision's segmentation weights use it).
+Normalisation is ImageNet's (torchvision's segmentation weights use it). A fine-tuned model is saved as a denseood
+checkpoint recording NAME, the number of classes and the auxiliary head (``checkpoint_record``) and rebuilt by
+:func:`rebuild_torchvision`.
 See docs/architecture.md.
 """
 from __future__ import annotations
@@ -40,6 +42,12 @@ class TorchvisionSegmenter(SegmenterBase):
         self.name = name
         self._set_meta(class_names=class_names, class_set=class_set, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                        train_size=None, source=source, output_kind="logits")
+        self.spec = source  # the original torchvision: spec
+
+    def checkpoint_record(self) -> dict[str, Any]:
+        """What rebuilds this model (checkpoint ``meta["external"]``): NAME, classes, auxiliary head, spec."""
+        return {"name": self.name, "num_classes": self.num_classes,
+                "aux_loss": getattr(self.net, "aux_classifier", None) is not None, "spec": self.spec}
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
         """x: (B,3,H,W) normalised -> logits (B,C,H,W) float (torchvision upsamples to the input size)."""
@@ -66,11 +74,29 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
+def build_net(name: str, num_classes: int, aux_loss: bool) -> nn.Module:
+    """torchvision ``name`` with ``num_classes`` outputs, random weights (``weights=None, weights_backbone=None``)."""
+    import torchvision.models.segmentation as tvs
+
+    if name not in MODELS:
+        raise CheckpointError(f"unknown torchvision segmentation model {name!r}; valid: {', '.join(MODELS)}")
+    kw = {"aux_loss": True} if aux_loss else {}
+    return getattr(tvs, name)(weights=None, weights_backbone=None, num_classes=int(num_classes), **kw)
+
+
+def rebuild_torchvision(record: dict[str, Any], *, class_names: tuple[str, ...], class_set: str | None,
+                        source: str) -> TorchvisionSegmenter:
+    """The (random) model of a checkpoint record (see ``checkpoint_record``); the caller loads the weights."""
+    name = str(record.get("name"))
+    net = build_net(name, int(record.get("num_classes", len(class_names))), bool(record.get("aux_loss")))
+    model = TorchvisionSegmenter(net, name=name, class_names=class_names, class_set=class_set, source=source)
+    model.spec = str(record.get("spec") or source)
+    return model
+
+
 def load_torchvision(name: str, path: str, *, map_location: Any = "cpu", num_classes: int | None = None,
                      class_set: str | None = None) -> TorchvisionSegmenter:
     """Build torchvision ``name`` without downloads and load the state dict at ``path`` strictly; eval mode."""
-    import torchvision.models.segmentation as tvs
-
     if name not in MODELS:
         raise ConfigError(f"unknown torchvision segmentation model {name!r}; valid: {', '.join(MODELS)}")
     p = Path(path).expanduser()
@@ -81,9 +107,7 @@ def load_torchvision(name: str, path: str, *, map_location: Any = "cpu", num_cla
     n = int(sd[key].shape[0])
     names, cset = match_classes(None, n, num_classes=num_classes, class_set=class_set,
                                 where=f"torchvision {name} state dict {p}")
-    aux = any(k.startswith("aux_classifier.") for k in sd)
-    kw = {"aux_loss": True} if aux else {}
-    net = getattr(tvs, name)(weights=None, weights_backbone=None, num_classes=n, **kw)
+    net = build_net(name, n, any(k.startswith("aux_classifier.") for k in sd))
     try:
         net.load_state_dict(sd, strict=True)
     except RuntimeError as e:
