@@ -32,3 +32,28 @@ def test_readme_python_example_runs_as_written(tmp_path, monkeypatch):
     exec(compile(python_example(), str(README), "exec"), ns)  # noqa: S102 - the README's own example
     assert 0.0 <= float(ns["pix"].compute()["ap"]) <= 1.0
     assert ns["score"].shape[0] == 1 and ns["score"].ndim == 3
+
+
+def own_model_example() -> str:
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Use your own model"):]
+    m = re.search(r"```python\n(.*?)```", section, re.S)
+    assert m, "README has no ```python block under '## Use your own model'"
+    return m.group(1)
+
+
+def test_readme_own_model_example_runs_offline(tmp_path, monkeypatch, capsys):
+    import socket
+
+    pytest.importorskip("transformers")
+
+    def refuse(*a, **k):
+        raise OSError("network access in the README example")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    exec(compile(own_model_example(), str(README), "exec"), ns)  # noqa: S102 - the README's own example
+    assert tuple(ns["maps"]["msp"].shape) == (1, 256, 512)
+    assert "(1, 256, 512)" in capsys.readouterr().out
