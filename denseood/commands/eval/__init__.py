@@ -1,4 +1,5 @@
-"""``denseood eval``: anomaly scores (and S2M objects) of a checkpoint on a benchmark split -> results.json/.md.
+"""``denseood eval``: anomaly scores (and S2M objects) of a model (any ``load_model`` spec) or of precomputed maps
+on a benchmark split -> results.json/.md.
 
 ``add_parser``/``run`` here (standard library only at import time); the orchestration is in ``runner``
 (:func:`~denseood.commands.eval.runner.evaluate`, :func:`~denseood.commands.eval.runner.evaluate_checkpoint`),
@@ -89,7 +90,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--method", default=None,
                    help="SMIYC submission <method> folder (default: the score name; <method>_<score> with several scores)")
     p.add_argument("--s2m", action="store_true", help="also evaluate S2M object masks")
-    p.add_argument("--prompter", default="auto", help="learned | peak | auto (learned when the checkpoint has one) | prompter file")
+    p.add_argument("--prompter", default="auto", help="learned | peak | auto (learned when the denseood checkpoint holds one, else peak) | a prompter file")
     p.add_argument("--prompt-model", default="grabcut", help="grabcut | sam:TYPE:PATH")
     add_config(p)
     return p
