@@ -128,6 +128,14 @@ def test_rewrite_smaller_removes_stale_files(tmp_path):
     assert set(_hashes(tmp_path)) == _expected_files(1, 2)
 
 
+def test_rewrite_never_deletes_files_of_a_folder_without_its_manifest(tmp_path):
+    S.write(tmp_path, n_train=3, n_val=3, seed=0, size=SIZE, progress=False)
+    (tmp_path / "synthetic.json").unlink()  # no manifest: not recognisably denseood's world any more
+    stale = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    S.write(tmp_path, n_train=1, n_val=2, seed=0, size=SIZE, progress=False)
+    assert all((tmp_path / p).is_file() for p in stale)  # nothing deleted
+
+
 def test_anomalies_every_eval_image_never_training():
     H, W = 128, 256
     for g in S.generate_batch(11, 10, (H, W), anomalies=True):

@@ -76,7 +76,8 @@ def write(root: str | os.PathLike, n_train: int, n_val: int, seed: int = 0, size
     if root.exists() and not root.is_dir():
         raise ConfigError(f"synthetic root {root} exists and is not a folder; pass a folder path")
     root.mkdir(parents=True, exist_ok=True)
-    _remove_stale(root, int(n_train), int(n_val))
+    if (root / "synthetic.json").is_file():  # only a world denseood wrote itself (its manifest) loses stale frames
+        _remove_stale(root, int(n_train), int(n_val))
     photos = photo_names()
     n_anom = 0
     with tqdm(total=int(n_train) + int(n_val), desc="synthetic world", unit="img", disable=not progress) as bar:
