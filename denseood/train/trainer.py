@@ -37,6 +37,7 @@ from ..io import atomic_write_json, check_writable_dir, clean_stale_temp
 from .config import IGNORE, TrainConfig
 from .flow_monitor import heldout_bpd, heldout_patches, init_flow_actnorm, patch_size, save_flow_samples
 from .losses import global_counts, global_segmenter_loss, reduce_terms
+from .model_setup import allreduce_grads, build_model, class_logits, freeze_bn
 from .negatives import build_negatives, paste_per_image
 from .resume import restore_train_state, train_state
 from .sampling import (CropDataset, StepBatchSampler, TrainData, _seed_of, collate, flow_pretrain_box, global_batch_plan,
@@ -45,40 +46,6 @@ from .validation import validate_segmenter
 
 __all__ = ["Trainer", "TrainConfig", "IGNORE", "global_batch_plan", "StepBatchSampler", "CropDataset", "TrainData",
            "collate", "lr_factor", "make_loader", "open_train_data", "val_spec"]
-
-
-def _freeze_bn(model: nn.Module) -> None:
-    """Put every BatchNorm layer of ``model`` in eval mode (running statistics frozen)."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-
-
-def _class_logits(scores: torch.Tensor, model: nn.Module) -> torch.Tensor:
-    """What the CE and JS losses see as logits (they apply softmax over the class dimension).
-
-    Semantic models (``output_kind == "logits"``): their logits, unchanged. Mask transformers (``"mask_scores"``,
-    Mask2Former/MaskFormer/OneFormer through ``hf:``): their per-pixel class scores s_k in [0, 1] are passed as
-    ``log(max(s_k, 1e-6))``, so the losses' softmax equals the normalised scores ``s_k / sum_j s_j``: CE is the
-    negative log of the labelled class's share and JS compares that distribution with the uniform one. (Treating
-    s_k itself as logits would make softmax nearly uniform whatever the masks: every logit in [0, 1] bounds the
-    class-probability ratio by e, so CE could never become small and JS would be ~0 before any training.)
-    scores: (B,C,H,W) float -> (B,C,H,W) float32.
-    """
-    if getattr(model, "output_kind", "logits") == "mask_scores":
-        return scores.float().clamp_min(1e-6).log()
-    return scores
-
-
-def _allreduce_grads(params: list[torch.nn.Parameter]) -> None:
-    """Average gradients over ranks (the flow is sampled, not called through forward(), so it is not DDP-wrapped)."""
-    if not dist.is_dist():
-        return
-    w = dist.world_size()
-    for p in params:
-        if p.grad is not None:
-            dist.all_reduce_sum(p.grad)
-            p.grad.div_(w)
 
 
 class Trainer:
@@ -111,34 +78,12 @@ class Trainer:
         self.num_classes, self.frame_size = data.num_classes, data.frame_size
 
     def _setup_model(self) -> None:
-        from ..models.segmenter import create_segmenter
-        from ..models.sources import load_model
-
-        cfg = self.cfg
-        if cfg.init:
-            # any load_model spec: a denseood checkpoint, hf:DIR, torchvision:NAME:FILE, python:MODULE:FACTORY;
-            # every later step sees only the SegmenterBase protocol (see _class_logits for mask transformers)
-            model = load_model(cfg.init, map_location="cpu", num_classes=self.num_classes,
-                               class_set=self.train_set.class_set)
-        else:
-            model = create_segmenter(cfg.arch, cfg.encoder, self.num_classes, encoder_weights=cfg.encoder_weights,
-                                     class_names=self.train_set.class_names, class_set=self.train_set.class_set,
-                                     train_size=self.frame_size)
-        # the frame size the crops were cut from (at scale 1): inference resizes to it by default
-        # (input_size "model"); the crop size is no inference size (a square crop of a 1:2 frame)
-        model.train_size = self.frame_size
-        model.to(self.device)
-        if cfg.sync_bn:
-            if not self.distributed:
-                raise ConfigError("--sync-bn needs a DDP run (torchrun --nproc_per_node N)")
-            if self.device.type != "cuda":
-                raise ConfigError("--sync-bn needs CUDA devices (SyncBatchNorm does not run on CPU); use --set freeze_bn=true on CPU")
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.model = model
-        self.ddp_model = model
+        self.model = build_model(self.cfg, self.num_classes, self.train_set.class_names, self.train_set.class_set,
+                                 self.frame_size, self.device, self.distributed)
+        self.ddp_model = self.model
         if self.distributed:
             dev_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=dev_ids)
+            self.ddp_model = nn.parallel.DistributedDataParallel(self.model, device_ids=dev_ids)
 
     def _setup_negatives(self) -> None:
         cfg = self.cfg
@@ -221,7 +166,7 @@ class Trainer:
 
         self.model.train()
         if cfg.freeze_bn:
-            _freeze_bn(self.model)
+            freeze_bn(self.model)
         use_neg = phase == "joint" and cfg.negatives != "none"
         flow_nll = None
         if use_neg:
@@ -233,7 +178,7 @@ class Trainer:
         x = self.model.normalize(images * 255.0)
         with self._autocast():
             logits = self.ddp_model(x)
-        logits = _class_logits(logits.float(), self.model)
+        logits = class_logits(logits.float(), self.model)
         if logits.shape[-2:] != labels.shape[-2:]:
             logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
 
@@ -282,7 +227,7 @@ class Trainer:
         else:
             total.backward()
         if flow:
-            _allreduce_grads(list(self.flow.parameters()))
+            allreduce_grads(list(self.flow.parameters()))
         if self.cfg.grad_clip:
             if segmenter:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)

@@ -177,15 +177,15 @@ def test_train_init_hf_reloads_and_evaluates(world, key, tmp_path, no_network, c
 
 def test_mask_scores_are_trained_as_log_scores():
     """For mask transformers the losses' softmax sees log s_k, i.e. the normalised class scores s_k / sum s."""
-    from denseood.train.trainer import _class_logits
+    from denseood.train.model_setup import class_logits
 
     s = torch.rand(2, 5, 3, 4) * 0.9 + 0.05
     m = torch.nn.Module()
     m.output_kind = "mask_scores"
-    np.testing.assert_allclose(torch.softmax(_class_logits(s, m), 1).numpy(), (s / s.sum(1, keepdim=True)).numpy(),
+    np.testing.assert_allclose(torch.softmax(class_logits(s, m), 1).numpy(), (s / s.sum(1, keepdim=True)).numpy(),
                                rtol=1e-5)
     m.output_kind = "logits"
-    assert torch.equal(_class_logits(s, m), s)
+    assert torch.equal(class_logits(s, m), s)
 
 
 def test_train_prompter_external_needs_out_and_its_file_works_in_segment(world, tmp_path, no_network, capsys):
