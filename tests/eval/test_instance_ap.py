@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pycocotools.mask as coco_mask  # the reference (installed by the dev extra)
 import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from denseood.errors import ConfigError
 from denseood.eval.instance_ap import InstanceAP
-
-coco_mask = pytest.importorskip("pycocotools.mask")
-from pycocotools.coco import COCO  # noqa: E402
-from pycocotools.cocoeval import COCOeval  # noqa: E402
 
 
 def _blob(h, w, rng):
