@@ -25,6 +25,7 @@ def no_loading(monkeypatch):
     """Every loader the four verbs use fails loudly when called."""
     import denseood.data as data
     import denseood.models.segmenter as seg
+    import denseood.models.sources as sources
     import denseood.s2m.pipeline as pipe
     import denseood.train.prompter as tp
     import denseood.train.trainer as trainer
@@ -32,6 +33,7 @@ def no_loading(monkeypatch):
     monkeypatch.setattr(data, "open_dataset", _loud("open_dataset"))
     monkeypatch.setattr(seg, "load_checkpoint", _loud("load_checkpoint"))
     monkeypatch.setattr(seg, "create_segmenter", _loud("create_segmenter"))
+    monkeypatch.setattr(sources, "load_model", _loud("load_model"))  # every --checkpoint/--init SPEC goes through it
     monkeypatch.setattr(pipe, "build_s2m", _loud("build_s2m"))
     monkeypatch.setattr(tp, "train_prompter", _loud("train_prompter"))
     monkeypatch.setattr(trainer, "open_train_data", _loud("open_train_data"))
@@ -105,10 +107,10 @@ def test_stale_temp_files_of_dead_writers_are_removed_at_the_start(tmp_path, cap
     stale.write_bytes(b"half")
     mine = out / "notes.txt"
     mine.write_text("keep")
-    import denseood.models.segmenter as seg
+    import denseood.models.sources as sources
 
-    monkeypatch.setattr(seg, "load_checkpoint", _loud("load_checkpoint"))  # stop right after the clean-up
-    with pytest.raises(AssertionError, match="load_checkpoint"):
+    monkeypatch.setattr(sources, "load_model", _loud("load_model"))  # stop right after the clean-up
+    with pytest.raises(AssertionError, match="load_model"):
         main(["segment", "--images", str(mine), "--checkpoint", str(tmp_path / "ck.pt"), "--out", str(out),
               "--overwrite", "--device", "cpu"])
     assert not stale.exists() and mine.read_text() == "keep"
