@@ -2,6 +2,8 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+import socket
+
 import numpy as np
 import pytest
 import torch
@@ -32,3 +34,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Sockets refuse to connect or resolve names: the test fails if the code under test touches the network."""
+    def refuse(*a, **k):
+        raise OSError("network access attempted in a test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)

@@ -10,11 +10,12 @@ import pytest
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def python_example() -> str:
+def python_block(heading: str) -> str:
+    """The first ```python block after the README heading ``heading``."""
     text = README.read_text(encoding="utf-8")
-    section = text[text.index("## Python"):]
+    section = text[text.index(heading):]
     m = re.search(r"```python\n(.*?)```", section, re.S)
-    assert m, "README has no ```python block under '## Python'"
+    assert m, f"README has no ```python block under {heading!r}"
     return m.group(1)
 
 
@@ -29,31 +30,15 @@ def test_readme_python_example_runs_as_written(tmp_path, monkeypatch):
     model = denseood.create_segmenter("fpn", "resnet18", num_classes=19, class_set="cityscapes", train_size=(64, 128))
     denseood.save_checkpoint(model, tmp_path / "weights" / "demo.pt")
     ns: dict = {}
-    exec(compile(python_example(), str(README), "exec"), ns)  # noqa: S102 - the README's own example
+    exec(compile(python_block("## Python"), str(README), "exec"), ns)  # noqa: S102 - the README's own example
     assert 0.0 <= float(ns["pix"].compute()["ap"]) <= 1.0
     assert ns["score"].shape[0] == 1 and ns["score"].ndim == 3
 
 
-def own_model_example() -> str:
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index("## Use your own model"):]
-    m = re.search(r"```python\n(.*?)```", section, re.S)
-    assert m, "README has no ```python block under '## Use your own model'"
-    return m.group(1)
-
-
-def test_readme_own_model_example_runs_offline(tmp_path, monkeypatch, capsys):
-    import socket
-
+def test_readme_own_model_example_runs_offline(tmp_path, monkeypatch, capsys, no_network):
     pytest.importorskip("transformers")
-
-    def refuse(*a, **k):
-        raise OSError("network access in the README example")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
     monkeypatch.chdir(tmp_path)
     ns: dict = {}
-    exec(compile(own_model_example(), str(README), "exec"), ns)  # noqa: S102 - the README's own example
+    exec(compile(python_block("## Use your own model"), str(README), "exec"), ns)  # noqa: S102 - the README's own example
     assert tuple(ns["maps"]["msp"].shape) == (1, 256, 512)
     assert "(1, 256, 512)" in capsys.readouterr().out

@@ -2,7 +2,6 @@
 directly and scores computed in NumPy from their formulas; all offline (sockets blocked)."""
 from __future__ import annotations
 
-import socket
 import sys
 
 import numpy as np
@@ -18,15 +17,6 @@ from model_builders import MEAN, STD, tiny_mask2former, tiny_segformer
 transformers = pytest.importorskip("transformers")
 
 H, W = 48, 80
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*a, **k):
-        raise OSError("network access attempted in a test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
 @pytest.fixture(scope="module")
