@@ -224,10 +224,8 @@ def segment_images(images: Sequence[str | Path], checkpoint_or_model: Any, out: 
     s2m = build_s2m(checkpoint_or_model, prompter, prompt_model, device, dtype, score,
                     input_size=_input_size(input_size), batch_size=batch_size, max_pixels=max_pixels,
                     work_size=None if _LEGACY else work_size)
-    if _LEGACY:
-        from ..infer import Inference
-
-        Inference.tile_elements = None
+    if _LEGACY:  # the bench's "before" row: full-resolution logits in this S2M's own engine (no class state)
+        s2m._inference().tile_elements = None
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
