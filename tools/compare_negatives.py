@@ -28,7 +28,7 @@ from denseood.io import atomic_write_json, atomic_write_text
 
 def _evaluate(data: Path, ckpt: Path, out: Path) -> int:
     return cli(["eval", "--dataset", "synthetic", "--root", str(data), "--checkpoint", str(ckpt),
-                "--score", "msp,maxlogit,energy,jsd", "--out", str(out), "--overwrite", "--exact", "--workers", "0",
+                "--score", "msp,maxlogit,energy,jsd", "--out", str(out), "--overwrite", "--protocol", "exact", "--workers", "0",
                 "--min-segment-size", "50", "--min-instance-size", "10"])
 
 

@@ -12,6 +12,6 @@ $PY -m denseood train-prompter --checkpoint "$OUT/model.pt" --dataset synthetic 
     --negatives flow --steps 300 --batch-size 4 --crop 128
 for p in learned peak; do
   $PY -m denseood eval --dataset synthetic --root "$RUN/data" --checkpoint "$OUT/model.pt" --score jsd,msp,maxlogit \
-      --s2m --prompter $p --prompt-model grabcut --exact --min-segment-size 50 --min-instance-size 10 \
+      --s2m --prompter $p --prompt-model grabcut --protocol exact --min-segment-size 50 --min-instance-size 10 \
       --workers 0 --overwrite --out "$OUT/eval_$p"
 done
