@@ -140,9 +140,10 @@ def _eval(tiny_eval, out, **kw):
                                workers=0, progress=False, min_segment_size=5, min_instance_size=2, **kw)
 
 
-def test_eval_component_maps_live_under_out_not_the_system_tmp(tiny_eval, tmp_path, monkeypatch):
-    """Pass 2's temporary score maps are written under --out (removed at the end), never into the system /tmp:
-    with tempfile's default folder pointing nowhere the evaluation still runs."""
+@pytest.mark.parametrize("s2m", [False, True], ids=["pixels", "s2m"])
+def test_eval_component_maps_live_under_out_not_the_system_tmp(tiny_eval, tmp_path, monkeypatch, s2m):
+    """Pass 2's temporary score maps (and, with --s2m, the S2M frame cache) are written under --out (removed at the
+    end), never into the system /tmp: with tempfile's default folder pointing nowhere the evaluation still runs."""
     import tempfile
 
     seen: list[str] = []
@@ -155,9 +156,9 @@ def test_eval_component_maps_live_under_out_not_the_system_tmp(tiny_eval, tmp_pa
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-tmp"))
     monkeypatch.setattr(tempfile, "mkdtemp", spy)
     out = tmp_path / "out"
-    res = _eval(tiny_eval, out)
+    res = _eval(tiny_eval, out, **({"s2m": True, "prompter": "peak"} if s2m else {}))
     assert "sIoU" in res["scores"]["msp"]
-    assert seen == [str(out)]
+    assert seen == [str(out)] * (2 if s2m else 1)
     assert sorted(p.name for p in out.iterdir()) == ["pr_curve.png", "results.json", "results.md", "roc_curve.png"]
 
 

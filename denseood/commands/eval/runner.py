@@ -125,7 +125,7 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
     scores = parse_scores(scores) if source is None else list(scores)
     if save_maps:
         check_save_format(save_maps_format, scores)
-    out = check_out_dir(out, overwrite)
+    out = check_writable_dir(check_out_dir(out, overwrite), "--out")  # temporary folders go under it too
     protocol = resolve_protocol(protocol, False, getattr(dataset, "default_protocol", None))
     has_labels = bool(getattr(dataset, "has_ood_labels", True))
     min_seg, min_inst = getattr(dataset, "component_sizes", (500, 100))
@@ -156,10 +156,11 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
         from .s2m import S2MEval
 
         s2m_eval = S2MEval(s2m, min_segment_size=min_seg, min_instance_size=min_inst,
-                           pixel_mode=protocol if protocol in ("streaming", "exact") else "streaming")
+                           pixel_mode=protocol if protocol in ("streaming", "exact") else "streaming",
+                           cache_dir=out)  # under --out, never the system /tmp
 
     # component-metric maps live under --out (never the system /tmp), removed when the evaluation ends
-    tmp = Path(tempfile.mkdtemp(prefix=f".denseood-eval-maps-r{rank}-", dir=check_writable_dir(out, "--out"))) \
+    tmp = Path(tempfile.mkdtemp(prefix=f".denseood-eval-maps-r{rank}-", dir=out)) \
         if (has_labels and components) else None
     n_local = 0
     results: dict[str, Any] = {}
