@@ -126,6 +126,7 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
     if save_maps:
         check_save_format(save_maps_format, scores)
     out = check_writable_dir(check_out_dir(out, overwrite), "--out")  # temporary folders go under it too
+    clean_stale_temp(out)  # temporary files of a killed earlier run (model and --maps evaluation alike)
     protocol = resolve_protocol(protocol, False, getattr(dataset, "default_protocol", None))
     has_labels = bool(getattr(dataset, "has_ood_labels", True))
     min_seg, min_inst = getattr(dataset, "component_sizes", (500, 100))
@@ -359,7 +360,6 @@ def evaluate_checkpoint(*, dataset: str, root: str | os.PathLike, checkpoint: st
         raise ConfigError(f"--streethazards-unlabeled applies to --dataset streethazards, not {dataset!r}")
     started = dist.init_from_env()
     check_writable_dir(out, "--out")  # after the arguments, before any model or data is loaded
-    clean_stale_temp(out)
     try:
         sizes = {k: v for k, v in (("min_segment_size", min_segment_size), ("min_instance_size", min_instance_size),
                                    ("unlabeled", streethazards_unlabeled)) if v is not None}
