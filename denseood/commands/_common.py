@@ -56,6 +56,22 @@ def add_out(p: argparse.ArgumentParser, what: str, required: bool = True, defaul
                    help="allow writing into an existing --out that holds denseood's own outputs")
 
 
+def add_code_options(p: argparse.ArgumentParser, model_option: str = "--checkpoint",
+                     weights: str = "--weights") -> None:
+    """``--weights FILE`` (the weights of a python:MODULE:FACTORY model the user names) and ``--trust-code``
+    (let a checkpoint of a python: model import the module it records; printed first). See docs/own_models.md."""
+    p.add_argument(weights, default=None, metavar="FILE", dest=weights.lstrip("-").replace("-", "_"),
+                   help=f"weights for {model_option} python:MODULE:FACTORY: a denseood checkpoint of that model or a "
+                        f"state dict (the code is the one you name, never one a file names)")
+    p.add_argument("--trust-code", action="store_true",
+                   help=f"let a {model_option} .pt saved from a python: model import the module it records (printed "
+                        f"first); without it such a file is refused. Command line only, never from --config")
+
+
+#: options a --config file may not set: trusting code is said on the command line itself
+COMMAND_LINE_ONLY = ("trust_code",)
+
+
 def add_config(p: argparse.ArgumentParser) -> None:
     """``--config FILE``: a YAML mapping of option names (``batch_size`` or ``batch-size``) to values.
 
@@ -80,6 +96,9 @@ def config_argv(parser: argparse.ArgumentParser, data: object, source: str) -> l
     argv: list[str] = []
     for key, value in data.items():
         dest = str(key).replace("-", "_")
+        if dest in COMMAND_LINE_ONLY:
+            raise ValueError(f"{source}: {key} cannot be set in a config file; give --{dest.replace('_', '-')} on "
+                             f"the command line")
         if dest not in actions:
             close = difflib.get_close_matches(dest, list(actions), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(sorted(actions))}"

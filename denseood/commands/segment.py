@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ._common import add_config, add_device, add_dtype, add_out, add_verb, nonnegative_int, positive_float, positive_int
+from ._common import add_code_options, add_config, add_device, add_dtype, add_out, add_verb, nonnegative_int, positive_float, positive_int
 
 #: default of --max-pixels (= denseood.infer.MAX_PIXELS; kept here so the top level imports no torch)
 MAX_PIXELS = 100_000_000
@@ -38,6 +38,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = add_verb(subparsers, "segment", help="segment OOD objects in driving images (S2M)", description=DESCRIPTION)
     p.add_argument("--images", required=True, nargs="+", help="image folder(s) (their images, not recursive) or file(s)")
     p.add_argument("--checkpoint", required=True, help="the model: denseood checkpoint .pt | hf:DIR | torchvision:NAME:FILE | python:MODULE:FACTORY")
+    add_code_options(p)
     add_out(p, "overlays/, masks/, objects.json")
     p.add_argument("--score", default="jsd", help="anomaly score the prompts are taken from (e.g. jsd, msp, maxlogit)")
     p.add_argument("--prompter", default="auto",
@@ -61,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     summary = segment_images(args.images, args.checkpoint, args.out, score=args.score, prompter=args.prompter,
                              prompt_model=args.prompt_model, device=args.device, dtype=args.dtype,
                              batch_size=args.batch_size, input_size=args.input_size, overwrite=args.overwrite,
-                             max_pixels=args.max_pixels, work_size=args.work_size)
+                             max_pixels=args.max_pixels, work_size=args.work_size, weights=args.weights,
+                             trust_code=args.trust_code)
     print(f"segmented {summary['segmented']} of {summary['images']} images, {summary['objects']} objects -> "
           f"{summary['out']} (overlays/, masks/, objects.json)")
     if summary["failed"]:
@@ -188,10 +190,11 @@ def _input_size(spec: Any) -> Any:
 def segment_images(images: Sequence[str | Path], checkpoint_or_model: Any, out: str | Path, *, score: str = "jsd",
                    prompter: str = "auto", prompt_model: str = "grabcut", device: Any = "auto", dtype: Any = "auto",
                    batch_size: int = 2, input_size: Any = "model", overwrite: bool = False,
-                   progress: bool = True, max_pixels: float | None = MAX_PIXELS, work_size: int | None = WORK_SIZE) -> dict:
+                   progress: bool = True, max_pixels: float | None = MAX_PIXELS, work_size: int | None = WORK_SIZE,
+                   weights: str | Path | None = None, trust_code: bool = False) -> dict:
     """Segment OOD objects in ``images`` (files or folders) and write the outputs of the module docstring to ``out``.
 
-    checkpoint_or_model: a checkpoint path or a Segmenter. prompter / prompt_model / score / device / dtype: as in
+    checkpoint_or_model: a ``load_model`` spec or a Segmenter; weights / trust_code: as in ``load_model``. prompter / prompt_model / score / device / dtype: as in
     :func:`denseood.s2m.pipeline.build_s2m`. input_size: "model" (training size), "full" or None (image size),
     or "HxW" / (h, w). max_pixels: an image with more pixels raises ConfigError (naming it) before the model is
     loaded (None: no limit). work_size: longest side for prompts and masks (0/None: full resolution). Raises
@@ -221,7 +224,12 @@ def segment_images(images: Sequence[str | Path], checkpoint_or_model: Any, out: 
     check_sizes(paths, max_pixels)
     check_writable_dir(out, "--out")  # before the model is loaded
     clean_stale_temp(out)
-    s2m = build_s2m(checkpoint_or_model, prompter, prompt_model, device, dtype, score,
+    spec = checkpoint_or_model if isinstance(checkpoint_or_model, (str, Path)) else None
+    if spec is not None:
+        from ..models.sources import load_model
+
+        checkpoint_or_model = load_model(spec, map_location="cpu", weights=weights, trust_code=trust_code)
+    s2m = build_s2m(checkpoint_or_model, prompter, prompt_model, device, dtype, score, checkpoint=spec,
                     input_size=_input_size(input_size), batch_size=batch_size, max_pixels=max_pixels,
                     work_size=None if _LEGACY else work_size)
     if _LEGACY:  # the bench's "before" row: full-resolution logits in this S2M's own engine (no class state)

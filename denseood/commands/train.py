@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_verb, positive_float, positive_int
+from ._common import add_code_options, add_verb, positive_float, positive_int
 
 #: TrainConfig fields that have their own command-line option (same name, dashes for underscores)
 CLI_KEYS = ("dataset", "root", "val_root", "arch", "encoder", "encoder_weights", "negatives", "steps", "batch_size",
-            "crop", "lr", "out", "init", "amp", "device", "seed", "sync_bn")
+            "crop", "lr", "out", "init", "init_weights", "amp", "device", "seed", "sync_bn")
 
 _DESCRIPTION = """train / fine-tune a segmenter (NFlowJS with --negatives flow)
 
@@ -39,6 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=positive_float, default=None, help="segmenter learning rate (peak of the schedule)")
     p.add_argument("--out", default=None, help="run folder (config.yaml, last.pt, best.pt, model.pt, summary.json)")
     p.add_argument("--init", default=None, help="model to fine-tune: denseood checkpoint .pt | hf:DIR | torchvision:NAME:FILE | python:MODULE:FACTORY (then --arch/--encoder are ignored)")
+    add_code_options(p, "--init", "--init-weights")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--amp", default=None, choices=["none", "bf16", "fp16"],
                    help="mixed precision of the segmenter (fp16 uses a GradScaler, CUDA only)")
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume and out.exists() and (out / "last.pt").exists():
         raise ConfigError(f"--out {out} already holds a run (last.pt); pass --resume to continue it or choose another --out")
     try:
-        summary = Trainer(cfg, resume=bool(args.resume)).fit()
+        summary = Trainer(cfg, resume=bool(args.resume), trust_code=bool(args.trust_code)).fit()
         if dist.is_main():
             print(f"trained {summary['steps']} steps in {summary['seconds']:.1f}s; checkpoints in {out}")
             if summary.get("final"):

@@ -194,8 +194,9 @@ def _model_desc(meta: dict) -> str:
     return str((meta.get("external") or {}).get("spec") or kind)
 
 
-def _rebuild(meta: dict, n: int, class_set: str | None, path: Path) -> nn.Module:
-    """The untrained model described by a checkpoint's ``meta`` (CheckpointError naming ``path``)."""
+def _rebuild(meta: dict, n: int, class_set: str | None, path: Path, trust_code: bool = False) -> nn.Module:
+    """The untrained model described by a checkpoint's ``meta`` (CheckpointError naming ``path``); a ``python``
+    record is refused unless ``trust_code`` (see ``sources.spec.rebuild_from_record``)."""
     kind = meta.get("model_source", "smp")
     mean, std = tuple(meta.get("mean", IMAGENET_MEAN)), tuple(meta.get("std", IMAGENET_STD))
     try:
@@ -209,7 +210,7 @@ def _rebuild(meta: dict, n: int, class_set: str | None, path: Path) -> nn.Module
         if not isinstance(record, dict):
             raise CheckpointError(f"checkpoint {path}: meta['external'] must be a dict (corrupt checkpoint)")
         model = rebuild_from_record(kind, record, class_names=tuple(meta["class_names"]), class_set=class_set,
-                                    mean=mean, std=std, source=str(path))
+                                    mean=mean, std=std, source=str(path), trust_code=trust_code)
         model._set_meta(class_names=meta["class_names"], class_set=class_set, mean=mean, std=std,
                         train_size=meta.get("train_size"), source=str(path),
                         output_kind=meta.get("output_kind", model.output_kind))
@@ -219,18 +220,31 @@ def _rebuild(meta: dict, n: int, class_set: str | None, path: Path) -> nn.Module
 
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
-                    num_classes: int | None = None, class_set: str | None = None) -> nn.Module:
+                    num_classes: int | None = None, class_set: str | None = None,
+                    trust_code: bool = False) -> nn.Module:
     """Rebuild the model of a checkpoint file (a Segmenter, or the hf/torchvision/python model it records), load
     weights strictly and stats; returns it in eval mode.
 
     num_classes / class_set: what the caller's dataset expects; a different checkpoint raises CheckpointError.
-    Sets ``model.checkpoint_meta`` (meta + ``metrics`` + ``config`` + ``extra`` without the training state),
-    ``model.checkpoint_path`` and ``model.checkpoint_sha256`` (16 hex).
+    trust_code: a checkpoint of a ``python:`` model names a module to import; without ``trust_code`` (the
+    user's ``--trust-code``) it is refused, and nothing is imported. Sets ``model.checkpoint_meta`` (meta +
+    ``metrics`` + ``config`` + ``extra`` without the training state), ``model.checkpoint_path`` and
+    ``model.checkpoint_sha256`` (16 hex).
     """
     path = Path(path)
     ckpt, sha = _read_with_hash(path, "cpu")
     meta = ckpt["meta"]
     c_n, c_set = int(meta["num_classes"]), meta.get("class_set")
+    _check_classes(path, c_n, c_set, meta, num_classes, class_set)
+    model = _rebuild(meta, c_n, c_set, path, trust_code=trust_code)
+    _load_weights(model, ckpt, path, _model_desc(meta))
+    model.checkpoint_sha256 = sha
+    return model.to(map_location).eval()
+
+
+def _check_classes(path: Path, c_n: int, c_set: str | None, meta: dict, num_classes: int | None,
+                   class_set: str | None) -> None:
+    """CheckpointError unless the checkpoint's classes are the ones the caller's dataset expects."""
     if class_set is not None and class_set not in CLASS_SETS:
         raise ConfigError(f"unknown class_set {class_set!r}; valid: {sorted(CLASS_SETS)}")
     want_n = num_classes if num_classes is not None else (len(CLASS_SETS[class_set]) if class_set else None)
@@ -242,26 +256,63 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
             f"checkpoint {path} has {_class_desc(c_n, c_set)} but the dataset expects "
             f"{_class_desc(want_n if want_n is not None else c_n, class_set)}; use a checkpoint trained on that "
             f"class set (or a dataset with the checkpoint's classes)")
-    model = _rebuild(meta, c_n, c_set, path)
+
+
+def _load_weights(model: nn.Module, ckpt: dict, path: Path, desc: str) -> None:
+    """Load a validated checkpoint's state dict strictly and its stats into ``model``; set ``checkpoint_meta`` and
+    ``checkpoint_path``. CheckpointError naming ``path`` and the mismatched keys."""
     sd = ckpt["state_dict"]
     target = model.state_dict()
     missing = sorted(set(target) - set(sd))
     unexpected = sorted(set(sd) - set(target))
     shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(target[k].shape)}"
-              for k in target if k in sd and tuple(sd[k].shape) != tuple(target[k].shape)]
-    if missing or unexpected or shapes:
+              for k in target if k in sd and isinstance(sd[k], torch.Tensor)
+              and tuple(sd[k].shape) != tuple(target[k].shape)]
+    bad = sorted(k for k, v in sd.items() if not isinstance(v, torch.Tensor))
+    if missing or unexpected or shapes or bad:
         raise CheckpointError(
-            f"checkpoint {path} weights do not match its {_model_desc(meta)} model: "
+            f"checkpoint {path} weights do not match its {desc} model: "
             f"{len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}, "
-            f"{len(shapes)} shape mismatches {shapes[:5]}; the file is corrupt or was edited")
+            f"{len(shapes)} shape mismatches {shapes[:5]}{f', non-tensors {bad[:5]}' if bad else ''}; "
+            f"the file is corrupt or was edited")
     model.load_state_dict(sd, strict=True)
     stats = ckpt.get("stats") or {}
     if not isinstance(stats, dict) or not all(isinstance(v, torch.Tensor) for v in stats.values()):
         raise CheckpointError(f"checkpoint {path}: 'stats' must be a dict of tensors")
     model.stats = dict(stats)
     extra = ckpt.get("extra") if isinstance(ckpt.get("extra"), dict) else {}
-    model.checkpoint_meta = {**meta, "metrics": ckpt.get("metrics", {}), "config": ckpt.get("config", {}),
+    model.checkpoint_meta = {**ckpt["meta"], "metrics": ckpt.get("metrics", {}), "config": ckpt.get("config", {}),
                              "extra": {k: v for k, v in extra.items() if k != "train_state"}}
     model.checkpoint_path = str(path)
-    model.checkpoint_sha256 = sha
+
+
+def load_weights_file(model: nn.Module, path: str | os.PathLike, *, map_location: Any = "cpu") -> nn.Module:
+    """Load ``path`` strictly over a ``python:MODULE:FACTORY`` model the user named (``--weights``): a denseood
+    checkpoint of a python: model (its record is ignored: the code is the one named), or a bare state dict of the
+    factory's module. CheckpointError naming the file otherwise; returns the model in eval mode."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"--weights file not found: {path}")
+    data = path.read_bytes()
+    obj = safe_torch_load(io.BytesIO(data), path=path, what="weight file", map_location="cpu",
+                          kind="a denseood checkpoint or a state dict")
+    desc = getattr(model, "spec", None) or type(model).__name__
+    if isinstance(obj, dict) and "format" in obj:
+        ckpt = _load_bytes(data, path)
+        kind = ckpt["meta"].get("model_source", "smp")
+        if kind != "python":
+            raise CheckpointError(f"--weights {path} is a checkpoint of a {kind} model, not of {desc}; pass it "
+                                  f"as --checkpoint {path} instead")
+        _check_classes(path, int(ckpt["meta"]["num_classes"]), ckpt["meta"].get("class_set"), ckpt["meta"],
+                       model.num_classes, None)
+    elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        sd = {k if str(k).startswith("net.") else f"net.{k}": v for k, v in obj.items()}
+        ckpt = {"meta": dict(model.meta()), "state_dict": sd}
+    else:
+        raise CheckpointError(f"--weights {path} is neither a denseood checkpoint nor a state dict (a dict of "
+                              f"tensors); save one with denseood.save_checkpoint or torch.save(net.state_dict())")
+    # provenance is the code the user named, never the record the file claims
+    ckpt["meta"] = {**ckpt["meta"], "model_source": "python", "external": _plain(model.checkpoint_record(), "external")}
+    _load_weights(model, ckpt, path, str(desc))
+    model.checkpoint_sha256 = hashlib.sha256(data).hexdigest()[:16]
     return model.to(map_location).eval()

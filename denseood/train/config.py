@@ -27,6 +27,7 @@ class TrainConfig:
     encoder: str = "resnet18"
     encoder_weights: str | None = None   # local file only
     init: str | None = None              # checkpoint to fine-tune
+    init_weights: str | None = None      # weights for init python:MODULE:FACTORY (a checkpoint or state dict)
     negatives: str = "flow"              # flow | void | paste:DIR | none
     steps: int = 1000                    # joint (or plain, without negatives) steps
     pretrain_steps: int = 0              # segmenter-only steps before negatives are used

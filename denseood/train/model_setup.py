@@ -14,17 +14,22 @@ from .config import TrainConfig
 
 
 def build_model(cfg: TrainConfig, num_classes: int, class_names, class_set: str | None,
-                frame_size: tuple[int, int], device: torch.device, distributed: bool) -> nn.Module:
+                frame_size: tuple[int, int], device: torch.device, distributed: bool,
+                trust_code: bool = False) -> nn.Module:
     """The segmenter to train, on ``device``: ``cfg.init`` loaded through ``load_model`` (a denseood checkpoint,
     hf:DIR, torchvision:NAME:FILE, python:MODULE:FACTORY; every later step sees only the SegmenterBase protocol),
     else a new ``create_segmenter(cfg.arch, cfg.encoder, ...)``; SyncBatchNorm with ``cfg.sync_bn`` (CUDA DDP only).
     ``train_size`` is set to ``frame_size``, the frame size the crops were cut from (at scale 1): inference resizes
-    to it by default; the square crop is no inference size."""
+    to it by default; the square crop is no inference size. ``cfg.init_weights`` / ``trust_code``: as
+    ``load_model``'s ``weights`` / ``trust_code`` (a checkpoint never imports code without ``trust_code``)."""
     from ..models.segmenter import create_segmenter
     from ..models.sources import load_model
 
     if cfg.init:
-        model = load_model(cfg.init, map_location="cpu", num_classes=num_classes, class_set=class_set)
+        model = load_model(cfg.init, map_location="cpu", num_classes=num_classes, class_set=class_set,
+                           weights=cfg.init_weights, trust_code=trust_code)
+    elif cfg.init_weights:
+        raise ConfigError(f"init_weights {cfg.init_weights} needs init python:MODULE:FACTORY (--init)")
     else:
         model = create_segmenter(cfg.arch, cfg.encoder, num_classes, encoder_weights=cfg.encoder_weights,
                                  class_names=class_names, class_set=class_set, train_size=frame_size)

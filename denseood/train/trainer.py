@@ -51,9 +51,10 @@ __all__ = ["Trainer", "TrainConfig", "IGNORE", "global_batch_plan", "StepBatchSa
 class Trainer:
     """Builds datasets, model, flow, negatives and optimisers from a TrainConfig and runs the phases."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True):
+    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_code: bool = False):
         cfg.validate()
         self.cfg, self.resume, self.progress = cfg, resume, progress
+        self.trust_code = bool(trust_code)   # --trust-code: a --init checkpoint may import the code it records
         self.distributed = dist.init_from_env()
         self.rank, self.world = dist.rank(), dist.world_size()
         self.device = dist.resolve_device(cfg.device)
@@ -79,7 +80,7 @@ class Trainer:
 
     def _setup_model(self) -> None:
         self.model = build_model(self.cfg, self.num_classes, self.train_set.class_names, self.train_set.class_set,
-                                 self.frame_size, self.device, self.distributed)
+                                 self.frame_size, self.device, self.distributed, trust_code=self.trust_code)
         self.ddp_model = self.model
         if self.distributed:
             dev_ids = [self.device.index] if self.device.type == "cuda" else None

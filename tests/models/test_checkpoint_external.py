@@ -48,7 +48,7 @@ def test_python_round_trip_records_module_and_factory(tmp_path):
     save_checkpoint(model, tmp_path / "p.pt")
     x = torch.randn(1, 3, 16, 16)
     with torch.no_grad():
-        assert torch.equal(load_checkpoint(tmp_path / "p.pt")(x), model(x))
+        assert torch.equal(load_checkpoint(tmp_path / "p.pt", trust_code=True)(x), model(x))   # names code: trusted
 
 
 def test_hf_round_trip_without_the_folder(tmp_path):

@@ -12,13 +12,13 @@ import argparse
 import math
 import sys
 
-from .._common import (_checked, add_config, add_device, add_dtype, add_out, add_verb, fraction, nonnegative_int,
+from .._common import (_checked, add_code_options, add_config, add_device, add_dtype, add_out, add_verb, fraction, nonnegative_int,
                        positive_float, positive_int)
 
 finite_float = _checked("a finite number", float, math.isfinite)
 MAP_FORMATS = ("npy", "npz", "h5", "png16")  # = denseood.data.maps.SAVE_FORMATS (checked by a test)
 #: options that only apply to a checkpoint (refused with --maps when given)
-CHECKPOINT_ONLY = ("score", "input_size", "sliding_window", "flip", "compile", "s2m")
+CHECKPOINT_ONLY = ("score", "input_size", "sliding_window", "flip", "compile", "s2m", "weights", "trust_code")
 
 DATASETS = ("cityscapes", "smiyc-anomaly", "smiyc-obstacle", "smiyc-laf", "fs-laf", "fs-static", "streethazards",
             "synthetic", "folder")
@@ -45,6 +45,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="split name (default: the benchmark's validation split)")
     p.add_argument("--checkpoint", default=None,
                    help="the model: denseood checkpoint .pt | hf:DIR | torchvision:NAME:FILE | python:MODULE:FACTORY (exactly one of --checkpoint / --maps)")
+    add_code_options(p)
     p.add_argument("--maps", default=None,
                    help="folder of precomputed anomaly maps, one <frame id>.{npy,npz,h5,hdf5,png,tif} per frame, "
                         "scored instead of a checkpoint (the score is named after the folder)")
@@ -132,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     evaluate_checkpoint(
         dataset=args.dataset, root=args.root, split=args.split, checkpoint=args.checkpoint,
+        weights=args.weights, trust_code=args.trust_code,
         scores=args.score or "jsd", dtype=args.dtype, device=args.device, input_size=args.input_size,
         sliding_window=args.sliding_window, overlap=args.overlap, flip=args.flip, compile=args.compile,
         max_pixels=args.max_pixels, s2m=args.s2m, prompter=args.prompter, prompt_model=args.prompt_model, **common)

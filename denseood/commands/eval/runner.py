@@ -324,7 +324,8 @@ def evaluate_checkpoint(*, dataset: str, root: str | os.PathLike, checkpoint: st
                         min_segment_size: int | None = None, min_instance_size: int | None = None,
                         s2m: bool = False, prompter: str = "auto", prompt_model: str = "grabcut",
                         device: str | torch.device = "auto", dtype: str = "auto", overwrite: bool = False,
-                        echo: bool = False, streethazards_unlabeled: str | None = None, **kwargs: Any) -> dict:
+                        echo: bool = False, streethazards_unlabeled: str | None = None,
+                        weights: str | os.PathLike | None = None, trust_code: bool = False, **kwargs: Any) -> dict:
     """``denseood eval`` without argv: open ``dataset`` (a benchmark name) under ``root``, load ``checkpoint``,
     evaluate ``scores`` and write results.json / results.md / curves to ``out``.
 
@@ -333,7 +334,8 @@ def evaluate_checkpoint(*, dataset: str, root: str | os.PathLike, checkpoint: st
     min_segment_size / min_instance_size: component-metric sizes (None = the benchmark's). s2m: also evaluate
     S2M object masks (prompter: learned|peak|auto, prompt_model: grabcut | sam:TYPE:PATH).
     streethazards_unlabeled: "inlier" (official, the reader's default) or "void": how the StreetHazards OOD mask
-    treats "unlabeled" pixels (only for dataset "streethazards"; see docs/metrics.md). echo: print the
+    treats "unlabeled" pixels (only for dataset "streethazards"; see docs/metrics.md). weights / trust_code: as in
+    ``load_model`` (a checkpoint never imports code without ``trust_code``). echo: print the
     results.md table on rank 0. Other keyword arguments go to :func:`evaluate` (batch_size, workers, limit, flip,
     compile, components, save_maps, overlap, progress, command). Initialises torch.distributed when started by
     torchrun (and tears it down again). Returns the results dict.
@@ -365,7 +367,8 @@ def evaluate_checkpoint(*, dataset: str, root: str | os.PathLike, checkpoint: st
                                    ("unlabeled", streethazards_unlabeled)) if v is not None}
         ds = open_dataset(dataset, root, split, **sizes)
         check_frame_sizes(ds, kwargs.get("max_pixels", 1e8))
-        model = load_model(checkpoint, map_location="cpu", num_classes=ds.num_classes, class_set=ds.class_set)
+        model = load_model(checkpoint, map_location="cpu", num_classes=ds.num_classes, class_set=ds.class_set,
+                           weights=weights, trust_code=trust_code)
         pipeline = None
         if s2m:
             from denseood.s2m.pipeline import build_s2m

@@ -14,7 +14,8 @@ arguments, denseood passes the caller's values. Metadata, first found wins per k
 When the module's ``forward`` takes ``return_features``, ``model(x, return_features=True)`` returns
 ``(logits, features)`` (for mahalanobis); otherwise it raises ConfigError. A fine-tuned model is saved as a denseood
 checkpoint recording MODULE (a file as its absolute path), FACTORY and the metadata above (``checkpoint_record``);
-:func:`rebuild_python` imports MODULE and calls FACTORY again, and the caller loads the weights strictly.
+:func:`rebuild_python` imports MODULE and calls FACTORY again (only with ``--trust-code``; otherwise name the code
+yourself: ``python:MODULE:FACTORY`` with ``weights=`` the checkpoint), and the caller loads the weights strictly.
 See docs/architecture.md.
 """
 from __future__ import annotations
@@ -179,10 +180,13 @@ def load_python(module: str, factory: str, *, map_location: Any = "cpu", num_cla
 def rebuild_python(record: dict[str, Any], *, class_names: tuple[str, ...], class_set: str | None,
                    source: str) -> PythonSegmenter:
     """Import the recorded module, call its factory again (with the recorded classes) and wrap the module; the
-    caller loads the checkpoint's weights strictly over the factory's."""
+    caller loads the checkpoint's weights strictly over the factory's. Runs code named by a file: only reached
+    through ``rebuild_from_record(..., trust_code=True)`` (``--trust-code``); prints what it imports first."""
     module, factory = str(record.get("module") or ""), str(record.get("factory") or "")
-    if not module or not factory:
-        raise CheckpointError("the checkpoint's python: record lacks its module or factory (corrupt checkpoint)")
+    if not module or not factory or not factory.isidentifier():
+        raise CheckpointError(f"{source}: the python: record lacks a valid module or factory (corrupt checkpoint)")
+    print(f"denseood: --trust-code: importing {module!r} and calling {factory}(), as {source} records",
+          file=sys.stderr, flush=True)
     net, _ = _call_factory(module, factory, len(class_names), class_set)
     meta = {k: v for k, v in dict(record.get("meta") or {}).items() if k in META_KEYS and v is not None}
     model = PythonSegmenter(net, meta=meta, class_names=class_names, class_set=class_set, source=source)
