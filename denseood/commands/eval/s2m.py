@@ -26,6 +26,7 @@ See docs/architecture.md.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -69,7 +70,7 @@ class S2MEval:
         self.instance_ap = InstanceAP(min_size=10)
         self.refined_pixels = PixelMetrics(mode=pixel_mode)
         self.raw_pixels = PixelMetrics(mode=pixel_mode)
-        self._tmp = Path(tempfile.mkdtemp(prefix=".denseood-s2m-", dir=cache_dir))
+        self._tmp = Path(tempfile.mkdtemp(prefix=f".denseood-s2m-{os.getpid()}-", dir=cache_dir))
         self._n = 0
         self._n_objects = 0
         self._seconds = 0.0
