@@ -15,6 +15,8 @@ Standard library only (no torch at import). The protocol, used by eval, segment 
    model, the command line) last. :meth:`OutputRun.close` without a commit removes the staging folder, and the
    folder itself when this run created it and left it empty; the previous contents are never touched.
 
+A new output file needs nothing here: write it under ``run.dir`` before the commit (the manifest lists it). Training
+writes in place (``stage=False``: its last.pt must survive a kill for ``--resume``) with an in-progress manifest.
 Under torchrun only rank 0 owns the folder (lock, checks, commit); the other ranks get the staging path from it.
 See docs/architecture.md.
 """
@@ -207,9 +209,7 @@ class OutputRun:
             except OSError as e:
                 raise _output_error(e, "creating the staging folder", stage) from e
             self.dir = stage
-        else:
-            if self.overwrite:
-                self._remove_previous()
+        elif read_manifest(out) is None:
             # written in place: an in-progress manifest first, so a killed run's folder is still denseood's
             self._write_manifest(_files_under(out), self.info, complete=False, hashes=False)
 
@@ -243,15 +243,18 @@ class OutputRun:
             os.close(fd)
         raise OutputError(f"cannot lock {path}: it keeps being replaced; is another denseood run using {self.out}?")
 
-    def _remove_previous(self) -> None:
-        """stage=False with --overwrite: remove the files the previous run's manifest lists before writing."""
+    def remove_previous(self) -> None:
+        """stage=False with ``overwrite``: remove the files the previous run's manifest lists and the names in
+        ``outputs``; call it once the run's inputs are checked and loaded, right before the first write."""
+        if not (self.owner and self.overwrite and not self.staged):
+            return
         old = read_manifest(self.out) or {}
         for rel in [*old.get("files", {}), *self.outputs]:
             p = _inside(self.out, rel)
             if p is not None and (p.is_file() or p.is_symlink()):
                 p.unlink()
                 _prune_parents(self.out, p)
-        (self.out / MANIFEST).unlink(missing_ok=True)
+        self._write_manifest(_files_under(self.out), self.info, complete=False, hashes=False)
 
     # ---------------------------------------------------------------- commit / close
     def commit(self, info: dict[str, Any] | None = None) -> Path | None:
@@ -291,7 +294,7 @@ class OutputRun:
             if rel not in old and (target.exists() or target.is_symlink()):
                 raise OutputError(f"{self.what} {self.out} holds {rel}, which is not in its {MANIFEST}; denseood "
                                   f"does not replace files it did not write: move it away and run again "
-                                  f"(this run's outputs are kept in {self.dir})")
+                                  f"(nothing in {self.out} was changed)")
 
     def _write_manifest(self, files: list[str], info: dict | None, *, complete: bool, hashes: bool) -> Path:
         entries: dict[str, Any] = {}
@@ -340,8 +343,8 @@ def open_output(out: str | os.PathLike, overwrite: bool = False, *, stage: bool 
     the outermost ``with``). Raises ConfigError (refused folder) or OutputError (in use, not writable).
 
     stage=False writes in place (``run.dir`` is ``out``; for training, whose last.pt must survive a kill): an
-    in-progress manifest is written at once, and ``overwrite`` first removes what the previous manifest lists
-    plus the names in ``outputs``. resume: accept a non-empty folder (the run continues there). info: manifest
+    in-progress manifest is written at once, and with ``overwrite`` :meth:`OutputRun.remove_previous` removes what
+    the previous manifest lists plus the names in ``outputs``. resume: accept a non-empty folder (the run continues there). info: manifest
     fields (verb, model, ...)."""
     out = Path(out)
     key = str(out.resolve())

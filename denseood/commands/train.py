@@ -98,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
                           outputs=TRAIN_OUTPUTS, info={"verb": "train", "model": {"init": cfg.init, "arch": cfg.arch,
                                                                                    "encoder": cfg.encoder}})
     try:
-        summary = Trainer(cfg, resume=bool(args.resume)).fit()
+        trainer = Trainer(cfg, resume=bool(args.resume))  # data and model load before the old run is removed
+        run_out.remove_previous()
+        summary = trainer.fit()
         run_out.commit()
         if dist.is_main():
             print(f"trained {summary['steps']} steps in {summary['seconds']:.1f}s; checkpoints in {out}")

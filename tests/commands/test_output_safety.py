@@ -96,6 +96,19 @@ def test_train_refuses_a_non_empty_out_without_resume_or_overwrite(tmp_path, cap
     assert _hashes(out) == before
 
 
+def test_train_overwrite_keeps_the_previous_run_when_the_new_one_is_refused(tmp_path, capsys):
+    """--overwrite of a denseood training folder removes the old run only once the new run's data has loaded."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_bytes(os.urandom(1024))
+    (out / MANIFEST).write_text(json.dumps({"format": "denseood-outputs", "complete": False, "files": {}}))
+    before = _hashes(out)
+    assert main(["train", "--root", str(tmp_path / "missing"), "--out", str(out), "--device", "cpu",
+                 "--overwrite"]) == 2
+    assert str(tmp_path / "missing") in _error_line(capsys.readouterr().err, "train")
+    assert _hashes(out) == before
+
+
 # ----------------------------------------------------------------------------------------------- item 3
 def test_eval_overwrite_replaces_the_previous_run_whole(world, tmp_path):
     out = tmp_path / "out"

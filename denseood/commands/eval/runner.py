@@ -188,7 +188,8 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
                                       blend(smp.image, heatmap(maps_np[s][j]), alpha=0.6))
                             save_score_map(stage, s, rel, maps_np[s][j], save_maps_format)
                     if s2m_eval is not None:
-                        s2m_eval.update(smp.image, maps_np[s2m.score][j].astype(np.float32), smp.ood_mask, smp.instances)
+                        s2m_eval.update(smp.image, maps_np[s2m.score][j].astype(np.float32), smp.ood_mask,
+                                        smp.instances)
                 n_local += len(samples)
 
             n_total = int(sum(dist.gather(n_local)))
@@ -206,7 +207,8 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
 
                     for s in scores:
                         thr = per_score[s]["best_f1_threshold"]
-                        cm = ComponentMetrics(threshold=float(thr), min_segment_size=min_seg, min_instance_size=min_inst)
+                        cm = ComponentMetrics(threshold=float(thr), min_segment_size=min_seg,
+                                              min_instance_size=min_inst)
                         for i in tqdm(range(n_local), desc=f"components {s}", unit="img", leave=False,
                                       disable=not (progress and rank == 0)):
                             amap = np.load(tmp / f"{s}_{i}.npy").astype(np.float32)[None]
