@@ -123,6 +123,34 @@ def test_eval_overwrite_replaces_the_previous_run_whole(world, tmp_path):
     assert res["n_images"] == 1
 
 
+def test_eval_overwrite_of_a_submission_leaves_no_frame_of_the_other_model(world, tmp_path):
+    """The issue's case: a SMIYC submission of model A, then ``--overwrite --limit 1`` with model B: the folder
+    holds B's one frame only (no .hdf5 of A left beside it)."""
+    sys.path.insert(0, str(REPO / "tests" / "s2m"))
+    from s2m_helpers import tiny_checkpoint
+
+    from denseood.io import read_hdf5, write_image
+
+    root = tmp_path / "smiyc"
+    fids = ["airplane0000", "bear0000", "cow0000"]  # official AnomalyTrack test ids
+    for i, fid in enumerate(fids):
+        write_image(root / "dataset_AnomalyTrack" / "images" / f"{fid}.png", __import__("numpy").full(
+            (64, 128, 3), 40 * i, "uint8"))
+    other = tiny_checkpoint(tmp_path / "other.pt", seed=1)
+    out = tmp_path / "out"
+    argv = ["eval", "--dataset", "smiyc-anomaly", "--root", str(root), "--split", "test", "--score", "msp",
+            "--out", str(out), "--device", "cpu", "--workers", "0", "--method", "m"]
+    assert main([*argv, "--checkpoint", str(other)]) == 0
+    sub = out / "submission" / "anomaly_p" / "m" / "AnomalyTrack-all"
+    assert sorted(p.name for p in sub.iterdir()) == [f"{f}.hdf5" for f in fids]
+    a_map = read_hdf5(sub / "airplane0000.hdf5")
+    assert main([*argv, "--checkpoint", str(world["ckpt"]), "--overwrite", "--limit", "1"]) == 0
+    assert sorted(p.name for p in sub.iterdir()) == ["airplane0000.hdf5"]
+    assert not (read_hdf5(sub / "airplane0000.hdf5") == a_map).all()  # B's map, not A's
+    assert set(_check_manifest(out)["files"]) == {"results.json", "results.md",
+                                                  "submission/anomaly_p/m/AnomalyTrack-all/airplane0000.hdf5"}
+
+
 def test_two_concurrent_evals_one_fails_at_once_naming_the_other(world, tmp_path, capsys):
     """Run A (a real process) pauses inside its results.json write, holding --out; run B fails at once naming
     A's pid; A then finishes with whole results (every file matches its manifest hash)."""
