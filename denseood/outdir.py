@@ -329,7 +329,10 @@ class OutputRun:
     def __enter__(self) -> "OutputRun":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, kind: Any, err: Any, tb: Any) -> None:
+        if isinstance(err, DenseOODError) and self.dir != self.out and len(err.args) == 1:
+            # name the file where the user will look for it, not inside the staging folder that is removed now
+            err.args = (str(err.args[0]).replace(str(self.dir), str(self.out)),)
         self._depth -= 1
         if self._depth <= 0:
             self.close()
