@@ -178,6 +178,22 @@ def test_two_concurrent_evals_one_fails_at_once_naming_the_other(world, tmp_path
     assert not (out / LOCK).exists()
 
 
+@pytest.mark.slow
+def test_under_torchrun_every_ranks_frames_land_in_out_with_one_manifest(world, tmp_path):
+    """2 gloo ranks: rank 0 owns the folder, rank 1 writes its frames' maps into rank 0's staging folder, and the
+    committed --out holds all 3 frames, listed by one manifest, with no staging folder or lock left."""
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "-m", "denseood", *_eval(world, out, "--save-maps", "--batch-size", "1")],
+                       env=env, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    man = _check_manifest(out)
+    assert sorted(k for k in man["files"] if k.startswith("score_maps/")) == [
+        f"score_maps/msp/synth{i:04d}.npy" for i in range(3)]
+    assert not [e for e in out.iterdir() if e.name.startswith(".")]
+
+
 # ----------------------------------------------------------------------------------------------- item 6
 def _dev_full_for(monkeypatch, needle: str) -> None:
     """Writes to a path containing ``needle`` go to /dev/full (ENOSPC from the kernel)."""
