@@ -274,18 +274,24 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
             results["maps_input"] = source.describe()
 
         if rank == 0:
-            atomic_write_json(stage / "results.json", results)
-            atomic_write_text(stage / "results.md", results_markdown(results))
-            if curves:
-                from denseood.viz import plot_curves
-
-                thin = {s: thin_curve(c) for s, c in curves.items()}
-                plot_curves(thin, stage / "pr_curve.png", kind="pr")
-                plot_curves(thin, stage / "roc_curve.png", kind="roc")
-            run.commit({"verb": "eval", "command": results["command"], "model": results["model"],
-                        "checkpoint": results["checkpoint"], "dataset": results["dataset"], "split": results["split"]})
+            write_summary(stage, results, curves)
+            run.commit({k: results[k] for k in ("command", "model", "checkpoint", "dataset", "split")} | {"verb": "eval"})
         dist.barrier()
         return results
+
+
+def write_summary(stage: Path, results: dict, curves: dict[str, dict[str, np.ndarray]]) -> None:
+    """Rank 0's summary files in the staging folder ``stage``: results.json, results.md, pr/roc_curve.png (when
+    there are curves). To add an output file, write it under ``stage`` here; the commit moves it into --out and
+    lists it in the manifest."""
+    atomic_write_json(stage / "results.json", results)
+    atomic_write_text(stage / "results.md", results_markdown(results))
+    if curves:
+        from denseood.viz import plot_curves
+
+        thin = {s: thin_curve(c) for s, c in curves.items()}
+        plot_curves(thin, stage / "pr_curve.png", kind="pr")
+        plot_curves(thin, stage / "roc_curve.png", kind="roc")
 
 
 def model_provenance(model: Any, spec: Any) -> dict[str, Any]:
