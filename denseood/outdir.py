@@ -75,7 +75,7 @@ def check_out_dir(out: str | os.PathLike, overwrite: bool, *, what: str = "--out
                   alternative: str = "") -> Path:
     """Refuse ``out`` when it is a file, or a non-empty folder without ``overwrite``, or (with ``overwrite``) a
     non-empty folder without denseood's manifest. ConfigError naming the folder, a few of its files and the way
-    out; ``alternative``: another accepted flag to name ("--resume"). Returns the Path (nothing is created)."""
+    out; ``alternative``: another way out to name ("--resume to continue it"). Returns the Path (nothing is created)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{what} {out} exists and is a file, not a folder; choose another {what}")
@@ -86,9 +86,9 @@ def check_out_dir(out: str | os.PathLike, overwrite: bool, *, what: str = "--out
         return out
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     if not overwrite:
-        alt = f" or {alternative}" if alternative else ""
-        raise ConfigError(f"{what} {out} already exists and is not empty ({shown}); pass --overwrite{alt} to "
-                          f"replace the denseood run there, or choose another folder")
+        alt = f", {alternative}" if alternative else ""
+        raise ConfigError(f"{what} {out} already exists and is not empty ({shown}); pass --overwrite to replace the "
+                          f"denseood run there{alt}, or choose another folder")
     if read_manifest(out) is None:
         raise ConfigError(f"{what} {out} holds files denseood did not write ({shown}; no {MANIFEST}); "
                           f"--overwrite replaces only a folder of denseood's own outputs: choose another {what}")
@@ -130,6 +130,14 @@ def _files_under(folder: Path) -> list[str]:
             filenames = [f for f in filenames if not is_own_entry(f) and f != MANIFEST]
         files += [(rel_dir / f).as_posix() for f in filenames]
     return sorted(files)
+
+
+def command_line() -> str:
+    """This process's command line, shell-quoted; ``python -m denseood`` is written as ``denseood``."""
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).name in ("__main__.py", "denseood"):
+        argv[0] = "denseood"
+    return " ".join(shlex.quote(a) for a in argv)
 
 
 def _env_rank() -> int:
@@ -303,7 +311,7 @@ class OutputRun:
             entries[rel] = ({"size": p.stat().st_size, "sha256": sha256_file(p)} if hashes and p.is_file() else {})
         data = {"format": FORMAT, "format_version": 1, "denseood_version": __version__,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "command": " ".join(shlex.quote(a) for a in sys.argv), "complete": complete,
+                "command": command_line(), "complete": complete,
                 **(info or {}), "files": entries}
         return atomic_write_json(self.out / MANIFEST, data)
 

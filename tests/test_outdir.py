@@ -106,7 +106,8 @@ def test_check_out_dir_messages(tmp_path):
         check_out_dir(f, False)
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "y").write_text("y")
-    with pytest.raises(ConfigError, match=r"not empty \(y\); pass --overwrite or --resume"):
-        check_out_dir(tmp_path / "d", False, alternative="--resume")
+    with pytest.raises(ConfigError, match=r"not empty \(y\); pass --overwrite to replace the denseood run there, "
+                                          r"--resume to continue it, or choose another folder"):
+        check_out_dir(tmp_path / "d", False, alternative="--resume to continue it")
     (tmp_path / "d" / MANIFEST).write_text('{"format": "denseood-outputs", "files": {}}')
     assert check_out_dir(tmp_path / "d", True) == tmp_path / "d"

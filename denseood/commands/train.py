@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume and out.is_dir() and (out / "last.pt").exists() and not args.overwrite:
         raise ConfigError(f"--out {out} already holds a run (last.pt); pass --resume to continue it, --overwrite "
                           f"to replace it, or choose another --out")
-    run_out = open_output(out, bool(args.overwrite), stage=False, alternative="--resume", resume=bool(args.resume),
+    run_out = open_output(out, bool(args.overwrite), stage=False, alternative="--resume to continue it", resume=bool(args.resume),
                           outputs=TRAIN_OUTPUTS, info={"verb": "train", "model": {"init": cfg.init, "arch": cfg.arch,
                                                                                    "encoder": cfg.encoder}})
     try:
