@@ -355,8 +355,8 @@ def open_output(out: str | os.PathLike, overwrite: bool = False, *, stage: bool 
 
     stage=False writes in place (``run.dir`` is ``out``; for training, whose last.pt must survive a kill): an
     in-progress manifest is written at once, and with ``overwrite`` :meth:`OutputRun.remove_previous` removes what
-    the previous manifest lists plus the names in ``outputs``. resume: accept a non-empty folder (the run continues there). info: manifest
-    fields (verb, model, ...)."""
+    the previous manifest lists plus the names in ``outputs``. resume: accept a non-empty folder (the run
+    continues there). info: manifest fields (verb, model, ...)."""
     out = Path(out)
     key = str(out.resolve())
     run = _HELD.get(key)

@@ -275,7 +275,8 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
 
         if rank == 0:
             write_summary(stage, results, curves)
-            run.commit({k: results[k] for k in ("command", "model", "checkpoint", "dataset", "split")} | {"verb": "eval"})
+            keys = ("command", "model", "checkpoint", "dataset", "split")
+            run.commit({"verb": "eval", **{k: results[k] for k in keys}})
         dist.barrier()
         return results
 
