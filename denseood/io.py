@@ -318,12 +318,12 @@ def list_images(folder: str | os.PathLike, recursive: bool = False, *, hidden: b
     found = [p for p in it if p.suffix.lower() in IMAGE_EXTENSIONS and (hidden or not p.name.startswith("."))]
     broken = [p for p in found if p.is_symlink() and not p.is_file()]
     if broken:
-        shown = ", ".join(f"{p} ({_why_broken(p)})" for p in broken[:3]) + (" ..." if len(broken) > 3 else "")
+        shown = ", ".join(f"{p} ({broken_link_reason(p)})" for p in broken[:3]) + (" ..." if len(broken) > 3 else "")
         raise DatasetError(f"image folder {folder} holds {len(broken)} broken symlink(s): {shown}; fix or remove them")
     return sorted(p for p in found if p.is_file())
 
 
-def _why_broken(link: Path) -> str:
+def broken_link_reason(link: Path) -> str:
     """"dangling -> target", "symlink loop" or "points to a folder" for a symlink that is not a file."""
     try:
         link.resolve(strict=True)

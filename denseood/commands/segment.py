@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 def collect_images(items: Sequence[str | Path]) -> list[Path]:
     """Files and folders (their images, sorted, not recursive) -> image paths, in the given order."""
     from ..errors import ConfigError
-    from ..io import IMAGE_EXTENSIONS, list_images
+    from ..io import IMAGE_EXTENSIONS, broken_link_reason, list_images
 
     paths: list[Path] = []
     for it in items:
@@ -87,6 +87,8 @@ def collect_images(items: Sequence[str | Path]) -> list[Path]:
             paths += found
         elif p.is_file():
             paths.append(p)
+        elif p.is_symlink():
+            raise ConfigError(f"--images: {p} is a broken symlink ({broken_link_reason(p)}); fix or remove it")
         else:
             raise ConfigError(f"--images: {p} does not exist")
     return paths

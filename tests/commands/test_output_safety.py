@@ -315,6 +315,14 @@ def test_broken_image_symlinks_are_named(world, tmp_path, capsys, kind):
     assert _hashes(folder) == before and not (tmp_path / "out").exists()
 
 
+def test_a_broken_symlink_given_as_an_image_file_is_named(world, tmp_path, capsys):
+    link = tmp_path / "x.jpg"
+    link.symlink_to(link)  # loops onto itself
+    assert main(["segment", "--images", str(link), "--checkpoint", str(world["ckpt"]), "--out",
+                 str(tmp_path / "out"), "--device", "cpu"]) == 2
+    assert f"--images: {link} is a broken symlink (symlink loop)" in _error_line(capsys.readouterr().err, "segment")
+
+
 def test_a_dangling_symlink_in_a_dataset_is_named(world, tmp_path, capsys):
     root, bad = _corrupt_root(tmp_path)
     bad.unlink()
