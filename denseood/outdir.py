@@ -22,6 +22,7 @@ See docs/architecture.md.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import errno
 import hashlib
@@ -33,7 +34,7 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ._version import __version__
 from .errors import ConfigError, DenseOODError, OutputError
@@ -368,6 +369,24 @@ def open_output(out: str | os.PathLike, overwrite: bool = False, *, stage: bool 
     return run
 
 
+@contextlib.contextmanager
+def probed_dir(path: str | os.PathLike, what: str = "--out") -> Iterator[Path]:
+    """:func:`denseood.io.check_writable_dir` for a run that writes one file into ``path`` (no lock or staging):
+    when the block raises, the folders the probe created are removed again if still empty."""
+    path = Path(path)
+    top = path
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    created = not top.exists()
+    check_writable_dir(path, what)
+    try:
+        yield path
+    except BaseException:
+        if created:
+            _remove_empty_up_to(path, top)
+        raise
+
+
 def _inside(root: Path, rel: str) -> Path | None:
     """``root/rel`` when ``rel`` is a relative path without '..' (a manifest entry), else None."""
     p = Path(rel)
@@ -409,4 +428,4 @@ def _remove_empty_up_to(folder: Path, top: Path) -> None:
 
 
 __all__ = ["MANIFEST", "LOCK", "OutputRun", "open_output", "check_out_dir", "read_manifest", "clean_stale_outputs",
-           "is_own_entry", "user_entries", "sha256_file"]
+           "is_own_entry", "user_entries", "sha256_file", "probed_dir"]

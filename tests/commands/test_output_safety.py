@@ -350,12 +350,14 @@ def test_overwrite_refuses_a_folder_without_denseoods_manifest(world, tmp_path, 
     assert _hashes(out) == before
 
 
-@pytest.mark.parametrize("verb", ["eval", "train"])
+@pytest.mark.parametrize("verb", ["eval", "train", "train-prompter"])
 def test_a_refused_run_leaves_no_empty_out_behind(world, tmp_path, capsys, verb):
     out = tmp_path / "new" / "out"
     missing = tmp_path / "no-such-root"
-    argv = _eval(world, out, root=missing) if verb == "eval" else [
-        "train", "--dataset", "synthetic", "--root", str(missing), "--out", str(out), "--device", "cpu"]
+    argv = {"eval": _eval(world, out, root=missing),
+            "train": ["train", "--dataset", "synthetic", "--root", str(missing), "--out", str(out), "--device", "cpu"],
+            "train-prompter": ["train-prompter", "--checkpoint", str(world["ckpt"]), "--root", str(missing),
+                               "--out", str(out / "prompter.pt"), "--device", "cpu"]}[verb]
     assert main(argv) == 2
     assert str(missing) in _error_line(capsys.readouterr().err, verb)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
