@@ -1,24 +1,14 @@
 """Output folders of a run (``--out``): the emptiness / ownership check, an exclusive lock, a staging folder that
-is swapped in whole at the end, and the manifest that marks a folder as denseood's.
+is swapped in whole at the end, and the manifest that marks a folder as denseood's. Standard library only.
 
-Standard library only (no torch at import). The protocol, used by eval, segment and train:
-
-1. :func:`check_out_dir` (at argument-check time): refuse a non-empty ``--out`` without ``--overwrite``, and with
-   ``--overwrite`` refuse a folder that has no denseood manifest (:data:`MANIFEST`). denseood's own hidden entries
-   (lock file, temporary files and folders of killed runs) do not count.
-2. :func:`open_output` (before any model or data is loaded): creates the folder, takes the lock
-   (``fcntl.flock`` on :data:`LOCK`; a second run fails at once, naming the process), checks again under the lock,
-   removes denseood's stale temporaries, probes writability and makes the staging folder
-   ``.denseood-stage-<pid>-<hex>``. Every output is written under ``run.dir`` (the staging folder).
-3. :meth:`OutputRun.commit`: moves the staged files into ``--out`` (the files the previous run's manifest lists are
-   removed, so ``--overwrite`` replaces a run whole), then writes the manifest (files with sizes and sha256, the
-   model, the command line) last. :meth:`OutputRun.close` without a commit removes the staging folder, and the
-   folder itself when this run created it and left it empty; the previous contents are never touched.
-
-A new output file needs nothing here: write it under ``run.dir`` before the commit (the manifest lists it). Training
-writes in place (``stage=False``: its last.pt must survive a kill for ``--resume``) with an in-progress manifest.
-Under torchrun only rank 0 owns the folder (lock, checks, commit); the other ranks get the staging path from it.
-See docs/architecture.md.
+:func:`check_out_dir` refuses a non-empty ``--out`` without ``--overwrite`` and, with it, a folder without
+:data:`MANIFEST` (denseood's own hidden entries do not count). :func:`open_output` creates the folder, takes the
+``fcntl.flock`` lock (:data:`LOCK`; a second run fails at once naming the process), checks again, removes stale
+temporaries of killed runs and makes the staging folder ``run.dir``. A run writes every output under ``run.dir``
+(a new output file needs nothing else); :meth:`OutputRun.commit` moves it into ``--out``, removing the files the
+previous manifest lists, and writes the manifest last; without a commit :meth:`OutputRun.close` leaves ``--out``
+as it was. Training writes in place (``stage=False``). Under torchrun rank 0 owns the folder and the other ranks
+get the staging path from it. See docs/architecture.md (core modules).
 """
 from __future__ import annotations
 
@@ -203,10 +193,7 @@ class OutputRun:
     def _open_owner(self) -> None:
         out = self.out
         self._check()
-        top = out
-        while not top.parent.exists() and top.parent != top:
-            top = top.parent
-        self._created = None if top.exists() else top
+        self._created = _first_missing(out)
         check_writable_dir(out, self.what)
         self._lock()
         self._check()  # again, under the lock
@@ -374,17 +361,24 @@ def probed_dir(path: str | os.PathLike, what: str = "--out") -> Iterator[Path]:
     """:func:`denseood.io.check_writable_dir` for a run that writes one file into ``path`` (no lock or staging):
     when the block raises, the folders the probe created are removed again if still empty."""
     path = Path(path)
-    top = path
-    while not top.parent.exists() and top.parent != top:
-        top = top.parent
-    created = not top.exists()
+    top = _first_missing(path)
     check_writable_dir(path, what)
     try:
         yield path
     except BaseException:
-        if created:
+        if top is not None:
             _remove_empty_up_to(path, top)
         raise
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost folder of ``path`` that does not exist yet (what creating ``path`` will make), or None."""
+    if path.exists():
+        return None
+    top = path
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    return top
 
 
 def _inside(root: Path, rel: str) -> Path | None:
@@ -426,6 +420,3 @@ def _remove_empty_up_to(folder: Path, top: Path) -> None:
             return
         p = p.parent
 
-
-__all__ = ["MANIFEST", "LOCK", "OutputRun", "open_output", "check_out_dir", "read_manifest", "clean_stale_outputs",
-           "is_own_entry", "user_entries", "sha256_file", "probed_dir"]
