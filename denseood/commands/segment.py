@@ -198,7 +198,8 @@ def segment_images(images: Sequence[str | Path], checkpoint_or_model: Any, out: 
     or "HxW" / (h, w). max_pixels: an image with more pixels raises ConfigError (naming it) before the model is
     loaded (None: no limit). work_size: longest side for prompts and masks (0/None: full resolution). Raises
     ConfigError for a bad ``out`` (a file, or a non-empty folder without ``overwrite``), missing inputs or
-    ``batch_size`` < 1. Unreadable images are skipped and listed.
+    ``batch_size`` < 1. Unreadable images are skipped and listed. ``out`` is locked and written through a staging
+    folder that replaces it whole at the end, with ``denseood-manifest.json`` (:func:`denseood.outdir.open_output`).
     Returns {"images": int, "segmented": int, "objects": int, "failed": [(Path, reason)], "out": Path}.
     """
     from ..errors import ConfigError

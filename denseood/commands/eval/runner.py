@@ -102,7 +102,9 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
     threshold_at_tpr95, best_f1, best_f1_threshold (+ n_pixels, n_anomaly) and, with ``components``, sIoU, PPV,
     mean_F1, F1_per_threshold; all fractions in [0, 1]. ``source``: a :class:`~.maps.MapSource` scored instead of
     ``model`` (None); ``save_maps`` also writes score_maps/<score>/<fid> in ``save_maps_format`` (npy | npz | h5 |
-    png16); ``method``: the <method> folder of the SMIYC submission (default: the score). Call under torchrun
+    png16); ``method``: the <method> folder of the SMIYC submission (default: the score; one plain folder name).
+    ``out`` is locked for the run and written through a staging folder that replaces it whole at the end, with
+    ``denseood-manifest.json`` (:func:`denseood.outdir.open_output`). Call under torchrun
     after ``dist.init_from_env()`` for a multi-process evaluation (every rank must call it).
     """
     from denseood.eval import ComponentMetrics, PixelMetrics
