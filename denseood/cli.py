@@ -15,7 +15,7 @@ import sys
 
 from .commands import VERBS
 from .commands._common import HelpFormatter, config_argv
-from .errors import DenseOODError
+from .errors import DenseOODError, one_line
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(run(args) or 0)
     except DenseOODError as e:
-        print(f"denseood {args.command}: error: {e}", file=sys.stderr)
+        print(f"denseood {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"denseood {args.command}: interrupted", file=sys.stderr)

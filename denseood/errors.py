@@ -20,3 +20,14 @@ class ConfigError(DenseOODError, ValueError):
 
 class OutputError(DenseOODError, OSError):
     """An output file or folder cannot be written (disk full, read-only file system, permission denied)."""
+
+
+def one_line(e: BaseException) -> str:
+    """The message of ``e`` as the user sees it: an error re-raised from a DataLoader worker ("Caught DatasetError
+    in DataLoader worker process 0. Original Traceback ...") gives the worker's own one-line message."""
+    msg = str(e)
+    if msg.startswith("Caught ") and "Original Traceback" in msg:
+        last = next((ln for ln in reversed(msg.splitlines()) if ln.strip()), "")
+        head, sep, rest = last.partition(": ")
+        msg = rest if sep and head.rsplit(".", 1)[-1] == type(e).__name__ else last
+    return msg

@@ -77,9 +77,48 @@ def _atomic(path: str | os.PathLike, write_fn, mode: str = "wb") -> Path:
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(e, OSError) and not isinstance(e, OutputError):
-            raise _output_error(e, "writing", path, tail) from e
+        if isinstance(e, OutputError):
+            raise
+        os_err = _os_error_in(e)
+        if os_err is not None:
+            raise _output_error(os_err, "writing", path, tail) from e
+        if isinstance(e, RuntimeError) and any(k in str(e) for k in _TORCH_WRITE_FAIL):
+            raise _output_error(OSError(errno.ENOSPC if _low_space(path.parent) else errno.EIO, "write failed"),
+                                "writing", path, tail) from e
         raise
+    return path
+
+
+#: torch.save's own messages for a failed write (its C++ writer hides the OSError behind these)
+_TORCH_WRITE_FAIL = ("inline_container", "PytorchStreamWriter", "file write failed")
+
+
+def _os_error_in(e: BaseException) -> OSError | None:
+    """``e`` itself, or the OSError in its cause/context chain (torch.save turns a failed write into RuntimeError)."""
+    seen = 0
+    while e is not None and seen < 8:
+        if isinstance(e, OSError):
+            return e
+        e, seen = (e.__cause__ or e.__context__), seen + 1
+    return None
+
+
+def _low_space(folder: Path) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (64 << 20)
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """``np.save`` of a temporary file (not atomic: for scratch files only); OSError -> OutputError naming it."""
+    path = Path(path)
+    try:
+        with open(path, "wb") as f:
+            np.save(f, array)
+    except OSError as e:
+        raise _output_error(e, "writing the temporary file", path) from e
     return path
 
 
@@ -276,8 +315,23 @@ def list_images(folder: str | os.PathLike, recursive: bool = False, *, hidden: b
     """
     folder = Path(folder)
     it = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                  and (hidden or not p.name.startswith(".")))
+    found = [p for p in it if p.suffix.lower() in IMAGE_EXTENSIONS and (hidden or not p.name.startswith("."))]
+    broken = [p for p in found if p.is_symlink() and not p.is_file()]
+    if broken:
+        shown = ", ".join(f"{p} ({broken_link_reason(p)})" for p in broken[:3]) + (" ..." if len(broken) > 3 else "")
+        raise DatasetError(f"image folder {folder} holds {len(broken)} broken symlink(s): {shown}; fix or remove them")
+    return sorted(p for p in found if p.is_file())
+
+
+def broken_link_reason(link: Path) -> str:
+    """"dangling -> target", "symlink loop" or "points to a folder" for a symlink that is not a file."""
+    try:
+        link.resolve(strict=True)
+    except RuntimeError:
+        return "symlink loop"
+    except OSError as e:
+        return "symlink loop" if e.errno == errno.ELOOP else f"dangling -> {os.readlink(link)}"
+    return "points to a folder"
 
 
 def read_image_alpha(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:

@@ -53,7 +53,8 @@ def add_dtype(p: argparse.ArgumentParser) -> None:
 def add_out(p: argparse.ArgumentParser, what: str, required: bool = True, default: str | None = None) -> None:
     p.add_argument("--out", required=required, default=default, help=f"output folder ({what})")
     p.add_argument("--overwrite", action="store_true",
-                   help="allow writing into an existing --out that holds denseood's own outputs")
+                   help="replace the denseood run in a non-empty --out (a folder with denseood-manifest.json); "
+                        "its files are replaced whole once the new run is complete")
 
 
 def add_code_options(p: argparse.ArgumentParser, model_option: str = "--checkpoint",

@@ -51,8 +51,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_out", help="demo folder (world, runs, results); only a folder the demo "
                                                       "made itself (or an empty one) is accepted")
     p.add_argument("--weights", default="weights/demo.pt",
-                   help="where the flow fine-tune's checkpoint is kept; an existing file is reused")
-    p.add_argument("--retrain", action="store_true", help="train again even when --weights exists")
+                   help="where the flow fine-tune's checkpoint is kept; an existing file is reused (with the run in "
+                        "--out it was trained with) and never replaced without --overwrite")
+    p.add_argument("--retrain", action="store_true", help="train again even when --weights exists (needs --overwrite "
+                                                          "to replace an existing --weights file)")
+    p.add_argument("--overwrite", action="store_true", help="allow training to replace an existing --weights file")
     p.add_argument("--quick", action="store_true", help="tiny sizes (for tests; needs a scratch --weights)")
     return p
 
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.quick and Path(args.weights) == Path("weights/demo.pt"):
         raise ConfigError("--quick trains a throw-away model: pass --weights to a scratch path, not weights/demo.pt")
-    res = run_demo(args.out, args.weights, retrain=args.retrain, quick=args.quick)
+    res = run_demo(args.out, args.weights, retrain=args.retrain, quick=args.quick, overwrite=args.overwrite)
     print(f"done: results in {res['eval_dir']}, overlays in {res['segment_dir'] / 'overlays'}")
     return 0
 
@@ -120,17 +123,38 @@ def comparison_table(none: dict, flow: dict, miou_none: float | None, miou_flow:
     return "\n".join(lines) + "\n\n" + verdict
 
 
+def check_weights(weights: Path, none_ckpt: Path, retrain: bool, overwrite: bool) -> bool:
+    """True when the demo must train. An existing ``weights`` file is reused together with ``none_ckpt`` (the run
+    it was trained with); training would replace it, which is refused without ``overwrite`` (ConfigError)."""
+    from ..errors import ConfigError
+
+    if weights.exists() and not weights.is_file():
+        raise ConfigError(f"--weights {weights} is not a file; pass a checkpoint file path")
+    train = retrain or not weights.is_file() or not none_ckpt.is_file()
+    if train and weights.is_file() and not overwrite:
+        why = "--retrain was given" if retrain else f"--out has no run it was trained with ({none_ckpt} is missing)"
+        raise ConfigError(f"--weights {weights} exists and training would replace it ({why}); the demo never "
+                          f"replaces a file without --overwrite: pass --weights to a new path, or --overwrite")
+    return train
+
+
 def run_demo(out: str | Path = "demo_out", weights: str | Path = "weights/demo.pt", retrain: bool = False,
-             quick: bool = False) -> dict:
-    """Run the demo. Returns {"results", "none_results", "table", "eval_dir", "segment_dir", "weights"}."""
+             quick: bool = False, overwrite: bool = False) -> dict:
+    """Run the demo. Returns {"results", "none_results", "table", "eval_dir", "segment_dir", "weights"}.
+
+    overwrite: allow training to replace an existing ``weights`` file (else it is reused or the demo refuses)."""
     import shutil
 
     from ..data import synthetic
+    from ..io import atomic_write_bytes
     from ..train.prompter import store_prompter_in_checkpoint, train_prompter
     from .segment import segment_images
 
     sz = QUICK if quick else FULL
     out, weights = Path(out), Path(weights)
+    runs = out / "runs"
+    none_ckpt = runs / "finetune_none" / "model.pt"
+    must_train = check_weights(weights, none_ckpt, retrain, overwrite)  # before anything is written
     claim_out(out)
     data_root = out / "data"
     manifest = data_root / "synthetic.json"
@@ -145,10 +169,8 @@ def run_demo(out: str | Path = "demo_out", weights: str | Path = "weights/demo.p
     else:
         print(f"[1/4] synthetic road world already in {data_root}")
 
-    runs = out / "runs"
-    none_ckpt = runs / "finetune_none" / "model.pt"
     flow_small = {"flow_hidden": 16 if quick else 64, "flow_levels": 2 if quick else 3}
-    if retrain or not weights.is_file() or not none_ckpt.is_file():
+    if must_train:
         if runs.exists():
             shutil.rmtree(runs)
         print(f"[2/4] base FPN/ResNet-18: {sz.base_steps} steps without negatives")
@@ -165,8 +187,7 @@ def run_demo(out: str | Path = "demo_out", weights: str | Path = "weights/demo.p
         summ_flow = _train(sz, data_root, runs / "finetune_flow", negatives="flow", steps=sz.finetune_steps,
                            init=base, quick=quick, flow_pretrain_steps=sz.flow_pretrain_steps, lam=1.0,
                            flow_js_weight=0.03, neg_size=(16, 64), **flow_small)
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(runs / "finetune_flow" / "model.pt", weights)
+        atomic_write_bytes(weights, (runs / "finetune_flow" / "model.pt").read_bytes())
         print(f"      S2M prompter (score-to-prompt detector): {sz.prompter_steps} steps")
         prompter = train_prompter(weights, data_root, negatives="flow", steps=sz.prompter_steps,
                                   batch_size=min(4, sz.batch_size), crop=sz.crop, device="cpu")

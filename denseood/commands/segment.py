@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 def collect_images(items: Sequence[str | Path]) -> list[Path]:
     """Files and folders (their images, sorted, not recursive) -> image paths, in the given order."""
     from ..errors import ConfigError
-    from ..io import IMAGE_EXTENSIONS, list_images
+    from ..io import IMAGE_EXTENSIONS, broken_link_reason, list_images
 
     paths: list[Path] = []
     for it in items:
@@ -89,6 +89,8 @@ def collect_images(items: Sequence[str | Path]) -> list[Path]:
             paths += found
         elif p.is_file():
             paths.append(p)
+        elif p.is_symlink():
+            raise ConfigError(f"--images: {p} is a broken symlink ({broken_link_reason(p)}); fix or remove it")
         else:
             raise ConfigError(f"--images: {p} does not exist")
     return paths
@@ -199,36 +201,50 @@ def segment_images(images: Sequence[str | Path], checkpoint_or_model: Any, out: 
     or "HxW" / (h, w). max_pixels: an image with more pixels raises ConfigError (naming it) before the model is
     loaded (None: no limit). work_size: longest side for prompts and masks (0/None: full resolution). Raises
     ConfigError for a bad ``out`` (a file, or a non-empty folder without ``overwrite``), missing inputs or
-    ``batch_size`` < 1. Unreadable images are skipped and listed.
+    ``batch_size`` < 1. Unreadable images are skipped and listed. ``out`` is locked and written through a staging
+    folder that replaces it whole at the end, with ``denseood-manifest.json`` (:func:`denseood.outdir.open_output`).
     Returns {"images": int, "segmented": int, "objects": int, "failed": [(Path, reason)], "out": Path}.
     """
-    import numpy as np
-    from tqdm import tqdm
-
-    from ..errors import ConfigError, DenseOODError
-    from ..io import atomic_write_text, check_writable_dir, clean_stale_temp, read_image, write_png
-    from ..s2m.pipeline import build_s2m
+    from ..errors import ConfigError
+    from ..outdir import check_out_dir, open_output
 
     if int(batch_size) < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"--out {out} exists and is not empty; pass --overwrite or choose another folder")
+    out = check_out_dir(out, overwrite)
     from ..scores import parse_scores
 
     parse_scores(score)  # a bad --score fails before any image is read and before --out is created
     paths = collect_images(list(images))
     stems = unique_stems(paths)
     check_sizes(paths, max_pixels)
-    check_writable_dir(out, "--out")  # before the model is loaded
-    clean_stale_temp(out)
     spec = checkpoint_or_model if isinstance(checkpoint_or_model, (str, Path)) else None
-    if spec is not None:
-        from ..models.sources import load_model
+    with open_output(out, overwrite) as run:  # lock + staging folder, before the model is loaded
+        if spec is not None:
+            from ..models.sources import load_model
 
-        checkpoint_or_model = load_model(spec, map_location="cpu", weights=weights, trust_code=trust_code)
+            checkpoint_or_model = load_model(spec, map_location="cpu", weights=weights, trust_code=trust_code)
+        summary = _segment(run.dir, paths, stems, checkpoint_or_model, score=score, prompter=prompter,
+                           prompt_model=prompt_model, device=device, dtype=dtype, batch_size=int(batch_size),
+                           input_size=input_size, progress=progress, max_pixels=max_pixels, work_size=work_size,
+                           spec=spec)
+        run.commit({"verb": "segment", "model": {"spec": str(spec) if spec is not None else type(
+            checkpoint_or_model).__name__}, "images": len(paths)})
+    return {**summary, "out": out}
+
+
+def _segment(stage: Path, paths: list[Path], stems: list[str], checkpoint_or_model: Any, *, score: str,
+             prompter: str, prompt_model: str, device: Any, dtype: Any, batch_size: int, input_size: Any,
+             progress: bool, max_pixels: float | None, work_size: int | None,
+             spec: str | Path | None = None) -> dict:
+    """The work of :func:`segment_images`, writing into the staging folder ``stage``."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from ..errors import DenseOODError
+    from ..io import atomic_write_text, read_image, write_png
+    from ..s2m.pipeline import build_s2m
+
+    out = stage
     s2m = build_s2m(checkpoint_or_model, prompter, prompt_model, device, dtype, score, checkpoint=spec,
                     input_size=_input_size(input_size), batch_size=batch_size, max_pixels=max_pixels,
                     work_size=None if _LEGACY else work_size)
@@ -239,7 +255,7 @@ def segment_images(images: Sequence[str | Path], checkpoint_or_model: Any, out: 
     lines: list[str] = []
     failed: list[tuple[Path, str]] = []
     n_obj = 0
-    bs = int(batch_size)
+    bs = batch_size
     bar = tqdm(total=len(paths), desc="segment", unit="img", dynamic_ncols=True, disable=not progress)
     for start in range(0, len(paths), bs):
         chunk = list(zip(paths[start:start + bs], stems[start:start + bs]))
@@ -274,4 +290,4 @@ def segment_images(images: Sequence[str | Path], checkpoint_or_model: Any, out: 
             atomic_write_text(out / "objects.json", "".join(x + "\n" for x in lines))
     bar.close()
     atomic_write_text(out / "objects.json", "".join(x + "\n" for x in lines))
-    return {"images": len(paths), "segmented": len(lines), "objects": n_obj, "failed": failed, "out": out}
+    return {"images": len(paths), "segmented": len(lines), "objects": n_obj, "failed": failed}

@@ -14,6 +14,10 @@ from ._common import add_code_options, add_verb, positive_float, positive_int
 CLI_KEYS = ("dataset", "root", "val_root", "arch", "encoder", "encoder_weights", "negatives", "steps", "batch_size",
             "crop", "lr", "out", "init", "init_weights", "amp", "device", "seed", "sync_bn")
 
+#: the files a training run writes into --out (removed by --overwrite together with the manifest's list)
+TRAIN_OUTPUTS = ("config.yaml", "last.pt", "best.pt", "model.pt", "summary.json", "flow_samples.png",
+                 "flow_samples_pretrain.png")
+
 _DESCRIPTION = """train / fine-tune a segmenter (NFlowJS with --negatives flow)
 
 Every setting is a TrainConfig field: give a YAML file of fields with --config, the options below override it,
@@ -41,6 +45,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--init", default=None, help="model to fine-tune: denseood checkpoint .pt | hf:DIR | torchvision:NAME:FILE | python:MODULE:FACTORY (then --arch/--encoder are ignored)")
     add_code_options(p, "--init", "--init-weights")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the denseood run in a non-empty --out (a folder with denseood's manifest)")
     p.add_argument("--amp", default=None, choices=["none", "bf16", "fp16"],
                    help="mixed precision of the segmenter (fp16 uses a GradScaler, CUDA only)")
     p.add_argument("--device", default=None,
@@ -79,18 +85,29 @@ def run(args: argparse.Namespace) -> int:
 
     from denseood import dist
     from denseood.errors import ConfigError
+    from denseood.outdir import open_output
     from denseood.train.trainer import Trainer
 
     cfg = config_from_args(args)
     out = Path(cfg.out)
-    if not args.resume and out.exists() and (out / "last.pt").exists():
-        raise ConfigError(f"--out {out} already holds a run (last.pt); pass --resume to continue it or choose another --out")
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues the run in --out and --overwrite replaces it; pass only one of them")
+    if not args.resume and out.is_dir() and (out / "last.pt").exists() and not args.overwrite:
+        raise ConfigError(f"--out {out} already holds a run (last.pt); pass --resume to continue it, --overwrite "
+                          f"to replace it, or choose another --out")
+    run_out = open_output(out, bool(args.overwrite), stage=False, alternative="--resume to continue it", resume=bool(args.resume),
+                          outputs=TRAIN_OUTPUTS, info={"verb": "train", "model": {"init": cfg.init, "arch": cfg.arch,
+                                                                                   "encoder": cfg.encoder}})
     try:
-        summary = Trainer(cfg, resume=bool(args.resume), trust_code=bool(args.trust_code)).fit()
+        trainer = Trainer(cfg, resume=bool(args.resume), trust_code=bool(args.trust_code))  # data and model load before the old run is removed
+        run_out.remove_previous()
+        summary = trainer.fit()
+        run_out.commit()
         if dist.is_main():
             print(f"trained {summary['steps']} steps in {summary['seconds']:.1f}s; checkpoints in {out}")
             if summary.get("final"):
                 print("final validation: " + ", ".join(f"{k}={v:.4f}" for k, v in summary["final"].items()))
     finally:
+        run_out.close()
         dist.cleanup()
     return 0

@@ -59,15 +59,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..io import check_writable_dir, clean_stale_temp
-    from ..train.prompter import require_checkpoint_for_storage, store_prompter_in_checkpoint, train_prompter
+    from ..io import clean_stale_temp
+    from ..outdir import probed_dir
+    from ..train.prompter import require_checkpoint_for_storage
 
     if not args.out:
         require_checkpoint_for_storage(args.checkpoint)  # an hf:/torchvision:/python: model cannot hold it
-    # the folder the prompter will be written into (--out's parent, else the checkpoint's), probed before any work
+    # the folder the prompter will be written into (--out's parent, else the checkpoint's), probed before any work;
+    # a refused run removes the folder the probe made
     target = Path(args.out).parent if args.out else Path(args.checkpoint).parent
-    check_writable_dir(target, "--out" if args.out else "--checkpoint")
-    clean_stale_temp(target, recursive=False)
+    with probed_dir(target, "--out" if args.out else "--checkpoint"):
+        clean_stale_temp(target, recursive=False)
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ..train.prompter import store_prompter_in_checkpoint, train_prompter
+
     prompter = train_prompter(args.checkpoint, args.root, dataset=args.dataset, negatives=args.negatives,
                               score=args.score, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
                               lr=args.lr, device=args.device, seed=args.seed, backbone=args.backbone,

@@ -107,6 +107,7 @@ def test_stale_temp_files_of_dead_writers_are_removed_at_the_start(tmp_path, cap
     stale.write_bytes(b"half")
     mine = out / "notes.txt"
     mine.write_text("keep")
+    (out / "denseood-manifest.json").write_text('{"format": "denseood-outputs", "files": {}}')  # denseood's folder
     import denseood.models.sources as sources
 
     monkeypatch.setattr(sources, "load_model", _loud("load_model"))  # stop right after the clean-up
@@ -159,7 +160,8 @@ def test_eval_component_maps_live_under_out_not_the_system_tmp(tiny_eval, tmp_pa
     res = _eval(tiny_eval, out, **({"s2m": True, "prompter": "peak"} if s2m else {}))
     assert "sIoU" in res["scores"]["msp"]
     assert seen == [str(out)] * (2 if s2m else 1)
-    assert sorted(p.name for p in out.iterdir()) == ["pr_curve.png", "results.json", "results.md", "roc_curve.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["denseood-manifest.json", "pr_curve.png", "results.json",
+                                                     "results.md", "roc_curve.png"]
 
 
 def test_eval_prints_and_records_the_frame_count_per_split(tiny_eval, tmp_path, capsys):

@@ -78,6 +78,17 @@ def smiyc_dataset_name(dataset: Any) -> str:
     return SMIYC_PERSISTENCE.get((name, getattr(dataset, "split", None)), name)
 
 
+def check_method(method: str | None) -> None:
+    """Refuse a ``--method`` that is not one plain folder name (a path separator, '..', '.', absolute or empty):
+    the submission must stay inside ``--out``."""
+    if method is None:
+        return
+    m = str(method)
+    if not m.strip() or m in (".", "..") or "/" in m or "\\" in m or "\0" in m or os.path.isabs(m):
+        raise ConfigError(f"--method {method!r} must be one plain folder name (no '/', '\\', '..' or absolute "
+                          f"path): it names submission/anomaly_p/<method>/ inside --out; e.g. --method my_model")
+
+
 def submission_method(score: str, scores: Sequence[str], method: str | None) -> str:
     """``<method>`` of a score: ``method`` (``<method>_<score>`` when several scores share it), else the score."""
     if method is None:
@@ -205,9 +216,10 @@ def evaluate_maps(dataset: Any, maps: str | os.PathLike, out: str | os.PathLike 
         tmp = Path(tempfile.mkdtemp(prefix="denseood-eval-maps-"))
         out, kw["overwrite"] = tmp, True
     else:
-        from .runner import check_out_dir
+        from denseood.outdir import check_out_dir
 
         check_out_dir(out, kw.get("overwrite", False))
+    check_method(kw.get("method"))
     started = dist.init_from_env()
     try:
         source = open_map_source(dataset, maps, limit=limit, scale=scale, offset=offset,

@@ -29,7 +29,8 @@ from denseood import dist
 from denseood._version import __version__
 from denseood.config import parse_hw
 from denseood.errors import ConfigError, DatasetError
-from denseood.io import atomic_write_json, atomic_write_text, check_writable_dir, clean_stale_temp, write_png
+from denseood.io import atomic_write_json, atomic_write_text, save_npy, write_png
+from denseood.outdir import check_out_dir, open_output
 
 from .report import SUBMISSION_NOTE, plain_json, results_markdown, thin_curve
 
@@ -37,17 +38,6 @@ PROTOCOLS = ("streaming", "exact", "smiyc", "caos")
 
 
 # ----------------------------------------------------------------------------------------------- checks
-def check_out_dir(out: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse to write into an existing non-empty ``out`` unless ``overwrite`` (ConfigError). Returns the Path."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is a file, not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"--out {out} already exists and is not empty; pass --overwrite to write into it "
-                          f"or choose another folder")
-    return out
-
-
 def check_frame_sizes(dataset: Any, max_pixels: float | None) -> None:
     """ConfigError naming the first frame whose image has more than ``max_pixels`` pixels, read from the file
     headers of ``dataset.frames`` before any model is loaded (datasets without frame paths are checked per image
@@ -112,7 +102,9 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
     threshold_at_tpr95, best_f1, best_f1_threshold (+ n_pixels, n_anomaly) and, with ``components``, sIoU, PPV,
     mean_F1, F1_per_threshold; all fractions in [0, 1]. ``source``: a :class:`~.maps.MapSource` scored instead of
     ``model`` (None); ``save_maps`` also writes score_maps/<score>/<fid> in ``save_maps_format`` (npy | npz | h5 |
-    png16); ``method``: the <method> folder of the SMIYC submission (default: the score). Call under torchrun
+    png16); ``method``: the <method> folder of the SMIYC submission (default: the score; one plain folder name).
+    ``out`` is locked for the run and written through a staging folder that replaces it whole at the end, with
+    ``denseood-manifest.json`` (:func:`denseood.outdir.open_output`). Call under torchrun
     after ``dist.init_from_env()`` for a multi-process evaluation (every rank must call it).
     """
     from denseood.eval import ComponentMetrics, PixelMetrics
@@ -120,176 +112,189 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
     from denseood.scores import parse_scores
 
     t0 = time.perf_counter()
-    from .maps import check_save_format, save_score_map, submission_method, write_submission
+    from .maps import check_method, check_save_format, save_score_map, submission_method, write_submission
 
     scores = parse_scores(scores) if source is None else list(scores)
     if save_maps:
         check_save_format(save_maps_format, scores)
-    out = check_writable_dir(check_out_dir(out, overwrite), "--out")  # temporary folders go under it too
-    clean_stale_temp(out)  # temporary files of a killed earlier run (model and --maps evaluation alike)
-    protocol = resolve_protocol(protocol, False, getattr(dataset, "default_protocol", None))
-    has_labels = bool(getattr(dataset, "has_ood_labels", True))
-    min_seg, min_inst = getattr(dataset, "component_sizes", (500, 100))
-    rank, world = dist.rank(), dist.world_size()
-    dist.barrier()  # every rank has checked --out before any rank writes a per-frame file into it
+    check_method(method)
+    out = Path(out)
+    # the lock and the staging folder (denseood.outdir): every file goes under run.dir (= stage), moved into --out
+    # whole by run.commit at the end; rank 0 owns the folder, and every rank gets the staging folder from it
+    with open_output(out, overwrite) as run:
+        stage = run.dir
+        protocol = resolve_protocol(protocol, False, getattr(dataset, "default_protocol", None))
+        has_labels = bool(getattr(dataset, "has_ood_labels", True))
+        min_seg, min_inst = getattr(dataset, "component_sizes", (500, 100))
+        rank, world = dist.rank(), dist.world_size()
 
-    engine = source if source is not None else Inference(
-        model, scores=scores, device=dist.resolve_device(device), dtype=dtype, input_size=input_size,
-        sliding_window=sliding_window, overlap=overlap, flip=flip, compile=compile, max_pixels=max_pixels)
-    data: Dataset = dataset
-    if limit is not None:
-        if limit <= 0:
-            raise ConfigError(f"--limit must be positive, got {limit}")
-        data = Subset(dataset, range(min(int(limit), len(dataset))))
-    sampler = ShardSampler(len(data), rank, world) if world > 1 else None
-    ds_name, split = getattr(dataset, "name", type(dataset).__name__), getattr(dataset, "split", None)
-    if rank == 0:
-        of = f" of {len(dataset)} (--limit)" if len(data) != len(dataset) else ""
-        print(f"evaluating {len(data)}{of} frames of {ds_name}/{split}", file=sys.stderr, flush=True)
+        engine = source if source is not None else Inference(
+            model, scores=scores, device=dist.resolve_device(device), dtype=dtype, input_size=input_size,
+            sliding_window=sliding_window, overlap=overlap, flip=flip, compile=compile, max_pixels=max_pixels)
+        data: Dataset = dataset
+        if limit is not None:
+            if limit <= 0:
+                raise ConfigError(f"--limit must be positive, got {limit}")
+            data = Subset(dataset, range(min(int(limit), len(dataset))))
+        sampler = ShardSampler(len(data), rank, world) if world > 1 else None
+        ds_name, split = getattr(dataset, "name", type(dataset).__name__), getattr(dataset, "split", None)
+        if rank == 0:
+            of = f" of {len(dataset)} (--limit)" if len(data) != len(dataset) else ""
+            print(f"evaluating {len(data)}{of} frames of {ds_name}/{split}", file=sys.stderr, flush=True)
 
-    pixel = None
-    if has_labels:
-        pixel = {s: PixelMetrics(mode=protocol) for s in scores}
-    s2m_eval = None
-    if s2m is not None:
-        if not has_labels:
-            raise ConfigError("S2M evaluation needs anomaly labels; this split has none (drop --s2m)")
-        from .s2m import S2MEval
-
-        s2m_eval = S2MEval(s2m, min_segment_size=min_seg, min_instance_size=min_inst,
-                           pixel_mode=protocol if protocol in ("streaming", "exact") else "streaming",
-                           cache_dir=out)  # under --out, never the system /tmp
-
-    # component-metric maps live under --out (never the system /tmp), removed when the evaluation ends
-    tmp = Path(tempfile.mkdtemp(prefix=f".denseood-eval-maps-r{rank}-", dir=out)) \
-        if (has_labels and components) else None
-    n_local = 0
-    results: dict[str, Any] = {}
-    try:
-        # ---------------------------------------------------------------- pass 1: inference + pixel metrics
-        for samples, maps in engine.run(data, batch_size=batch_size, workers=workers, sampler=sampler,
-                                        progress=progress and rank == 0):
-            if has_labels:
-                missing = [s.name for s in samples if s.ood_mask is None]
-                if missing:
-                    raise DatasetError(f"frames {missing[:5]} of a labelled split have no anomaly label")
-                masks_np = np.stack([s.ood_mask for s in samples])
-                masks = torch.from_numpy(masks_np).to(engine.device)
-                for s in scores:
-                    pixel[s].update(maps[s], masks)
-            maps_np = {s: maps[s].cpu().numpy() for s in scores}
-            for j, smp in enumerate(samples):
-                rel = _safe_rel(smp.name)
-                if tmp is not None:
-                    for s in scores:
-                        np.save(tmp / f"{s}_{n_local + j}.npy", _to_f16(maps_np[s][j]))
-                    np.save(tmp / f"mask_{n_local + j}.npy", masks_np[j])
-                if not has_labels:
-                    for s in scores:
-                        write_submission(out, dataset, s, scores, method, rel, maps_np[s][j])
-                if save_maps:
-                    from denseood.viz import blend, heatmap
-
-                    for s in scores:
-                        write_png(out / "maps" / s / _with_suffix(rel, ".png"),
-                                  blend(smp.image, heatmap(maps_np[s][j]), alpha=0.6))
-                        save_score_map(out, s, rel, maps_np[s][j], save_maps_format)
-                if s2m_eval is not None:
-                    s2m_eval.update(smp.image, maps_np[s2m.score][j].astype(np.float32), smp.ood_mask, smp.instances)
-            n_local += len(samples)
-
-        n_total = int(sum(dist.gather(n_local)))
-        per_score: dict[str, dict[str, Any]] = {s: {} for s in scores}
-        curves: dict[str, dict[str, np.ndarray]] = {}
+        pixel = None
         if has_labels:
-            for s in scores:
-                m = pixel[s].compute()  # collective under DDP
-                per_score[s].update({k: plain_json(m[k]) for k in m})
-                curves[s] = {k: np.asarray(v) for k, v in pixel[s].curves().items()}
-                pixel[s] = None  # free the metric state before pass 2
-            # ------------------------------------------------------------ pass 2: component metrics
-            if components:
-                from tqdm import tqdm
+            pixel = {s: PixelMetrics(mode=protocol) for s in scores}
+        s2m_eval = None
+        if s2m is not None:
+            if not has_labels:
+                raise ConfigError("S2M evaluation needs anomaly labels; this split has none (drop --s2m)")
+            from .s2m import S2MEval
 
+            s2m_eval = S2MEval(s2m, min_segment_size=min_seg, min_instance_size=min_inst,
+                               pixel_mode=protocol if protocol in ("streaming", "exact") else "streaming",
+                               cache_dir=out)  # under --out, never the system /tmp
+
+        # component-metric maps live under --out (never the system /tmp), removed when the evaluation ends
+        tmp = Path(tempfile.mkdtemp(prefix=f".denseood-eval-maps-r{rank}-{os.getpid()}-", dir=out)) \
+            if (has_labels and components) else None
+        n_local = 0
+        results: dict[str, Any] = {}
+        try:
+            # ---------------------------------------------------------------- pass 1: inference + pixel metrics
+            for samples, maps in engine.run(data, batch_size=batch_size, workers=workers, sampler=sampler,
+                                            progress=progress and rank == 0):
+                if has_labels:
+                    missing = [s.name for s in samples if s.ood_mask is None]
+                    if missing:
+                        raise DatasetError(f"frames {missing[:5]} of a labelled split have no anomaly label")
+                    masks_np = np.stack([s.ood_mask for s in samples])
+                    masks = torch.from_numpy(masks_np).to(engine.device)
+                    for s in scores:
+                        pixel[s].update(maps[s], masks)
+                maps_np = {s: maps[s].cpu().numpy() for s in scores}
+                for j, smp in enumerate(samples):
+                    rel = _safe_rel(smp.name)
+                    if tmp is not None:
+                        for s in scores:
+                            save_npy(tmp / f"{s}_{n_local + j}.npy", _to_f16(maps_np[s][j]))
+                        save_npy(tmp / f"mask_{n_local + j}.npy", masks_np[j])
+                    if not has_labels:
+                        for s in scores:
+                            write_submission(stage, dataset, s, scores, method, rel, maps_np[s][j])
+                    if save_maps:
+                        from denseood.viz import blend, heatmap
+
+                        for s in scores:
+                            write_png(stage / "maps" / s / _with_suffix(rel, ".png"),
+                                      blend(smp.image, heatmap(maps_np[s][j]), alpha=0.6))
+                            save_score_map(stage, s, rel, maps_np[s][j], save_maps_format)
+                    if s2m_eval is not None:
+                        s2m_eval.update(smp.image, maps_np[s2m.score][j].astype(np.float32), smp.ood_mask,
+                                        smp.instances)
+                n_local += len(samples)
+
+            n_total = int(sum(dist.gather(n_local)))
+            per_score: dict[str, dict[str, Any]] = {s: {} for s in scores}
+            curves: dict[str, dict[str, np.ndarray]] = {}
+            if has_labels:
                 for s in scores:
-                    thr = per_score[s]["best_f1_threshold"]
-                    cm = ComponentMetrics(threshold=float(thr), min_segment_size=min_seg, min_instance_size=min_inst)
-                    for i in tqdm(range(n_local), desc=f"components {s}", unit="img", leave=False,
-                                  disable=not (progress and rank == 0)):
-                        amap = np.load(tmp / f"{s}_{i}.npy").astype(np.float32)[None]
-                        mask = np.load(tmp / f"mask_{i}.npy")[None]
-                        cm.update(amap, mask)
-                    c = cm.compute()  # collective under DDP
-                    per_score[s].update({k: plain_json(c[k]) for k in c})
-        s2m_results = plain_json(s2m_eval.compute()) if s2m_eval is not None else None
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        if s2m_eval is not None:
-            s2m_eval.close()
+                    m = pixel[s].compute()  # collective under DDP
+                    per_score[s].update({k: plain_json(m[k]) for k in m})
+                    curves[s] = {k: np.asarray(v) for k, v in pixel[s].curves().items()}
+                    pixel[s] = None  # free the metric state before pass 2
+                # ------------------------------------------------------------ pass 2: component metrics
+                if components:
+                    from tqdm import tqdm
 
-    # ------------------------------------------------------------------------ timings over ranks
-    st = dist.gather(engine.stats)
-    inf_seconds = max(x["seconds"] for x in st)
-    seconds = max(dist.gather(time.perf_counter() - t0))
-    ckpt_path = checkpoint if checkpoint is not None else None
-    results = {
-        "denseood_version": __version__,
-        "command": command if command is not None else " ".join(shlex.quote(a) for a in sys.argv),
-        "dataset": getattr(dataset, "name", type(dataset).__name__),
-        "split": getattr(dataset, "split", None),
-        "root": str(getattr(dataset, "root", "")) or None,
-        "n_images": n_total,
-        "frames": {str(split): n_total},
-        "has_labels": has_labels,
-        "protocol": protocol if has_labels else None,
-        "component_sizes": [int(min_seg), int(min_inst)] if (has_labels and components) else None,
-        "checkpoint": {"path": str(ckpt_path) if ckpt_path is not None else None,
-                       "sha256": getattr(model, "checkpoint_sha256", None)},
-        "model": model_provenance(model, checkpoint),
-        "device": str(engine.device),
-        "dtype": engine.dtype_name,
-        "input_size": list(engine.input_size) if engine.input_size else None,
-        "sliding_window": list(engine.sliding_window) if engine.sliding_window else None,
-        "overlap": engine.overlap if engine.sliding_window else None,
-        "flip": engine.flip,
-        "compile": engine.compiled,
-        "world_size": world,
-        "images_per_s": n_total / inf_seconds if inf_seconds > 0 else 0.0,
-        "peak_mem_mb": max(x["peak_mem_mb"] for x in st),
-        "peak_mem_kind": "cuda_max_allocated" if engine.device.type == "cuda" else "cpu_max_rss",
-        "inference_seconds": inf_seconds,
-        "seconds": seconds,
-        "scores": per_score if has_labels else {},
-    }
-    convention = getattr(dataset, "convention", None)
-    if convention is not None:
-        results["dataset_convention"] = dict(convention)
-    if not has_labels:
-        results["submission"] = {"path": str(out / "submission"), "scores": list(scores), "note": SUBMISSION_NOTE,
-                                 "metrics": "none: this split has no anomaly labels", "methods": {
-                                     s: submission_method(s, scores, method) for s in scores}}
-    if s2m_results is not None:
-        results["s2m"] = s2m_results
-        results["s2m_score"] = s2m.score
-    if save_maps:
-        results["maps"] = str(out / "maps")
-        results["score_maps"] = {"path": str(out / "score_maps"), "format": save_maps_format}
-    if source is not None:
-        results["maps_input"] = source.describe()
+                    for s in scores:
+                        thr = per_score[s]["best_f1_threshold"]
+                        cm = ComponentMetrics(threshold=float(thr), min_segment_size=min_seg,
+                                              min_instance_size=min_inst)
+                        for i in tqdm(range(n_local), desc=f"components {s}", unit="img", leave=False,
+                                      disable=not (progress and rank == 0)):
+                            amap = np.load(tmp / f"{s}_{i}.npy").astype(np.float32)[None]
+                            mask = np.load(tmp / f"mask_{i}.npy")[None]
+                            cm.update(amap, mask)
+                        c = cm.compute()  # collective under DDP
+                        per_score[s].update({k: plain_json(c[k]) for k in c})
+            s2m_results = plain_json(s2m_eval.compute()) if s2m_eval is not None else None
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if s2m_eval is not None:
+                s2m_eval.close()
 
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "results.json", results)
-        atomic_write_text(out / "results.md", results_markdown(results))
-        if curves:
-            from denseood.viz import plot_curves
+        # ------------------------------------------------------------------------ timings over ranks
+        st = dist.gather(engine.stats)
+        inf_seconds = max(x["seconds"] for x in st)
+        seconds = max(dist.gather(time.perf_counter() - t0))
+        ckpt_path = checkpoint if checkpoint is not None else None
+        results = {
+            "denseood_version": __version__,
+            "command": command if command is not None else " ".join(shlex.quote(a) for a in sys.argv),
+            "dataset": getattr(dataset, "name", type(dataset).__name__),
+            "split": getattr(dataset, "split", None),
+            "root": str(getattr(dataset, "root", "")) or None,
+            "n_images": n_total,
+            "frames": {str(split): n_total},
+            "has_labels": has_labels,
+            "protocol": protocol if has_labels else None,
+            "component_sizes": [int(min_seg), int(min_inst)] if (has_labels and components) else None,
+            "checkpoint": {"path": str(ckpt_path) if ckpt_path is not None else None,
+                           "sha256": getattr(model, "checkpoint_sha256", None)},
+            "model": model_provenance(model, checkpoint),
+            "device": str(engine.device),
+            "dtype": engine.dtype_name,
+            "input_size": list(engine.input_size) if engine.input_size else None,
+            "sliding_window": list(engine.sliding_window) if engine.sliding_window else None,
+            "overlap": engine.overlap if engine.sliding_window else None,
+            "flip": engine.flip,
+            "compile": engine.compiled,
+            "world_size": world,
+            "images_per_s": n_total / inf_seconds if inf_seconds > 0 else 0.0,
+            "peak_mem_mb": max(x["peak_mem_mb"] for x in st),
+            "peak_mem_kind": "cuda_max_allocated" if engine.device.type == "cuda" else "cpu_max_rss",
+            "inference_seconds": inf_seconds,
+            "seconds": seconds,
+            "scores": per_score if has_labels else {},
+        }
+        convention = getattr(dataset, "convention", None)
+        if convention is not None:
+            results["dataset_convention"] = dict(convention)
+        if not has_labels:
+            results["submission"] = {"path": str(out / "submission"), "scores": list(scores), "note": SUBMISSION_NOTE,
+                                     "metrics": "none: this split has no anomaly labels", "methods": {
+                                         s: submission_method(s, scores, method) for s in scores}}
+        if s2m_results is not None:
+            results["s2m"] = s2m_results
+            results["s2m_score"] = s2m.score
+        if save_maps:
+            results["maps"] = str(out / "maps")
+            results["score_maps"] = {"path": str(out / "score_maps"), "format": save_maps_format}
+        if source is not None:
+            results["maps_input"] = source.describe()
 
-            thin = {s: thin_curve(c) for s, c in curves.items()}
-            plot_curves(thin, out / "pr_curve.png", kind="pr")
-            plot_curves(thin, out / "roc_curve.png", kind="roc")
-    dist.barrier()
-    return results
+        if rank == 0:
+            write_summary(stage, results, curves)
+            keys = ("command", "model", "checkpoint", "dataset", "split")
+            run.commit({"verb": "eval", **{k: results[k] for k in keys}})
+        dist.barrier()
+        return results
+
+
+def write_summary(stage: Path, results: dict, curves: dict[str, dict[str, np.ndarray]]) -> None:
+    """Rank 0's summary files in the staging folder ``stage``: results.json, results.md, pr/roc_curve.png (when
+    there are curves). To add an output file, write it under ``stage`` here; the commit moves it into --out and
+    lists it in the manifest."""
+    atomic_write_json(stage / "results.json", results)
+    atomic_write_text(stage / "results.md", results_markdown(results))
+    if curves:
+        from denseood.viz import plot_curves
+
+        thin = {s: thin_curve(c) for s, c in curves.items()}
+        plot_curves(thin, stage / "pr_curve.png", kind="pr")
+        plot_curves(thin, stage / "roc_curve.png", kind="roc")
 
 
 def model_provenance(model: Any, spec: Any) -> dict[str, Any]:
@@ -344,8 +349,11 @@ def evaluate_checkpoint(*, dataset: str, root: str | os.PathLike, checkpoint: st
     from denseood.models.sources import load_model
     from denseood.scores import parse_scores
 
+    from .maps import check_method
+
     scores = parse_scores(scores)  # before touching data
     check_out_dir(out, overwrite)
+    check_method(kwargs.get("method"))
     if kwargs.get("save_maps"):
         from .maps import check_save_format
 
@@ -361,7 +369,7 @@ def evaluate_checkpoint(*, dataset: str, root: str | os.PathLike, checkpoint: st
     if streethazards_unlabeled is not None and dataset != "streethazards":
         raise ConfigError(f"--streethazards-unlabeled applies to --dataset streethazards, not {dataset!r}")
     started = dist.init_from_env()
-    check_writable_dir(out, "--out")  # after the arguments, before any model or data is loaded
+    run = open_output(out, overwrite)  # lock + staging, after the arguments, before any model or data is loaded
     try:
         sizes = {k: v for k, v in (("min_segment_size", min_segment_size), ("min_instance_size", min_instance_size),
                                    ("unlabeled", streethazards_unlabeled)) if v is not None}
@@ -381,6 +389,7 @@ def evaluate_checkpoint(*, dataset: str, root: str | os.PathLike, checkpoint: st
             print(results_markdown(res))
             print(f"results written to {Path(out) / 'results.json'}")
     finally:
+        run.close()
         if started:
             dist.cleanup()
     return res

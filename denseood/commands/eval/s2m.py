@@ -26,6 +26,7 @@ See docs/architecture.md.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -39,6 +40,7 @@ from denseood.errors import DenseOODError
 from denseood.eval import ObjectMetrics, PixelMetrics
 from denseood.eval.instance_ap import InstanceAP
 from denseood.eval.object_curve import ObjectScoreCurve, paint_objects
+from denseood.io import save_npy
 
 #: the S2M paper protocol's numbers (ObjectScoreCurve) and the instance AP keys in ``s2m["paper_protocol"]``
 CURVE_KEYS = ("best_iou", "best_threshold", "au_iou", "mean_f1")
@@ -69,7 +71,7 @@ class S2MEval:
         self.instance_ap = InstanceAP(min_size=10)
         self.refined_pixels = PixelMetrics(mode=pixel_mode)
         self.raw_pixels = PixelMetrics(mode=pixel_mode)
-        self._tmp = Path(tempfile.mkdtemp(prefix=".denseood-s2m-", dir=cache_dir))
+        self._tmp = Path(tempfile.mkdtemp(prefix=f".denseood-s2m-{os.getpid()}-", dir=cache_dir))
         self._n = 0
         self._n_objects = 0
         self._seconds = 0.0
@@ -89,8 +91,8 @@ class S2MEval:
         self.refined_pixels.update(res.refined_map, m)
         a16 = a.astype(np.float16)
         self.raw_pixels.update(a16.astype(np.float32), m)  # the threshold is chosen on exactly the cached values
-        np.save(self._tmp / f"map_{self._n}.npy", a16)
-        np.save(self._tmp / f"mask_{self._n}.npy", m)
+        save_npy(self._tmp / f"map_{self._n}.npy", a16)  # disk full: one OutputError line naming the file
+        save_npy(self._tmp / f"mask_{self._n}.npy", m)
         self._n += 1
         self._n_objects += len(res)
         self._seconds += float(res.timing.get("total", 0.0))
