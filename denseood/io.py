@@ -10,6 +10,7 @@ import json
 import os
 import pickle
 import re
+import warnings
 import secrets
 import time
 from pathlib import Path
@@ -363,6 +364,23 @@ def _unsafe_global(msg: str) -> str:
     return m.group(1) if m else ""
 
 
+def _is_plain_pickle(src: Any) -> bool:
+    """Whether ``src`` (a path or a seekable binary file) starts with a pickle protocol header (0x80) rather
+    than torch's zip container ("PK"): a file written by pickle.dump, which torch's safe loader cannot read."""
+    try:
+        if hasattr(src, "read"):
+            pos = src.tell()
+            src.seek(0)
+            head = src.read(2)
+            src.seek(pos)
+        else:
+            with open(src, "rb") as f:
+                head = f.read(2)
+    except (OSError, ValueError):
+        return False
+    return len(head) == 2 and head[0] == 0x80 and head[1] >= 2
+
+
 def safe_torch_load(src: Any, *, path: str | os.PathLike, what: str = "checkpoint", map_location: Any = "cpu",
                     error: type[DenseOODError] = CheckpointError, kind: str | None = None) -> Any:
     """``torch.load(src, weights_only=True)``: the one torch.load of the package.
@@ -376,7 +394,9 @@ def safe_torch_load(src: Any, *, path: str | os.PathLike, what: str = "checkpoin
     import torch
 
     try:
-        return torch.load(src, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():   # torch warns about a plain pickle's protocol before refusing it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(src, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
         msg = str(e)
         low = msg.lower()
@@ -393,6 +413,12 @@ def safe_torch_load(src: Any, *, path: str | os.PathLike, what: str = "checkpoin
                 f"denseood refuses to load it because unpickling it could execute code. A safe file holds only "
                 f"tensors and plain types (dict, list, str, int, float, bool, None): re-save it from a trusted "
                 f"environment with torch.save(model.state_dict(), path)") from e
+        if isinstance(e, pickle.UnpicklingError) and _is_plain_pickle(src) and not any(
+                k in low for k in ("truncated", "ran out of input", "eof")):
+            raise error(
+                f"{path} is not {kind or 'a safe ' + what}: it is a plain Python pickle (pickle.dump), not a "
+                f"torch.save file of tensors; denseood refuses to unpickle it because that could execute code. "
+                f"Re-save it from a trusted environment with torch.save(model.state_dict(), path)") from e
         first = next((ln.strip() for ln in msg.splitlines()
                       if ln.strip() and not any(k in ln.lower() for k in _TORCH_ADVICE)), "")
         raise error(f"{path} is not a readable {what} (truncated or corrupt?): "

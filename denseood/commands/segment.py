@@ -217,6 +217,11 @@ def segment_images(images: Sequence[str | Path], checkpoint_or_model: Any, out: 
     paths = collect_images(list(images))
     stems = unique_stems(paths)
     check_sizes(paths, max_pixels)
+    size = _input_size(input_size)
+    if isinstance(size, tuple):   # the network input must fit the limit too (before the model is loaded)
+        from ..infer.util import check_max_pixels
+
+        check_max_pixels(size[0], size[1], max_pixels, "--input-size", "--max-pixels")
     spec = checkpoint_or_model if isinstance(checkpoint_or_model, (str, Path)) else None
     with open_output(out, overwrite) as run:  # lock + staging folder, before the model is loaded
         if spec is not None:

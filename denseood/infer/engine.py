@@ -61,6 +61,9 @@ class Inference:
             input_size = getattr(model, "train_size", None)
         self.input_size = parse_hw(input_size, "input_size")
         self.sliding_window = parse_hw(sliding_window, "sliding_window")
+        for size, what in ((self.input_size, "--input-size"), (self.sliding_window, "--sliding-window")):
+            if size is not None:   # the network input itself must fit the limit the images do
+                check_max_pixels(size[0], size[1], max_pixels, what, "--max-pixels")
         if not 0.0 <= overlap < 1.0:
             raise ConfigError(f"sliding-window overlap {overlap} must be in [0, 1)")
         self.overlap = float(overlap)

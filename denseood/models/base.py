@@ -176,3 +176,17 @@ def match_classes(names: Sequence[str] | None, n: int, *, num_classes: int | Non
         raise CheckpointError(f"{where} classes differ from the {class_set} class set ({'; '.join(diff[:4])}); "
                               f"use a model trained on {class_set}")
     return names, match
+
+
+def check_finite(tensors: Any, where: str) -> None:
+    """CheckpointError naming ``where`` (the file) and the tensors of ``tensors`` (a name -> tensor mapping) that
+    hold NaN or inf: a model with such weights gives NaN scores for every frame."""
+    bad = []
+    for k, v in tensors.items():
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and v.device.type != "meta":
+            if not bool(torch.isfinite(v).all()):
+                bad.append(f"{k} ({int((~torch.isfinite(v)).sum())} of {v.numel()} values)")
+    if bad:
+        raise CheckpointError(f"{where} holds non-finite weights (NaN or inf) in {len(bad)} tensor(s): "
+                              f"{', '.join(bad[:5])}; the file is corrupt or the training diverged: use an "
+                              f"earlier checkpoint")

@@ -59,6 +59,7 @@ from .._version import __version__
 from ..data.classes import CLASS_SETS
 from ..errors import CheckpointError, ConfigError
 from ..io import atomic_torch_save, safe_torch_load
+from .base import check_finite
 from .segmenter import IMAGENET_MEAN, IMAGENET_STD, Segmenter, create_segmenter
 
 CHECKPOINT_FORMAT = "denseood-segmenter"
@@ -215,7 +216,9 @@ def _rebuild(meta: dict, n: int, class_set: str | None, path: Path, trust_code: 
                         train_size=meta.get("train_size"), source=str(path),
                         output_kind=meta.get("output_kind", model.output_kind))
         return model
-    except ConfigError as e:
+    except CheckpointError:
+        raise
+    except (ConfigError, TypeError, ValueError, KeyError, AttributeError, RuntimeError) as e:   # fields of odd types
         raise CheckpointError(f"cannot rebuild the model of checkpoint {path}: {e}") from e
 
 
@@ -236,6 +239,10 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     meta = ckpt["meta"]
     c_n, c_set = int(meta["num_classes"]), meta.get("class_set")
     _check_classes(path, c_n, c_set, meta, num_classes, class_set)
+    if meta.get("model_source", "smp") != "python":   # (a python: model's code is not run twice)
+        with torch.device("meta"):   # sizes first: a stored config far larger than its weights allocates nothing
+            probe = _rebuild(meta, c_n, c_set, path)
+        _check_match(probe.state_dict(), ckpt["state_dict"], path, _model_desc(meta))
     model = _rebuild(meta, c_n, c_set, path, trust_code=trust_code)
     _load_weights(model, ckpt, path, _model_desc(meta))
     model.checkpoint_sha256 = sha
@@ -258,11 +265,9 @@ def _check_classes(path: Path, c_n: int, c_set: str | None, meta: dict, num_clas
             f"class set (or a dataset with the checkpoint's classes)")
 
 
-def _load_weights(model: nn.Module, ckpt: dict, path: Path, desc: str) -> None:
-    """Load a validated checkpoint's state dict strictly and its stats into ``model``; set ``checkpoint_meta`` and
-    ``checkpoint_path``. CheckpointError naming ``path`` and the mismatched keys."""
-    sd = ckpt["state_dict"]
-    target = model.state_dict()
+def _check_match(target: Mapping[str, torch.Tensor], sd: Mapping[str, Any], path: Path, desc: str) -> None:
+    """CheckpointError naming the missing, unexpected, mis-shaped and non-tensor entries of state dict ``sd``
+    against the model's ``target`` (which may live on the meta device)."""
     missing = sorted(set(target) - set(sd))
     unexpected = sorted(set(sd) - set(target))
     shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(target[k].shape)}"
@@ -275,10 +280,19 @@ def _load_weights(model: nn.Module, ckpt: dict, path: Path, desc: str) -> None:
             f"{len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}, "
             f"{len(shapes)} shape mismatches {shapes[:5]}{f', non-tensors {bad[:5]}' if bad else ''}; "
             f"the file is corrupt or was edited")
-    model.load_state_dict(sd, strict=True)
+
+
+def _load_weights(model: nn.Module, ckpt: dict, path: Path, desc: str) -> None:
+    """Load a validated checkpoint's state dict strictly and its stats into ``model``; set ``checkpoint_meta`` and
+    ``checkpoint_path``. CheckpointError naming ``path`` and the mismatched keys."""
+    sd = ckpt["state_dict"]
+    _check_match(model.state_dict(), sd, path, desc)
+    check_finite(sd, f"checkpoint {path}")
     stats = ckpt.get("stats") or {}
     if not isinstance(stats, dict) or not all(isinstance(v, torch.Tensor) for v in stats.values()):
         raise CheckpointError(f"checkpoint {path}: 'stats' must be a dict of tensors")
+    check_finite(stats, f"checkpoint {path} (fitted score statistics 'stats')")
+    model.load_state_dict(sd, strict=True)
     model.stats = dict(stats)
     extra = ckpt.get("extra") if isinstance(ckpt.get("extra"), dict) else {}
     model.checkpoint_meta = {**ckpt["meta"], "metrics": ckpt.get("metrics", {}), "config": ckpt.get("config", {}),

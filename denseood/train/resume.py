@@ -35,8 +35,14 @@ def restore_train_state(trainer: Any, path: Path) -> None:
     st = ck.get("extra", {}).get("train_state")
     if st is None:
         raise ConfigError(f"--resume: {path} holds no training state")
-    trainer.model.load_state_dict(ck["state_dict"])
-    trainer.opt.load_state_dict(st["optimizer"])
+    check_train_state(st, path)
+    try:
+        trainer.model.load_state_dict(ck["state_dict"])
+        trainer.opt.load_state_dict(st["optimizer"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        line = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise ConfigError(f"--resume: {path} does not fit this run's model or optimizer ({line[:200]}); resume "
+                          f"with the run's own config, or start a new --out") from e
     if trainer.flow is not None:
         if "flow" not in st:
             raise ConfigError(f"--resume: {path} has no flow state but the config uses flow negatives")
@@ -47,3 +53,20 @@ def restore_train_state(trainer: Any, path: Path) -> None:
     trainer.step = int(st["step"])
     trainer.best = dict(st.get("best", {}))
     trainer.history = list(st.get("history", []))
+
+
+def check_train_state(st: Any, path: Path) -> None:
+    """ConfigError naming ``path`` and the field when ``extra["train_state"]`` is not what :func:`train_state`
+    writes (``step`` a non-negative int, ``optimizer`` a dict, ``best`` a dict, ``history`` a list)."""
+    if not isinstance(st, dict):
+        raise ConfigError(f"--resume: {path}: train_state must be a dict, got {type(st).__name__} (corrupt file)")
+    step = st.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ConfigError(f"--resume: {path}: train_state.step must be a non-negative integer, got {step!r} "
+                          f"(corrupt or edited file); resume from another checkpoint or start a new --out")
+    for key, typ in (("optimizer", dict), ("best", dict), ("history", list)):
+        if key in st and not isinstance(st[key], typ):
+            raise ConfigError(f"--resume: {path}: train_state.{key} must be a {typ.__name__}, got "
+                              f"{type(st[key]).__name__} (corrupt or edited file)")
+    if "optimizer" not in st:
+        raise ConfigError(f"--resume: {path}: train_state lacks the optimizer state (corrupt file)")

@@ -366,6 +366,11 @@ def evaluate_checkpoint(*, dataset: str, root: str | os.PathLike, checkpoint: st
         raise ConfigError("--sliding-window runs on the full-resolution image; do not combine it with --input-size")
     if sliding is not None:
         size = None
+    from denseood.infer.util import MAX_PIXELS, check_max_pixels
+
+    for hw, what in ((size, "--input-size"), (sliding, "--sliding-window")):
+        if isinstance(hw, tuple):   # before any data or model is loaded
+            check_max_pixels(hw[0], hw[1], kwargs.get("max_pixels", MAX_PIXELS), what, "--max-pixels")
     if streethazards_unlabeled is not None and dataset != "streethazards":
         raise ConfigError(f"--streethazards-unlabeled applies to --dataset streethazards, not {dataset!r}")
     started = dist.init_from_env()

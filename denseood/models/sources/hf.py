@@ -19,6 +19,7 @@ See docs/architecture.md.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...errors import CheckpointError, ConfigError
-from ..base import IMAGENET_MEAN, IMAGENET_STD, SegmenterBase, match_classes
+from ..base import IMAGENET_MEAN, IMAGENET_STD, SegmenterBase, check_finite, match_classes
 
 #: model types whose outputs are per-query masks (AutoModelForUniversalSegmentation)
 UNIVERSAL_TYPES = ("mask2former", "maskformer", "oneformer")
@@ -146,24 +147,144 @@ def _oneformer_task_inputs(tf: Any, d: Path, config: Any) -> torch.Tensor:
     return torch.tensor([ids], dtype=torch.long)
 
 
-def load_hf(path: str, *, map_location: Any = "cpu", num_classes: int | None = None,
-            class_set: str | None = None) -> HFSegmenter:
-    """Load ``hf:DIR`` (see the module docstring) in eval mode on ``map_location``."""
-    tf = _transformers()
-    d = resolve_dir(path)
+def _first_line(e: BaseException) -> str:
+    """``Type: first line`` of an exception from transformers / safetensors (never their retry advice)."""
+    line = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+    return f"{type(e).__name__}: {line[:240]}" if line else type(e).__name__
+
+
+def refuse_remote_code(config: Any, where: str) -> None:
+    """CheckpointError when a transformers config (object or dict, nested configs too) asks for remote code
+    (``auto_map``): denseood builds only transformers' own classes and never sets ``trust_remote_code``."""
+    todo = [config.to_dict() if hasattr(config, "to_dict") else config]
+    while todo:
+        d = todo.pop()
+        if isinstance(d, dict):
+            if d.get("auto_map"):
+                raise CheckpointError(f"{where} asks for remote code (auto_map {list(d['auto_map'])[:3]}); denseood "
+                                      f"never runs code that a model file names: use a built-in transformers model "
+                                      f"type, or wrap your code as python:MODULE:FACTORY")
+            todo.extend(v for v in d.values() if isinstance(v, (dict, list)))
+        elif isinstance(d, list):
+            todo.extend(v for v in d if isinstance(v, (dict, list)))
+
+
+def weight_files(d: Path) -> list[Path]:
+    """The weight files ``from_pretrained`` reads in ``d``: model.safetensors (or its shards), else
+    pytorch_model.bin (or its shards). CheckpointError naming the folder when there is none."""
+    for single, index in (("model.safetensors", "model.safetensors.index.json"),
+                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):
+        if (d / single).is_file():
+            return [d / single]
+        if (d / index).is_file():
+            try:
+                names = sorted(set(json.loads((d / index).read_text())["weight_map"].values()))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                raise CheckpointError(f"{d / index} is not a readable shard index ({e}); re-save the model with "
+                                      f"save_pretrained") from e
+            return [d / n for n in names]
+    raise CheckpointError(f"{d} has no model.safetensors or pytorch_model.bin; save the model with save_pretrained")
+
+
+def stored_numel(files: list[Path]) -> int:
+    """Number of values in the tensors of ``files`` (safetensors headers only; .bin files read with
+    ``safe_torch_load``, so a pickle holding Python objects is refused as unsafe). CheckpointError naming the
+    file for a missing, truncated or corrupt one."""
+    from ...io import safe_torch_load
+
+    total = 0
+    for f in files:
+        if not f.is_file():
+            raise CheckpointError(f"weight file {f} is missing; re-save the model with save_pretrained")
+        if f.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            try:
+                with safe_open(str(f), framework="pt") as h:
+                    for k in h.keys():
+                        total += math.prod(h.get_slice(k).get_shape())
+            except Exception as e:  # noqa: BLE001 - SafetensorError and OSError
+                raise CheckpointError(f"{f} is not a readable safetensors file (truncated or corrupt?): "
+                                      f"{_first_line(e)}; re-save the model with save_pretrained") from e
+            continue
+        obj = safe_torch_load(f, path=f, what="weight file", kind="a safe transformers weight file")
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise CheckpointError(f"{f} is not a state dict (a dict of tensors); re-save the model with "
+                                  f"save_pretrained")
+        total += sum(v.numel() for v in obj.values())
+    return total
+
+
+def meta_numel(auto: Any, config: Any, where: str) -> int:
+    """Parameters + buffers of the model ``config`` describes, built on the meta device (nothing allocated);
+    CheckpointError naming ``where`` when transformers cannot build it."""
+    try:
+        with torch.device("meta"):
+            net = auto.from_config(config, trust_remote_code=False)
+    except Exception as e:  # noqa: BLE001 - transformers raises many types for bad configs
+        raise CheckpointError(f"cannot build a model from {where}: {_first_line(e)}; fix the config") from e
+    return sum(t.numel() for t in net.state_dict().values())
+
+
+def check_size(model_numel: int, file_numel: int, where: str, weights: str) -> None:
+    """CheckpointError when the config describes far more values than the weights hold (a config that does not
+    belong to its weights would otherwise allocate the difference, e.g. 40 GB for hidden_sizes=[100000]*4)."""
+    if model_numel > 4 * file_numel + 10_000_000:
+        raise CheckpointError(f"{where} describes a model of {model_numel:,} values but {weights} hold "
+                              f"{file_numel:,}; the config does not belong to these weights (re-save the model "
+                              f"with save_pretrained)")
+
+
+def _read_config(tf: Any, d: Path) -> Any:
+    """The folder's transformers config, refusing remote code; CheckpointError naming config.json."""
     try:
         config = tf.AutoConfig.from_pretrained(str(d), local_files_only=True, trust_remote_code=False)
-    except (OSError, ValueError, KeyError) as e:
-        raise CheckpointError(f"cannot read the transformers config in {d}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - OSError, ValueError, huggingface_hub's strict validation errors
+        raise CheckpointError(f"cannot read the transformers config {d / 'config.json'}: {_first_line(e)}; fix "
+                              f"the field or re-save the model with save_pretrained") from e
+    refuse_remote_code(config, f"{d / 'config.json'}")
+    return config
+
+
+def _from_pretrained(tf: Any, auto: Any, d: Path, mtype: str, universal: bool) -> nn.Module:
+    """``from_pretrained`` offline with transformers' own report silenced; CheckpointError naming mismatched or
+    missing tensors (they would otherwise be re-initialised at random)."""
+    from transformers.utils import logging as tf_logging
+
+    level = tf_logging.get_verbosity()
+    tf_logging.set_verbosity_error()
+    try:
+        net, info = auto.from_pretrained(str(d), local_files_only=True, trust_remote_code=False,
+                                         ignore_mismatched_sizes=True, output_loading_info=True)
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"cannot load {d} as a transformers {'universal' if universal else 'semantic'} "
+                              f"segmentation model (model_type {mtype!r}): {_first_line(e)}; semantic types are "
+                              f"SegFormer, UperNet, DPT, BEiT, ...; universal: {', '.join(UNIVERSAL_TYPES)}") from e
+    finally:
+        tf_logging.set_verbosity(level)
+    bad = [f"{k}: file {tuple(a)} vs config {tuple(b)}" for k, a, b in sorted(info.get("mismatched_keys") or [])]
+    missing = sorted(info.get("missing_keys") or [])
+    if bad or missing:
+        raise CheckpointError(f"{d}: the weights do not match config.json: {len(bad)} shape mismatches {bad[:3]}, "
+                              f"{len(missing)} missing {missing[:3]}; re-save the model with save_pretrained")
+    return net
+
+
+def load_hf(path: str, *, map_location: Any = "cpu", num_classes: int | None = None,
+            class_set: str | None = None) -> HFSegmenter:
+    """Load ``hf:DIR`` (see the module docstring) in eval mode on ``map_location``. The config is checked (no
+    remote code) and its model's size compared with the weight files' before anything is allocated."""
+    tf = _transformers()
+    d = resolve_dir(path)
+    config = _read_config(tf, d)
     mtype = str(getattr(config, "model_type", ""))
     universal = mtype in UNIVERSAL_TYPES
     auto = tf.AutoModelForUniversalSegmentation if universal else tf.AutoModelForSemanticSegmentation
-    try:
-        net = auto.from_pretrained(str(d), local_files_only=True, trust_remote_code=False)
-    except (OSError, ValueError, KeyError) as e:
-        raise CheckpointError(f"cannot load {d} as a transformers {'universal' if universal else 'semantic'} "
-                              f"segmentation model (model_type {mtype!r}): {e}; semantic types are SegFormer, "
-                              f"UperNet, DPT, BEiT, ...; universal: {', '.join(UNIVERSAL_TYPES)}") from e
+    files = weight_files(d)
+    check_size(meta_numel(auto, config, f"{d / 'config.json'}"), stored_numel(files), f"{d / 'config.json'}",
+               ", ".join(f.name for f in files))
+    net = _from_pretrained(tf, auto, d, mtype, universal)
+    check_finite(net.state_dict(), ", ".join(str(f) for f in files))
     id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
     n = len(id2label) or int(getattr(config, "num_labels", 0))
     names = [id2label.get(i, f"class{i}") for i in range(n)] if id2label else None
@@ -184,13 +305,21 @@ def rebuild_hf(record: dict[str, Any], *, class_names: tuple[str, ...], class_se
     if mtype not in tf.CONFIG_MAPPING:
         raise CheckpointError(f"model type {mtype!r} is unknown to transformers {tf.__version__}; upgrade "
                               f"transformers (`pip install -U denseood[hf]`)")
-    config = tf.CONFIG_MAPPING[mtype].from_dict(dict(record.get("config") or {}))
+    stored = dict(record.get("config") or {})
+    refuse_remote_code(stored, f"{source}: the stored transformers config")
+    if stored.get("use_pretrained_backbone"):
+        stored["use_pretrained_backbone"] = False   # the weights come from the checkpoint: nothing to fetch
+    try:
+        config = tf.CONFIG_MAPPING[mtype].from_dict(stored)
+    except Exception as e:  # noqa: BLE001 - huggingface_hub's strict validation errors, TypeError, ValueError
+        raise CheckpointError(f"{source}: the stored transformers config is invalid: {_first_line(e)}") from e
     universal = bool(record.get("universal", mtype in UNIVERSAL_TYPES))
     auto = tf.AutoModelForUniversalSegmentation if universal else tf.AutoModelForSemanticSegmentation
     try:
-        net = auto.from_config(config)
-    except (OSError, ValueError, KeyError) as e:
-        raise CheckpointError(f"cannot build a transformers {mtype!r} model from the stored config: {e}") from e
+        net = auto.from_config(config, trust_remote_code=False)
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"cannot build a transformers {mtype!r} model from the stored config of {source}: "
+                              f"{_first_line(e)}") from e
     ti = record.get("task_inputs")
     task = torch.tensor([list(ti)], dtype=torch.long) if ti is not None else None
     model = HFSegmenter(net, universal=universal, class_names=class_names, class_set=class_set, mean=mean, std=std,
