@@ -18,6 +18,10 @@ class ConfigError(DenseOODError, ValueError):
     """A configuration value or command-line option is invalid."""
 
 
+class ModelOutputError(DenseOODError, ValueError):
+    """A model returned unusable outputs (NaN or inf logits) for named frames."""
+
+
 class OutputError(DenseOODError, OSError):
     """An output file or folder cannot be written (disk full, read-only file system, permission denied)."""
 

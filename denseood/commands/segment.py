@@ -237,6 +237,41 @@ def segment_images(images: Sequence[str | Path], checkpoint_or_model: Any, out: 
     return {**summary, "out": out}
 
 
+def _run_chunk(s2m: Any, chunk: list[tuple[Path, str]], failed: list[tuple[Path, str]]) -> list[tuple]:
+    """Read and segment the (file, stem) pairs of ``chunk``: [(file, stem, image, S2MResult)] of those that worked;
+    unreadable or unsegmentable files go to ``failed`` with their message. A model that returns NaN/inf logits
+    raises (ModelOutputError naming the model and the files): no other frame would fare better."""
+    from tqdm import tqdm
+
+    from ..errors import DenseOODError, ModelOutputError
+    from ..io import read_image
+
+    good = []
+    for p, stem in chunk:
+        try:
+            good.append((p, stem, read_image(p)))
+        except DenseOODError as e:
+            failed.append((p, str(e)))
+            tqdm.write(f"cannot read {p}: {e}", file=sys.stderr)
+    if not good:
+        return []
+    try:
+        return [(*g, r) for g, r in zip(good, s2m([g[2] for g in good], names=[str(g[0]) for g in good]))]
+    except ModelOutputError:
+        raise
+    except DenseOODError:  # e.g. an image too small for the segmenter: retry one by one
+        pass
+    done = []
+    for p, stem, im in good:
+        try:
+            done.append((p, stem, im, s2m([im], names=[str(p)])[0]))
+        except ModelOutputError:
+            raise
+        except DenseOODError as e1:
+            failed.append((p, str(e1)))
+    return done
+
+
 def _segment(stage: Path, paths: list[Path], stems: list[str], checkpoint_or_model: Any, *, score: str,
              prompter: str, prompt_model: str, device: Any, dtype: Any, batch_size: int, input_size: Any,
              progress: bool, max_pixels: float | None, work_size: int | None,
@@ -245,8 +280,7 @@ def _segment(stage: Path, paths: list[Path], stems: list[str], checkpoint_or_mod
     import numpy as np
     from tqdm import tqdm
 
-    from ..errors import DenseOODError
-    from ..io import atomic_write_text, read_image, write_png
+    from ..io import atomic_write_text, write_png
     from ..s2m.pipeline import build_s2m
 
     out = stage
@@ -261,38 +295,16 @@ def _segment(stage: Path, paths: list[Path], stems: list[str], checkpoint_or_mod
     failed: list[tuple[Path, str]] = []
     n_obj = 0
     bs = batch_size
-    bar = tqdm(total=len(paths), desc="segment", unit="img", dynamic_ncols=True, disable=not progress)
-    for start in range(0, len(paths), bs):
-        chunk = list(zip(paths[start:start + bs], stems[start:start + bs]))
-        good: list[tuple[Path, str, np.ndarray]] = []
-        for p, stem in chunk:
-            try:
-                good.append((p, stem, read_image(p)))
-            except DenseOODError as e:
-                failed.append((p, str(e)))
-                tqdm.write(f"cannot read {p}: {e}", file=sys.stderr)
-        results = []
-        if good:
-            try:
-                results = s2m([g[2] for g in good])
-            except DenseOODError:  # e.g. an image too small for the segmenter: retry one by one
-                results = []
-                for p, stem, im in good:
-                    try:
-                        results.append(s2m([im])[0])
-                    except DenseOODError as e1:
-                        failed.append((p, str(e1)))
-                        results.append(None)
-        for (p, stem, im), r in zip(good, results):
-            if r is None:
-                continue
-            write_png(out / "overlays" / f"{stem}.png", overlay(im, r))
-            write_png(out / "masks" / f"{stem}.png", r.instances.astype(np.uint16))
-            lines.append(json.dumps(record(p, r)))
-            n_obj += len(r)
-        bar.update(len(chunk))
-        if len(lines) % 50 < len(chunk):
-            atomic_write_text(out / "objects.json", "".join(x + "\n" for x in lines))
-    bar.close()
+    with tqdm(total=len(paths), desc="segment", unit="img", dynamic_ncols=True, disable=not progress) as bar:
+        for start in range(0, len(paths), bs):   # (the bar is closed before an error is printed)
+            chunk = list(zip(paths[start:start + bs], stems[start:start + bs]))
+            for p, stem, im, r in _run_chunk(s2m, chunk, failed):
+                write_png(out / "overlays" / f"{stem}.png", overlay(im, r))
+                write_png(out / "masks" / f"{stem}.png", r.instances.astype(np.uint16))
+                lines.append(json.dumps(record(p, r)))
+                n_obj += len(r)
+            bar.update(len(chunk))
+            if len(lines) % 50 < len(chunk):
+                atomic_write_text(out / "objects.json", "".join(x + "\n" for x in lines))
     atomic_write_text(out / "objects.json", "".join(x + "\n" for x in lines))
     return {"images": len(paths), "segmented": len(lines), "objects": n_obj, "failed": failed}

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from ..config import parse_hw
 from ..data.sample import Sample
 from ..dist import resolve_device, worker_init
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelOutputError
 from .util import (MAX_PIXELS, _linear_taps, _resize_map, check_max_pixels, collate_samples,
                    dtype_name, peak_memory_mb, resolve_dtype, window_positions, window_weights)
 
@@ -251,11 +251,14 @@ class Inference:
         return x.to(self.device, torch.float32)
 
     @torch.no_grad()
-    def predict(self, images: np.ndarray | torch.Tensor, return_logits: bool = False) -> dict[str, torch.Tensor]:
-        """images: uint8 (B,H,W,3) (or one (H,W,3)) numpy/torch, all of one size.
+    def predict(self, images: np.ndarray | torch.Tensor, return_logits: bool = False,
+                names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """images: uint8 (B,H,W,3) (or one (H,W,3)) numpy/torch, all of one size; names: B frame names (files),
+        used only in errors.
 
         Returns {score name: (B,H,W) float32 on the device, higher = more anomalous} and, with
-        ``return_logits``, "logits": (B,C,H,W) float32 at the image size.
+        ``return_logits``, "logits": (B,C,H,W) float32 at the image size. ModelOutputError naming the model and
+        the frames when the network's logits hold NaN or inf.
         """
         from ..scores import anomaly_score
 
@@ -275,6 +278,7 @@ class Inference:
         else:
             logits, fmaps = self._whole(x, out_hw, upsample=not banded)
         del x
+        self._check_logits(logits, names)
         out: dict[str, torch.Tensor] = self._banded_scores(logits, out_hw) if banded and self.logit_scores else {}
         for s in self.scores:
             if s in out:
@@ -290,6 +294,19 @@ class Inference:
         self._seconds += time.perf_counter() - start
         self._images += t.shape[0]
         return out
+
+    def _check_logits(self, logits: torch.Tensor, names: Sequence[str] | None) -> None:
+        """ModelOutputError naming the model and the frames of logits (B,C,h,w) that hold NaN or inf."""
+        ok = torch.isfinite(logits).flatten(1).all(1)
+        if bool(ok.all()):
+            return
+        bad = torch.nonzero(~ok).flatten().tolist()
+        frames = [names[i] for i in bad] if names is not None else [f"image {i} of the batch" for i in bad]
+        desc = self.model.describe() if hasattr(self.model, "describe") else type(self.model).__name__
+        raise ModelOutputError(
+            f"model {desc} returned NaN/inf logits for {len(bad)} of {logits.shape[0]} frame(s) "
+            f"({', '.join(map(str, frames[:5]))}{', ...' if len(frames) > 5 else ''}) at {self.dtype_name}; "
+            f"check the model's weights and inputs{', or run with --dtype float32' if self.dtype is not torch.float32 else ''}")
 
     def loader(self, dataset: Dataset, batch_size: int = 4, workers: int = 2, limit: int | None = None,
                sampler: Sampler | None = None) -> DataLoader:
@@ -317,6 +334,7 @@ class Inference:
         with tqdm(total=n, desc="inference", unit="img", disable=not progress, dynamic_ncols=True) as bar:
             for groups in dl:
                 for samples, images in groups:
-                    maps = self.predict(images, return_logits=return_logits)
+                    maps = self.predict(images, return_logits=return_logits,
+                                        names=[str(s.meta.get("image_path") or s.name) for s in samples])
                     bar.update(len(samples))
                     yield samples, maps

@@ -214,8 +214,10 @@ class S2M:
                                      max_pixels=self.max_pixels)
         return self._engine
 
-    def anomaly_maps(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
-        """Raw maps (H,W) float32 for uint8 (H,W,3) images (same-size runs batched) and seconds per image."""
+    def anomaly_maps(self, images: Sequence[np.ndarray],
+                     names: Sequence[str] | None = None) -> tuple[list[np.ndarray], list[float]]:
+        """Raw maps (H,W) float32 for uint8 (H,W,3) images (same-size runs batched) and seconds per image;
+        ``names`` (one per image, e.g. the files) only name frames in errors."""
         eng = self._inference()
         maps: list[np.ndarray | None] = [None] * len(images)
         secs = [0.0] * len(images)
@@ -226,7 +228,7 @@ class S2M:
                 j += 1
             t0 = time.perf_counter()
             batch = np.asarray(images[i])[None] if j == i + 1 else np.stack([np.asarray(im) for im in images[i:j]])
-            out = eng.predict(batch)[self.score].float().cpu().numpy()
+            out = eng.predict(batch, names=None if names is None else names[i:j])[self.score].float().cpu().numpy()
             del batch
             dt = (time.perf_counter() - t0) / (j - i)
             for k in range(i, j):
@@ -235,15 +237,17 @@ class S2M:
             i = j
         return maps, secs  # type: ignore[return-value]
 
-    def __call__(self, images: Sequence[np.ndarray] | np.ndarray) -> list[S2MResult]:
-        """images: list of uint8 (H,W,3) RGB (any sizes) or one such image / a (B,H,W,3) array. One result each."""
+    def __call__(self, images: Sequence[np.ndarray] | np.ndarray,
+                 names: Sequence[str] | None = None) -> list[S2MResult]:
+        """images: list of uint8 (H,W,3) RGB (any sizes) or one such image / a (B,H,W,3) array. One result each.
+        names: one per image (e.g. the files), used only in errors."""
         if isinstance(images, np.ndarray):
             images = [images] if images.ndim == 3 else list(images)
         for k, im in enumerate(images):
             if not (isinstance(im, np.ndarray) and im.ndim == 3 and im.shape[2] == 3 and im.dtype == np.uint8):
                 raise ConfigError(f"S2M: image {k} must be a (H,W,3) uint8 RGB array, got "
                                   f"{getattr(im, 'shape', None)} {getattr(im, 'dtype', type(im).__name__)}")
-        maps, secs = self.anomaly_maps(images)
+        maps, secs = self.anomaly_maps(images, names)
         out = []
         for im, m, s in zip(images, maps, secs):
             r = self.segment_from_map(im, m)

@@ -251,8 +251,9 @@ def _from_pretrained(tf: Any, auto: Any, d: Path, mtype: str, universal: bool) -
     missing tensors (they would otherwise be re-initialised at random)."""
     from transformers.utils import logging as tf_logging
 
-    level = tf_logging.get_verbosity()
+    level, bar = tf_logging.get_verbosity(), tf_logging.is_progress_bar_enabled()
     tf_logging.set_verbosity_error()
+    tf_logging.disable_progress_bar()   # transformers' "Loading weights" bar is not denseood's output
     try:
         net, info = auto.from_pretrained(str(d), local_files_only=True, trust_remote_code=False,
                                          ignore_mismatched_sizes=True, output_loading_info=True)
@@ -262,6 +263,8 @@ def _from_pretrained(tf: Any, auto: Any, d: Path, mtype: str, universal: bool) -
                               f"SegFormer, UperNet, DPT, BEiT, ...; universal: {', '.join(UNIVERSAL_TYPES)}") from e
     finally:
         tf_logging.set_verbosity(level)
+        if bar:
+            tf_logging.enable_progress_bar()
     bad = [f"{k}: file {tuple(a)} vs config {tuple(b)}" for k, a, b in sorted(info.get("mismatched_keys") or [])]
     missing = sorted(info.get("missing_keys") or [])
     if bad or missing:
