@@ -200,3 +200,26 @@ class InstanceAP:
         mean = float(np.mean(ap)) if n_gt else float("nan")
         return {"protocol": self.protocol, "ap": mean, "ap50": float(ap[0]), "ap75": float(ap[5]),
                 "ap_per_iou": [float(v) for v in ap], "n_gt": n_gt, "n_pred": sum(p[4] for p in parts)}
+
+
+class InstanceAPReport:
+    """Instance AP under both protocols from one stream of updates; ``compute()`` (collective under DDP) gives
+    ``{"oodis": {...}, "coco": {...}}``, each :meth:`InstanceAP.compute`'s dict (with its ``protocol``); OoDIS
+    is the headline of every object row (docs/metrics.md)."""
+
+    def __init__(self, min_size: int = 10):
+        self.parts = {p: InstanceAP(protocol=p, min_size=min_size) for p in PROTOCOLS}
+
+    def reset(self) -> None:
+        """Forget all accumulated images."""
+        for m in self.parts.values():
+            m.reset()
+
+    def update(self, pred_masks: np.ndarray, scores: np.ndarray, gt_instances: np.ndarray, void: np.ndarray) -> None:
+        """One image; arguments as :meth:`InstanceAP.update`."""
+        for m in self.parts.values():
+            m.update(pred_masks, scores, gt_instances, void)
+
+    def compute(self) -> dict[str, dict[str, Any]]:
+        """{"oodis": ..., "coco": ...}."""
+        return {p: m.compute() for p, m in self.parts.items()}

@@ -6,9 +6,9 @@
 * ``sIoU``, ``PPV``, ``mean_F1``, ``F1_per_threshold``: SMIYC component metrics with each predicted mask as
   one component (``ComponentMetrics.update_instances``);
 * with object scores: ``best_iou``, ``best_threshold``, ``au_iou``, ``mean_f1`` of the S2M paper protocol
-  (:class:`ObjectScoreCurve` on :func:`paint_objects` maps) and COCO mask ``ap``, ``ap50`` (:class:`InstanceAP`).
-  Protocol ``"s2m"`` requires scores; ``"smiyc"`` reports these keys only when every image had scores
-  (``ap``/``ap50`` are NaN otherwise).
+  (:class:`ObjectScoreCurve` on :func:`paint_objects` maps) and ``instance_ap`` = ``{"oodis": {...}, "coco":
+  {...}}`` (:class:`InstanceAPReport`; OoDIS is the headline). Protocol ``"s2m"`` requires scores;
+  ``"smiyc"`` reports these keys only when every image had scores (they are absent otherwise, never null).
 See docs/metrics.md and docs/architecture.md.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from .. import dist
 from ..errors import ConfigError, DenseOODError
 from .components import ComponentMetrics, connected_components, instance_inputs
-from .instance_ap import InstanceAP
+from .instance_ap import InstanceAPReport
 from .object_curve import ObjectScoreCurve, paint_objects
 
 PROTOCOLS = ("smiyc", "s2m")
@@ -44,7 +44,7 @@ class ObjectMetrics:
 
     protocol: "smiyc" (scores optional) or "s2m" (scores required on every update). step: threshold step of
     the S2M curve, in (0, 1]. min_instance_size: GT components smaller than this become void for the
-    component metrics (100 AnomalyTrack, 10 ObstacleTrack). ap_min_size: InstanceAP's ignore size (pixels).
+    component metrics (100 AnomalyTrack, 10 ObstacleTrack). ap_min_size: the instance AP's ignore size (pixels; OoDIS 10).
     """
 
     def __init__(self, protocol: str = "smiyc", step: float = 0.01, min_instance_size: int = 100,
@@ -54,7 +54,7 @@ class ObjectMetrics:
         self.protocol = protocol
         self.components = ComponentMetrics(threshold=None, min_segment_size=0, min_instance_size=min_instance_size)
         self.curve = ObjectScoreCurve(step)
-        self.instance_ap = InstanceAP(min_size=ap_min_size)
+        self.instance_ap = InstanceAPReport(min_size=ap_min_size)
         self.reset()
 
     def reset(self) -> None:
@@ -104,7 +104,7 @@ class ObjectMetrics:
 
     def compute(self) -> dict:
         """iou, iou_per_image_mean, sIoU, PPV, mean_F1, F1_per_threshold, n_gt, n_pred, n_images, intersection,
-        union, ap, ap50 (NaN without scores) and, with scores, best_iou, best_threshold, au_iou, mean_f1."""
+        union and, with scores, best_iou, best_threshold, au_iou, mean_f1, instance_ap {"oodis", "coco"}."""
         tot = dist.all_reduce(torch.tensor([self._inter, self._union, self._n_images, self._n_scored],
                                            dtype=torch.int64)).tolist()
         per_image = self._per_image
@@ -121,10 +121,9 @@ class ObjectMetrics:
                    iou_per_image_mean=math.fsum(per_image) / len(per_image) if per_image else float("nan"),
                    sIoU=comp["sIoU"], PPV=comp["PPV"], mean_F1=comp["mean_F1"],
                    F1_per_threshold=comp["F1_per_threshold"], n_gt=comp["n_gt"], n_pred=comp["n_pred"],
-                   n_images=n_images, intersection=inter, union=union, ap=float("nan"), ap50=float("nan"))
+                   n_images=n_images, intersection=inter, union=union)
         if n_scored:
             curve = self.curve.compute()
             out.update({k: curve[k] for k in CURVE_KEYS})
-            ap = self.instance_ap.compute()
-            out.update(ap=ap["ap"], ap50=ap["ap50"])
+            out["instance_ap"] = self.instance_ap.compute()
         return out

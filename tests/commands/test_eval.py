@@ -277,6 +277,9 @@ def test_s2m_rows(world, tmp_path):
     assert set(res["s2m"]) == {"s2m", "threshold@bestF1"}
     for row in res["s2m"].values():
         assert 0.0 <= row["iou"] <= 1.0 and row["n_images"] == 2
+    iap = res["s2m"]["s2m"]["instance_ap"]  # OoDIS (headline) and COCO, each labelled; no "ap": null beside them
+    assert list(iap) == ["oodis", "coco"] and [v["protocol"] for v in iap.values()] == ["oodis", "coco"]
+    assert "ap" not in res["s2m"]["s2m"] and "ap" not in res["s2m"]["s2m"]["paper_protocol"]
     # the thresholded baseline uses the best-F1 threshold of the jsd row (up to the streaming bin width)
     assert res["s2m"]["threshold@bestF1"]["threshold"] == pytest.approx(res["scores"]["jsd"]["best_f1_threshold"], abs=2e-3)
     assert "| s2m |" in (out / "results.md").read_text()

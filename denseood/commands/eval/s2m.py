@@ -6,9 +6,11 @@ Rows of :meth:`S2MEval.compute`:
   pixel metrics (ap, fpr95, auroc) of the object-refined anomaly map (see denseood.s2m.pipeline).
   Its ``"paper_protocol"`` entry holds the S2M paper's object protocol on the object-score maps (each mask
   painted with its confidence in [0, 1], :func:`denseood.eval.object_curve.paint_objects`; thresholds
-  0:0.01:1): ``best_iou``, ``best_threshold``, ``au_iou``, ``mean_f1`` (ObjectScoreCurve), and COCO mask
-  ``ap`` / ``ap50`` (InstanceAP, min_size 10, ranked by the confidences; ground-truth instances from the
-  dataset's instance ids where given, else 8-connected components of ``ood_mask == 1``; void = 255).
+  0:0.01:1): ``best_iou``, ``best_threshold``, ``au_iou``, ``mean_f1`` (ObjectScoreCurve). Its
+  ``"instance_ap"`` entry is ``{"oodis": {...}, "coco": {...}}`` (InstanceAPReport, min_size 10, the full
+  masks ranked by their confidences; ground-truth instances from the dataset's instance ids where given, else
+  8-connected components of ``ood_mask == 1``; void = 255): ``oodis`` is the headline, the number the OoDIS
+  scorer gives, ``coco`` the pycocotools mask AP (docs/metrics.md).
 - ``"threshold@bestF1"``: the same object metrics for the anomaly map thresholded at its best-F1 pixel
   threshold, each 8-connected component of ``map >= t`` being one object (components smaller than
   ``min_segment_size`` dropped, as in the SMIYC component metrics). The threshold is chosen on the ground truth
@@ -38,13 +40,13 @@ import numpy as np
 from denseood import dist
 from denseood.errors import DenseOODError
 from denseood.eval import ObjectMetrics, PixelMetrics
-from denseood.eval.instance_ap import InstanceAP
+from denseood.eval.instance_ap import InstanceAPReport
 from denseood.eval.object_curve import ObjectScoreCurve, paint_objects
 from denseood.io import save_npy
 
-#: the S2M paper protocol's numbers (ObjectScoreCurve) and the instance AP keys in ``s2m["paper_protocol"]``
+#: the S2M paper protocol's numbers (ObjectScoreCurve) in ``s2m["paper_protocol"]``
 CURVE_KEYS = ("best_iou", "best_threshold", "au_iou", "mean_f1")
-PROTOCOL_KEYS = CURVE_KEYS + ("ap", "ap50")
+PROTOCOL_KEYS = CURVE_KEYS
 PROTOCOL = "S2M paper protocol: object-score maps, thresholds 0:0.01:1"
 
 
@@ -68,7 +70,7 @@ class S2MEval:
         self.min_instance_size = int(min_instance_size)
         self.objects = ObjectMetrics(min_instance_size=self.min_instance_size)
         self.curve = ObjectScoreCurve(step=0.01)
-        self.instance_ap = InstanceAP(min_size=10)
+        self.instance_ap = InstanceAPReport(min_size=10)
         self.refined_pixels = PixelMetrics(mode=pixel_mode)
         self.raw_pixels = PixelMetrics(mode=pixel_mode)
         self._tmp = Path(tempfile.mkdtemp(prefix=f".denseood-s2m-{os.getpid()}-", dir=cache_dir))
@@ -99,14 +101,11 @@ class S2MEval:
         return res
 
     def protocol_metrics(self) -> dict[str, Any]:
-        """The S2M paper protocol and instance AP (collective): {"protocol": PROTOCOL, best_iou,
-        best_threshold, au_iou, mean_f1 (all in [0, 1]), ap, ap50 (COCO mask AP, NaN without ground truth),
-        n_gt, n_pred}."""
+        """The S2M paper protocol (collective): {"protocol": PROTOCOL, best_iou, best_threshold, au_iou,
+        mean_f1 (all in [0, 1])}."""
         curve = self.curve.compute()
-        iap = self.instance_ap.compute()
         out: dict[str, Any] = {"protocol": PROTOCOL}
         out.update({k: curve[k] for k in CURVE_KEYS})
-        out.update(ap=iap["ap"], ap50=iap["ap50"], n_gt=iap["n_gt"], n_pred=iap["n_pred"])
         return out
 
     def threshold_instances(self, anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
@@ -128,6 +127,7 @@ class S2MEval:
         thr = float(raw["best_f1_threshold"])
         s2m = dict(self.objects.compute())
         s2m["paper_protocol"] = self.protocol_metrics()
+        s2m["instance_ap"] = self.instance_ap.compute()
         ref = self.refined_pixels.compute()
         for k in ("ap", "fpr95", "auroc", "best_f1"):
             s2m[f"pixel_{k}"] = ref[k]
