@@ -80,6 +80,9 @@ def results_markdown(results: dict) -> str:
                 text += (f"| {name} | {_pct(m.get('iou'))} | {_pct(m.get('sIoU'))} | {_pct(m.get('PPV'))} | "
                          f"{_pct(m.get('mean_F1'))} | {_pct(m.get('pixel_ap'))} |\n")
         text += _s2m_protocol_table(results["s2m"])
+        src = (results["s2m"].get("s2m") or {}).get("instance_source")
+        if src:
+            text += ("\nGround-truth instances (frames): " + ", ".join(f"{k} {v}" for k, v in src.items()) + "\n")
     return text
 
 

@@ -10,7 +10,9 @@ Rows of :meth:`S2MEval.compute`:
   ``"instance_ap"`` entry is ``{"oodis": {...}, "coco": {...}}`` (InstanceAPReport, min_size 10, the full
   masks ranked by their confidences; ground-truth instances from the dataset's instance ids where given, else
   8-connected components of ``ood_mask == 1``; void = 255): ``oodis`` is the headline, the number the OoDIS
-  scorer gives, ``coco`` the pycocotools mask AP (docs/metrics.md).
+  scorer gives, ``coco`` the pycocotools mask AP (docs/metrics.md). ``"instance_source"`` counts the frames by
+  where their ground-truth instances came from: the reader's ``Sample.meta["instance_source"]`` (LostAndFound:
+  "instanceIds" or "label components"), else "dataset instance ids" or "ood_mask components".
 - ``"threshold@bestF1"``: the same object metrics for the anomaly map thresholded at its best-F1 pixel
   threshold, each 8-connected component of ``map >= t`` being one object (components smaller than
   ``min_segment_size`` dropped, as in the SMIYC component metrics). The threshold is chosen on the ground truth
@@ -77,11 +79,13 @@ class S2MEval:
         self._n = 0
         self._n_objects = 0
         self._seconds = 0.0
+        self._sources: dict[str, int] = {}
 
     def update(self, image: np.ndarray, anomaly_map: np.ndarray, ood_mask: np.ndarray,
-               instances: np.ndarray | None = None) -> Any:
+               instances: np.ndarray | None = None, instance_source: str | None = None) -> Any:
         """image (H,W,3) uint8, anomaly_map (H,W) float raw scores, ood_mask (H,W) uint8 0/1/255, instances:
-        optional (H,W) int ground-truth instance ids (``Sample.instances``). Returns the S2MResult of the frame."""
+        optional (H,W) int ground-truth instance ids (``Sample.instances``), instance_source: where they came from
+        (``Sample.meta["instance_source"]``). Returns the S2MResult of the frame."""
         a = np.asarray(anomaly_map, np.float32)
         m = np.asarray(ood_mask, np.uint8)
         if a.shape != m.shape:
@@ -90,6 +94,8 @@ class S2MEval:
         self.objects.update(res.instances, m)
         self.curve.update(paint_objects(res.instances, res.scores), m)
         self.instance_ap.update(res.full_masks(), res.scores, gt_instances(m, instances), m == 255)
+        src = instance_source or ("ood_mask components" if instances is None else "dataset instance ids")
+        self._sources[src] = self._sources.get(src, 0) + 1
         self.refined_pixels.update(res.refined_map, m)
         a16 = a.astype(np.float16)
         self.raw_pixels.update(a16.astype(np.float32), m)  # the threshold is chosen on exactly the cached values
@@ -128,6 +134,11 @@ class S2MEval:
         s2m = dict(self.objects.compute())
         s2m["paper_protocol"] = self.protocol_metrics()
         s2m["instance_ap"] = self.instance_ap.compute()
+        sources: dict[str, int] = {}
+        for part in dist.gather(self._sources):
+            for k, v in part.items():
+                sources[k] = sources.get(k, 0) + v
+        s2m["instance_source"] = dict(sorted(sources.items()))
         ref = self.refined_pixels.compute()
         for k in ("ap", "fpr95", "auroc", "best_f1"):
             s2m[f"pixel_{k}"] = ref[k]
