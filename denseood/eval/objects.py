@@ -29,6 +29,22 @@ PROTOCOLS = ("smiyc", "s2m")
 CURVE_KEYS = ("best_iou", "best_threshold", "au_iou", "mean_f1")
 
 
+def _numpy(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def gt_instance_ids(ood_mask: np.ndarray, instances: Any = None) -> np.ndarray:
+    """(H,W) int ground-truth object ids of one image: ``instances`` (the dataset's ids) restricted to
+    ``ood_mask == 1`` where given, else the 8-connected components of ``ood_mask == 1``; 0 = none."""
+    anom = np.asarray(ood_mask) == 1
+    if instances is None:
+        return connected_components(anom)[1]
+    ids = _numpy(instances)
+    if ids.shape != anom.shape:
+        raise ConfigError(f"instances {ids.shape} and ood_mask {anom.shape} differ in size")
+    return np.where(anom, ids, 0)
+
+
 def _pred_masks(pred_instances: Any, lab: np.ndarray, n: int) -> np.ndarray:
     """(N,H,W) bool masks: the given masks as they are, or ids 1..n of the label map ``lab``."""
     p = pred_instances.cpu().numpy() if isinstance(pred_instances, torch.Tensor) else np.asarray(pred_instances)
@@ -68,16 +84,31 @@ class ObjectMetrics:
         self._n_images = 0
         self._n_scored = 0
 
-    def update(self, pred_instances: Any, ood_mask: Any, scores: Any = None, instances: Any = None) -> None:
+    def update(self, pred_instances: Any, ood_mask: Any, scores: Any = None, instances: Any = None,
+               full_masks: Any = None) -> None:
         """One image: pred_instances (H,W) int label map (0 background, ids 1..N) or (N,H,W) bool masks;
         ood_mask (H,W) uint8 0/1/255; scores (N,) object scores in [0, 1] (id i has ``scores[i-1]``);
-        instances (H,W) int ground-truth instance ids (0 none), else 8-connected components of ood_mask == 1."""
+        instances (H,W) int ground-truth instance ids (0 none; only their pixels with ood_mask == 1 count), else
+        8-connected components of ood_mask == 1; full_masks: optional (N,H,W) bool masks before overlaps were
+        resolved into the label map (instance AP scores these full masks; default: the masks of pred_instances)."""
         if scores is None and self.protocol == "s2m":
             raise ConfigError("ObjectMetrics(protocol='s2m').update needs scores: one object score in [0, 1] per "
                               "predicted instance")
         lab, gt = instance_inputs(pred_instances, ood_mask, "ObjectMetrics.update")
-        valid = gt != 255
-        pred = (lab > 0) & valid
+        self._add_overlap(lab, gt)
+        self.components._add_instance_labels(lab, gt)
+        if scores is None:
+            return
+        s = (scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores))
+        s = s.astype(np.float64).reshape(-1)
+        self.curve.update(paint_objects(_numpy(pred_instances), s, gt.shape), gt)
+        masks = _pred_masks(pred_instances, lab, len(s)) if full_masks is None else _numpy(full_masks).astype(bool)
+        self.instance_ap.update(masks, s, gt_instance_ids(gt, instances), gt == 255)
+        self._n_scored += 1
+
+    def _add_overlap(self, lab: np.ndarray, gt: np.ndarray) -> None:
+        """Accumulate the union-of-masks IoU terms of one image (void excluded)."""
+        pred = (lab > 0) & (gt != 255)
         anom = gt == 1
         inter = int(np.count_nonzero(pred & anom))
         union = int(np.count_nonzero(pred | anom))
@@ -86,21 +117,6 @@ class ObjectMetrics:
         if union:
             self._per_image.append(inter / union)
         self._n_images += 1
-        self.components._add_instance_labels(lab, gt)
-        if scores is None:
-            return
-        s = (scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores))
-        s = s.astype(np.float64).reshape(-1)
-        self.curve.update(paint_objects(pred_instances.cpu().numpy() if isinstance(pred_instances, torch.Tensor)
-                                        else pred_instances, s, gt.shape), gt)
-        if instances is None:
-            gt_inst = connected_components(anom)[1]
-        else:
-            gt_inst = np.asarray(instances.cpu().numpy() if isinstance(instances, torch.Tensor) else instances)
-            if gt_inst.shape != gt.shape:
-                raise ConfigError(f"instances {gt_inst.shape} and ood_mask {gt.shape} differ in size")
-        self.instance_ap.update(_pred_masks(pred_instances, lab, len(s)), s, gt_inst, ~valid)
-        self._n_scored += 1
 
     def compute(self) -> dict:
         """iou, iou_per_image_mean, sIoU, PPV, mean_F1, F1_per_threshold, n_gt, n_pred, n_images, intersection,

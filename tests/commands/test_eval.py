@@ -269,6 +269,15 @@ def test_class_set_mismatch(world, tmp_path, capsys):
     assert "12" in err and "19" in err and str(ck) in err
 
 
+def _null_paths(d, path=""):
+    """Paths of every null (None) value inside a results.json fragment."""
+    if isinstance(d, dict):
+        return [p for k, v in d.items() for p in _null_paths(v, f"{path}.{k}")]
+    if isinstance(d, list):
+        return [p for i, v in enumerate(d) for p in _null_paths(v, f"{path}[{i}]")]
+    return [path] if d is None else []
+
+
 def test_s2m_rows(world, tmp_path):
     out = tmp_path / "out"
     assert cli_main(_eval_args(world, out, "--limit", "2", "--s2m", "--prompter", "peak", "--prompt-model", "grabcut",
@@ -280,6 +289,7 @@ def test_s2m_rows(world, tmp_path):
     iap = res["s2m"]["s2m"]["instance_ap"]  # OoDIS (headline) and COCO, each labelled; no "ap": null beside them
     assert list(iap) == ["oodis", "coco"] and [v["protocol"] for v in iap.values()] == ["oodis", "coco"]
     assert "ap" not in res["s2m"]["s2m"] and "ap" not in res["s2m"]["s2m"]["paper_protocol"]
+    assert _null_paths(res["s2m"]) == []  # results.json: no null beside a real number in the object rows
     # the thresholded baseline uses the best-F1 threshold of the jsd row (up to the streaming bin width)
     assert res["s2m"]["threshold@bestF1"]["threshold"] == pytest.approx(res["scores"]["jsd"]["best_f1_threshold"], abs=2e-3)
     assert "| s2m |" in (out / "results.md").read_text()
@@ -441,4 +451,5 @@ def test_lostandfound_s2m_reports_oodis_ap_and_instance_source(world, tmp_path):
     assert row["instance_source"] == {"instanceIds": 1, "label components": 1}
     assert row["instance_ap"]["oodis"]["n_gt"] == 3 + 2  # instance ids: 3 objects; label components: 2
     assert row["instance_ap"]["oodis"]["protocol"] == "oodis" and row["instance_ap"]["coco"]["n_gt"] == 5
+    assert _null_paths(res["s2m"]) == []
     assert "Ground-truth instances (frames): instanceIds 1, label components 1" in (out / "results.md").read_text()

@@ -165,3 +165,22 @@ def test_scores_optional_for_smiyc_required_for_s2m():
     mixed.update(gt.astype(np.int32), gt)
     with pytest.raises(DenseOODError, match="every image"):
         mixed.compute()
+
+
+def test_full_masks_and_instances_restricted_to_the_anomaly_mask():
+    gt = np.zeros((20, 20), np.uint8)
+    gt[2:10, 2:10] = 1
+    big = (gt == 1)
+    small = np.zeros_like(big)
+    small[2:10, 2:6] = True  # inside the big mask: the label map gives the overlap to the first mask
+    lab = np.zeros((20, 20), np.int32)
+    lab[big], lab[small] = 1, 2  # id 2 wins the overlap; id 1 keeps only the right half
+    inst = np.where(gt == 1, 7, 3)  # id 3 covers the background: not an object
+    ref = {}
+    for name, kw in (("label map", {}), ("full masks", {"full_masks": np.stack([big, small])})):
+        om = ObjectMetrics(protocol="s2m", min_instance_size=0, ap_min_size=0)
+        om.update(lab, gt, scores=[0.9, 0.5], instances=inst, **kw)
+        ref[name] = om.compute()["instance_ap"]["oodis"]
+    assert ref["label map"]["n_gt"] == ref["full masks"]["n_gt"] == 1  # id 3 outside the anomaly is dropped
+    assert ref["full masks"]["ap"] == pytest.approx(1.0)  # the full big mask matches at IoU 1
+    assert ref["label map"]["ap"] < 0.5  # its label-map half has IoU 0.5: no match at any threshold

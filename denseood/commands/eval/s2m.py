@@ -2,8 +2,9 @@
 
 Rows of :meth:`S2MEval.compute`:
 
-- ``"s2m"``: object metrics of the S2M instance masks (ObjectMetrics: iou, sIoU, PPV, mean_F1, ...) plus the
-  pixel metrics (ap, fpr95, auroc) of the object-refined anomaly map (see denseood.s2m.pipeline).
+- ``"s2m"``: the one object metric (``ObjectMetrics(protocol="s2m")``, fed the S2M label map, its full masks,
+  confidences and ground-truth instances once per frame): iou, sIoU, PPV, mean_F1, ... plus the pixel metrics
+  (ap, fpr95, auroc) of the object-refined anomaly map (see denseood.s2m.pipeline).
   Its ``"paper_protocol"`` entry holds the S2M paper's object protocol on the object-score maps (each mask
   painted with its confidence in [0, 1], :func:`denseood.eval.object_curve.paint_objects`; thresholds
   0:0.01:1): ``best_iou``, ``best_threshold``, ``au_iou``, ``mean_f1`` (ObjectScoreCurve). Its
@@ -42,8 +43,7 @@ import numpy as np
 from denseood import dist
 from denseood.errors import DenseOODError
 from denseood.eval import ObjectMetrics, PixelMetrics
-from denseood.eval.instance_ap import InstanceAPReport
-from denseood.eval.object_curve import ObjectScoreCurve, paint_objects
+from denseood.eval.objects import gt_instance_ids
 from denseood.io import save_npy
 
 #: the S2M paper protocol's numbers (ObjectScoreCurve) in ``s2m["paper_protocol"]``
@@ -55,10 +55,7 @@ PROTOCOL = "S2M paper protocol: object-score maps, thresholds 0:0.01:1"
 def gt_instances(ood_mask: np.ndarray, instances: np.ndarray | None = None) -> np.ndarray:
     """(H,W) int32 ground-truth instance ids: ``instances`` (the dataset's ids, restricted to ``ood_mask == 1``)
     where given, else the 8-connected components of ``ood_mask == 1``; 0 = none."""
-    m = np.asarray(ood_mask) == 1
-    if instances is not None:
-        return np.where(m, np.asarray(instances, np.int32), 0).astype(np.int32)
-    return cv2.connectedComponents(m.astype(np.uint8), connectivity=8)[1].astype(np.int32)
+    return gt_instance_ids(ood_mask, instances).astype(np.int32)
 
 
 class S2MEval:
@@ -70,9 +67,8 @@ class S2MEval:
         self.s2m = s2m
         self.min_segment_size = int(min_segment_size)
         self.min_instance_size = int(min_instance_size)
-        self.objects = ObjectMetrics(min_instance_size=self.min_instance_size)
-        self.curve = ObjectScoreCurve(step=0.01)
-        self.instance_ap = InstanceAPReport(min_size=10)
+        self.objects = ObjectMetrics(protocol="s2m", step=0.01, min_instance_size=self.min_instance_size,
+                                     ap_min_size=10)
         self.refined_pixels = PixelMetrics(mode=pixel_mode)
         self.raw_pixels = PixelMetrics(mode=pixel_mode)
         self._tmp = Path(tempfile.mkdtemp(prefix=f".denseood-s2m-{os.getpid()}-", dir=cache_dir))
@@ -91,9 +87,7 @@ class S2MEval:
         if a.shape != m.shape:
             raise DenseOODError(f"S2MEval.update: anomaly map {a.shape} and ood_mask {m.shape} differ in size")
         res = self.s2m.segment_from_map(image, a)
-        self.objects.update(res.instances, m)
-        self.curve.update(paint_objects(res.instances, res.scores), m)
-        self.instance_ap.update(res.full_masks(), res.scores, gt_instances(m, instances), m == 255)
+        self.objects.update(res.instances, m, scores=res.scores, instances=instances, full_masks=res.full_masks())
         src = instance_source or ("ood_mask components" if instances is None else "dataset instance ids")
         self._sources[src] = self._sources.get(src, 0) + 1
         self.refined_pixels.update(res.refined_map, m)
@@ -106,12 +100,12 @@ class S2MEval:
         self._seconds += float(res.timing.get("total", 0.0))
         return res
 
-    def protocol_metrics(self) -> dict[str, Any]:
-        """The S2M paper protocol (collective): {"protocol": PROTOCOL, best_iou, best_threshold, au_iou,
-        mean_f1 (all in [0, 1])}."""
-        curve = self.curve.compute()
+    @staticmethod
+    def protocol_metrics(row: dict[str, Any]) -> dict[str, Any]:
+        """Move the S2M paper protocol's numbers of an ObjectMetrics row into {"protocol": PROTOCOL, best_iou,
+        best_threshold, au_iou, mean_f1 (all in [0, 1])}."""
         out: dict[str, Any] = {"protocol": PROTOCOL}
-        out.update({k: curve[k] for k in CURVE_KEYS})
+        out.update({k: row.pop(k) for k in CURVE_KEYS})
         return out
 
     def threshold_instances(self, anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
@@ -132,8 +126,7 @@ class S2MEval:
         raw = self.raw_pixels.compute()
         thr = float(raw["best_f1_threshold"])
         s2m = dict(self.objects.compute())
-        s2m["paper_protocol"] = self.protocol_metrics()
-        s2m["instance_ap"] = self.instance_ap.compute()
+        s2m["paper_protocol"] = self.protocol_metrics(s2m)
         sources: dict[str, int] = {}
         for part in dist.gather(self._sources):
             for k, v in part.items():
