@@ -53,7 +53,8 @@ def test_s2m_eval_against_references(rng):
     assert out["s2m"]["pixel_ap"] == pytest.approx(average_precision_score(gt, refined), abs=1e-6)
     assert out["s2m"]["n_images"] == 3
 
-    # baseline: best-F1 threshold of the fp16-rounded raw maps (sklearn), components of map >= t
+    # baseline: best-F1 threshold of the fp16-rounded raw maps (sklearn), components formed as SMIYC forms them
+    # (road-anomaly-benchmark default_instancer: map > t, void set to 0, 8-connected, small components dropped)
     raw = np.concatenate([a.astype(np.float16).astype(np.float32).ravel() for _, a, _ in frames])[valid]
     p, r, t = precision_recall_curve(gt, raw)
     f1 = 2 * p[:-1] * r[:-1] / np.maximum(p[:-1] + r[:-1], 1e-12)
@@ -61,7 +62,7 @@ def test_s2m_eval_against_references(rng):
     assert out["threshold@bestF1"]["threshold"] == pytest.approx(thr)
     inter = union = 0
     for _, a, m in frames:
-        pred = a.astype(np.float16).astype(np.float32) >= thr
+        pred = (a.astype(np.float16).astype(np.float32) > thr) & (m != 255)
         lab, n = ndimage.label(pred, structure=np.ones((3, 3)))
         sizes = ndimage.sum(np.ones_like(lab), lab, range(1, n + 1))
         keep = np.isin(lab, 1 + np.flatnonzero(sizes >= 20))
@@ -69,6 +70,15 @@ def test_s2m_eval_against_references(rng):
         union += int(((keep & (m != 255)) | (m == 1)).sum())
     assert out["threshold@bestF1"]["iou"] == pytest.approx(inter / union)
     assert out["threshold@bestF1"]["pixel_ap"] == pytest.approx(average_precision_score(gt, raw), abs=1e-6)
+    # one component rule: the baseline row's component metrics are the score rows' ComponentMetrics at that threshold
+    from denseood.eval import ComponentMetrics
+    cm = ComponentMetrics(threshold=float(out["threshold@bestF1"]["threshold"]), min_segment_size=20,
+                          min_instance_size=10)
+    for _, a, m in frames:
+        cm.update(a.astype(np.float16).astype(np.float32), m)
+    comp = cm.compute()
+    for k in ("sIoU", "PPV", "mean_F1", "n_pred"):
+        assert out["threshold@bestF1"][k] == pytest.approx(comp[k], abs=1e-12), k
 
     # on these fragmented maps S2M recovers whole objects: better object IoU than the oracle threshold
     assert out["s2m"]["iou"] > out["threshold@bestF1"]["iou"]
@@ -82,7 +92,7 @@ def test_threshold_instances_min_size():
     a[1:4, 1:4] = 1.0   # 9 px
     a[7:9, 7:8] = 1.0   # 2 px, dropped
     a[6, 1] = 0.5       # below threshold
-    inst = ev.threshold_instances(a, 0.6)
+    inst = ev.threshold_instances(a, np.zeros(a.shape, np.uint8), 0.6)
     assert set(np.unique(inst)) == {0, 1} and (inst == 1).sum() == 9
     ev.close()
 

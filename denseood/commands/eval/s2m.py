@@ -15,14 +15,16 @@ Rows of :meth:`S2MEval.compute`:
   where their ground-truth instances came from: the reader's ``Sample.meta["instance_source"]`` (LostAndFound:
   "instanceIds" or "label components"), else "dataset instance ids" or "ood_mask components".
 - ``"threshold@bestF1"``: the same object metrics for the anomaly map thresholded at its best-F1 pixel
-  threshold, each 8-connected component of ``map >= t`` being one object (components smaller than
-  ``min_segment_size`` dropped, as in the SMIYC component metrics). The threshold is chosen on the ground truth
+  threshold, each predicted component formed as in the SMIYC component metrics being one object (``map > t``,
+  void removed, 8-connected, components under ``min_segment_size`` dropped:
+  :func:`denseood.eval.components.threshold_components`, the rule of every score row's sIoU/PPV). The threshold is chosen on the ground truth
   of the evaluated frames themselves, so it is an oracle: an upper bound for any fixed threshold.
 
 Two passes: ``update`` runs S2M and accumulates everything that needs no threshold; it also caches each
 frame's anomaly map as float16 and its mask to a temporary folder. The raw-map PixelMetrics see the same
-float16-rounded values, so the best-F1 threshold and the replayed pixel decisions agree exactly (the raw
-pixel AP / FPR95 in the baseline row are those of the fp16-rounded maps). ``compute`` gets the threshold
+float16-rounded values, so the best-F1 threshold is one of the replayed values (the raw pixel AP / FPR95 in
+the baseline row are those of the fp16-rounded maps; pixels equal to the threshold are not predicted, as in
+SMIYC, whose threshold also comes from a precision-recall curve that counts them). ``compute`` gets the threshold
 and replays the cached frames. DDP: each rank caches its own frames; every metric reduces across ranks inside ``compute``,
 which is collective (every rank must call it).
 
@@ -37,12 +39,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from denseood import dist
 from denseood.errors import DenseOODError
 from denseood.eval import ObjectMetrics, PixelMetrics
+from denseood.eval.components import threshold_components
 from denseood.eval.objects import gt_instance_ids
 from denseood.io import save_npy
 
@@ -108,18 +110,11 @@ class S2MEval:
         out.update({k: row.pop(k) for k in CURVE_KEYS})
         return out
 
-    def threshold_instances(self, anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
-        """(H,W) int32 8-connected components of ``map >= threshold`` (the side at which PixelMetrics counts a
-        pixel as predicted anomalous, so its best F1 is reproduced) with >= min_segment_size px, ids 1..K."""
-        n, lab = cv2.connectedComponents((np.asarray(anomaly_map) >= threshold).astype(np.uint8), connectivity=8)
-        if n <= 1:
-            return np.zeros(lab.shape, np.int32)
-        size = np.bincount(lab.ravel(), minlength=n)
-        keep = size >= max(self.min_segment_size, 1)
-        keep[0] = False
-        lut = np.zeros(n, np.int32)
-        lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-        return lut[lab]
+    def threshold_instances(self, anomaly_map: np.ndarray, ood_mask: np.ndarray, threshold: float) -> np.ndarray:
+        """(H,W) int32 predicted objects of the thresholded map, formed as every score row's component metrics
+        form them (:func:`denseood.eval.components.threshold_components`: ``map > threshold``, void removed,
+        8-connected, >= min_segment_size px), ids 1..K."""
+        return threshold_components(anomaly_map, ood_mask, threshold, self.min_segment_size)
 
     def compute(self) -> dict[str, dict]:
         """{"s2m": {...}, "threshold@bestF1": {...}} (collective under torch.distributed)."""
@@ -143,7 +138,7 @@ class S2MEval:
         for i in range(self._n):
             a = np.load(self._tmp / f"map_{i}.npy").astype(np.float32)
             m = np.load(self._tmp / f"mask_{i}.npy")
-            base.update(self.threshold_instances(a, thr), m)
+            base.update(self.threshold_instances(a, m, thr), m)
         b = dict(base.compute())
         for k in ("ap", "fpr95", "auroc", "best_f1"):
             b[f"pixel_{k}"] = raw[k]
