@@ -90,6 +90,9 @@ DATASETS: dict[str, type[BaseDataset]] = {
     "folder": FolderDataset,
 }
 
+#: other names of a reader (``open_dataset("lostandfound", ...)`` is the LostAndFound reader ``smiyc-laf``)
+ALIASES: dict[str, str] = {"lostandfound": "smiyc-laf"}
+
 #: keyword arguments every reader accepts
 COMMON_KWARGS = ("min_segment_size", "min_instance_size")
 
@@ -104,9 +107,9 @@ def reader_kwargs(name: str) -> tuple[str, ...]:
 
 def _reader(name: str) -> type[BaseDataset]:
     try:
-        return DATASETS[name]
+        return DATASETS[ALIASES.get(name, name)]
     except KeyError:
-        raise ConfigError(f"unknown dataset '{name}'; valid names: {', '.join(DATASETS)}") from None
+        raise ConfigError(f"unknown dataset '{name}'; valid names: {', '.join([*DATASETS, *ALIASES])}") from None
 
 
 def open_dataset(name: str, root: str | os.PathLike, split: str | None = None, **kwargs) -> BaseDataset:
@@ -115,7 +118,7 @@ def open_dataset(name: str, root: str | os.PathLike, split: str | None = None, *
     synthetic: val, folder: all).
 
     Reader keyword arguments: all readers ``min_segment_size``, ``min_instance_size`` (component-metric sizes);
-    smiyc-laf ``frame_list`` (text file of frame ids); fs-laf ``laf_root``; streethazards ``unlabeled="inlier"|"void"`` (the 0.1 ``unlabeled_as_inlier`` still works);
+    smiyc-laf (alias ``lostandfound``) ``frame_list`` (text file of frame ids); fs-laf ``laf_root``; streethazards ``unlabeled="inlier"|"void"`` (the 0.1 ``unlabeled_as_inlier`` still works);
     folder ``recursive``. Unknown names or keywords raise ConfigError.
     """
     cls = _reader(name)

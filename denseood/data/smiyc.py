@@ -16,15 +16,21 @@ Layouts, frame ids and split rules follow the official ``road-anomaly-benchmark`
 * denseood extras read when present (any SMIYC root): ``labels_masks/<fid>_labels_instance.png`` (uint16 anomaly
   instance ids, 0 = none -> ``Sample.instances``) and ``labels_masks/<fid>_labels_trainids.png`` (uint8 inlier train
   ids, 255 at anomaly/void -> ``Sample.semantic``).
+* LostAndFound object instances (``Sample.instances``, for OoDIS instance AP): LostAndFound's own
+  ``gtCoarse/<split>/<scene>/<fid>_gtCoarse_instanceIds.png`` where present (each distinct id on obstacle pixels
+  is one object), else the 8-connected components of each obstacle label id of ``_gtCoarse_labelIds.png``
+  separately; ``Sample.meta["instance_source"]`` says which ("instanceIds" or "label components").
 
 See docs/architecture.md.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -187,6 +193,7 @@ class SMIYCObstacleTrack(SMIYCTrack):
 
 LAF_IMAGE_SUFFIX = "_leftImg8bit"
 LAF_LABEL_SUFFIX = "_gtCoarse_labelIds.png"
+LAF_INSTANCE_SUFFIX = "_gtCoarse_instanceIds.png"
 #: official LostAndFound-test has 1203 frames; the benchmark drops these indices (of the fid-sorted list) because
 #: their labels are empty (np.count_nonzero(label) == 0)
 LAF_TEST_LENGTH = 1203
@@ -202,6 +209,19 @@ def laf_label_to_ood(lab: np.ndarray) -> np.ndarray:
     out = np.full(lab.shape, IGNORE, dtype=np.uint8)
     out[lab == 1] = 0
     out[(lab >= 2) & (lab <= 200)] = 1
+    return out
+
+
+def laf_label_components(lab: np.ndarray) -> np.ndarray:
+    """Object instances of a LostAndFound labelIds image without an instanceIds file: the 8-connected components
+    of each obstacle label id (2..200) separately, so touching objects of different ids stay apart.
+    ``lab``: (H,W) uint8/uint16; returns (H,W) int32 ids 1..K (0 = no obstacle)."""
+    out = np.zeros(lab.shape, np.int32)
+    n = 0
+    for v in np.unique(lab[(lab >= 2) & (lab <= 200)]):
+        k, comp = cv2.connectedComponents((lab == v).astype(np.uint8), connectivity=8)
+        out[comp > 0] = comp[comp > 0] + n
+        n += k - 1
     return out
 
 
@@ -244,6 +264,7 @@ class LostAndFoundDataset(BaseDataset):
     has_ood_labels = True
     LAYOUT = ("  ROOT/leftImg8bit/{train,test}/<NN_scene>/<fid>_leftImg8bit.{png,webp,jpg}\n"
               "  ROOT/gtCoarse/{train,test}/<NN_scene>/<fid>_gtCoarse_labelIds.png\n"
+              "  optional: ROOT/gtCoarse/{train,test}/<NN_scene>/<fid>_gtCoarse_instanceIds.png (object instances)\n"
               "  (ROOT may also contain dataset_LostAndFound/ holding these folders)")
 
     def __init__(self, root: str | os.PathLike, split: str | None = None, *,
@@ -267,7 +288,8 @@ class LostAndFoundDataset(BaseDataset):
             raise self._missing(gt_dir, "label folder")
         frames = self._pair_frames(img_dir, gt_dir, lambda fid: (f"{fid}{LAF_LABEL_SUFFIX}",),
                                    "<NN_scene>/*_leftImg8bit.{png,webp,jpg}", suffix=LAF_IMAGE_SUFFIX)
-        frames.sort(key=lambda f: f.name)
+        frames = sorted((dataclasses.replace(f, instances=f.label.with_name(f"{f.name}{LAF_INSTANCE_SUFFIX}"))
+                         for f in frames), key=lambda f: f.name)
         self.excluded: dict[str, str] = {}
         if self.frame_list is not None:
             return self._apply_frame_list(frames)
@@ -308,7 +330,12 @@ class LostAndFoundDataset(BaseDataset):
         image = read_image(frame.image)
         lab = read_label(frame.label)
         check_same_size(image, lab, frame.image, frame.label)
-        return self._sample(frame, image, ood_mask=laf_label_to_ood(lab))
+        ood = laf_label_to_ood(lab)
+        _, inst = self._read_extras(frame, image)
+        sample = self._sample(frame, image, ood_mask=ood,
+                              instances=laf_label_components(lab) if inst is None else np.where(ood == 1, inst, 0))
+        sample.meta["instance_source"] = "label components" if inst is None else "instanceIds"
+        return sample
 
 
 def laf_scene_folder(fid: str) -> str | None:

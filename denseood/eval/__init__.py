@@ -11,7 +11,7 @@ from ._inputs import check_finite, prepare_inputs
 from .components import SIOU_THRESHOLDS, ComponentMetrics, instances_to_labels
 from .curves import desc_counts_exact, summarize_counts
 from .histogram import StreamingHistogram
-from .instance_ap import InstanceAP
+from .instance_ap import InstanceAP, InstanceAPReport
 from .object_curve import ObjectScoreCurve, paint_objects
 from .objects import ObjectMetrics
 from .pixel import MODES, PixelMetrics
@@ -19,4 +19,4 @@ from .semantic import SemanticMetrics
 
 __all__ = ["PixelMetrics", "ComponentMetrics", "ObjectMetrics", "MODES", "SIOU_THRESHOLDS", "instances_to_labels",
            "prepare_inputs", "check_finite", "desc_counts_exact", "summarize_counts", "StreamingHistogram",
-           "ObjectScoreCurve", "InstanceAP", "SemanticMetrics", "paint_objects"]
+           "ObjectScoreCurve", "InstanceAP", "InstanceAPReport", "SemanticMetrics", "paint_objects"]

@@ -57,6 +57,16 @@ def _compact(labels: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, int]:
     return lut[labels], k
 
 
+def threshold_components(score_map: np.ndarray, ood_mask: np.ndarray, threshold: float,
+                         min_segment_size: int) -> np.ndarray:
+    """Predicted components of one frame, as the SMIYC evaluator forms them: pixels with score strictly greater
+    than ``threshold``, void (255) removed, 8-connected components, those under ``min_segment_size`` pixels
+    dropped. score_map (H,W) float, ood_mask (H,W) uint8 0/1/255. Returns (H,W) int32 ids 1..K (0 = none)."""
+    n, lab = connected_components((np.asarray(score_map) > threshold) & (np.asarray(ood_mask) != 255))
+    size = np.bincount(lab.ravel(), minlength=n)
+    return _compact(lab, size >= min_segment_size)[0]
+
+
 def instances_to_labels(pred_instances: Any, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Instance masks -> (H,W) int32 label map (0 = background, 1..N).
 
@@ -192,13 +202,9 @@ class ComponentMetrics:
                                 "update_instances() with predicted masks")
         s, m = prepare_inputs(scores, ood_mask)
         check_finite(s, m)
-        pred = ((s > self.threshold) & (m != 255)).cpu().numpy()
-        gts = m.cpu().numpy()
-        for b in range(pred.shape[0]):
-            n, lab = connected_components(pred[b])
-            size = np.bincount(lab.ravel(), minlength=n)
-            lab, _ = _compact(lab, size >= self.min_segment_size)
-            self._add(lab, gts[b])
+        s_np, gts = s.cpu().numpy(), m.cpu().numpy()
+        for b in range(s_np.shape[0]):
+            self._add(threshold_components(s_np[b], gts[b], self.threshold, self.min_segment_size), gts[b])
 
     def update_instances(self, pred_instances: Any, ood_mask: Any, min_pred_size: int = 0) -> None:
         """Given predicted instances of one image instead of a thresholded score map.

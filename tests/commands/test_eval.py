@@ -269,6 +269,15 @@ def test_class_set_mismatch(world, tmp_path, capsys):
     assert "12" in err and "19" in err and str(ck) in err
 
 
+def _null_paths(d, path=""):
+    """Paths of every null (None) value inside a results.json fragment."""
+    if isinstance(d, dict):
+        return [p for k, v in d.items() for p in _null_paths(v, f"{path}.{k}")]
+    if isinstance(d, list):
+        return [p for i, v in enumerate(d) for p in _null_paths(v, f"{path}[{i}]")]
+    return [path] if d is None else []
+
+
 def test_s2m_rows(world, tmp_path):
     out = tmp_path / "out"
     assert cli_main(_eval_args(world, out, "--limit", "2", "--s2m", "--prompter", "peak", "--prompt-model", "grabcut",
@@ -277,6 +286,10 @@ def test_s2m_rows(world, tmp_path):
     assert set(res["s2m"]) == {"s2m", "threshold@bestF1"}
     for row in res["s2m"].values():
         assert 0.0 <= row["iou"] <= 1.0 and row["n_images"] == 2
+    iap = res["s2m"]["s2m"]["instance_ap"]  # OoDIS (headline) and COCO, each labelled; no "ap": null beside them
+    assert list(iap) == ["oodis", "coco"] and [v["protocol"] for v in iap.values()] == ["oodis", "coco"]
+    assert "ap" not in res["s2m"]["s2m"] and "ap" not in res["s2m"]["s2m"]["paper_protocol"]
+    assert _null_paths(res["s2m"]) == []  # results.json: no null beside a real number in the object rows
     # the thresholded baseline uses the best-F1 threshold of the jsd row (up to the streaming bin width)
     assert res["s2m"]["threshold@bestF1"]["threshold"] == pytest.approx(res["scores"]["jsd"]["best_f1_threshold"], abs=2e-3)
     assert "| s2m |" in (out / "results.md").read_text()
@@ -405,3 +418,38 @@ def test_max_pixels_refuses_a_large_frame_before_the_model_loads(world, tmp_path
                    "--out", str(tmp_path / "o"), "--max-pixels", "100", "--device", "cpu", "--workers", "0"])
     err = capsys.readouterr().err
     assert rc == 2 and "--max-pixels" in err and "frame " in err
+
+
+def test_lostandfound_s2m_reports_oodis_ap_and_instance_source(world, tmp_path):
+    """`eval --dataset lostandfound --s2m` scores OoDIS AP on LostAndFound's own instance ids where a frame has
+    _gtCoarse_instanceIds.png, else on components of each obstacle label; results say which per frame."""
+    import cv2
+
+    root, rng = tmp_path / "laf", np.random.default_rng(0)
+    fids = ("01_Hanns_Klemm_Str_45_000000_000080", "04_Maurener_Weg_8_000000_000030")
+    for fid in fids:
+        scene = fid.rsplit("_", 2)[0]
+        (root / "leftImg8bit" / "test" / scene).mkdir(parents=True)
+        (root / "gtCoarse" / "test" / scene).mkdir(parents=True)
+        assert cv2.imwrite(str(root / "leftImg8bit" / "test" / scene / f"{fid}_leftImg8bit.png"),
+                           rng.integers(0, 256, (H, W, 3), dtype=np.uint8))
+        lab = np.zeros((H, W), np.uint8)
+        lab[20:, :] = 1
+        lab[30:40, 20:40] = 2          # 200 px obstacle
+        lab[30:40, 40:50] = 5          # 100 px obstacle touching it (another label id)
+        assert cv2.imwrite(str(root / "gtCoarse" / "test" / scene / f"{fid}_gtCoarse_labelIds.png"), lab)
+    ids = np.ones((H, W), np.uint16)  # free space and the rest: id 1, no object
+    ids[30:40, 20:30], ids[30:40, 30:40], ids[30:40, 40:50] = 2000, 2001, 5000  # three objects by their ids
+    scene = fids[0].rsplit("_", 2)[0]
+    assert cv2.imwrite(str(root / "gtCoarse" / "test" / scene / f"{fids[0]}_gtCoarse_instanceIds.png"), ids)
+    out = tmp_path / "out"
+    assert cli_main(["eval", "--dataset", "lostandfound", "--root", str(root), "--split", "test", "--checkpoint",
+                     str(world["ckpt"]), "--score", "msp", "--out", str(out), "--device", "cpu", "--workers", "0",
+                     "--s2m", "--prompter", "peak", "--prompt-model", "grabcut"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    row = res["s2m"]["s2m"]
+    assert row["instance_source"] == {"instanceIds": 1, "label components": 1}
+    assert row["instance_ap"]["oodis"]["n_gt"] == 3 + 2  # instance ids: 3 objects; label components: 2
+    assert row["instance_ap"]["oodis"]["protocol"] == "oodis" and row["instance_ap"]["coco"]["n_gt"] == 5
+    assert _null_paths(res["s2m"]) == []
+    assert "Ground-truth instances (frames): instanceIds 1, label components 1" in (out / "results.md").read_text()

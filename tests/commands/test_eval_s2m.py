@@ -53,7 +53,8 @@ def test_s2m_eval_against_references(rng):
     assert out["s2m"]["pixel_ap"] == pytest.approx(average_precision_score(gt, refined), abs=1e-6)
     assert out["s2m"]["n_images"] == 3
 
-    # baseline: best-F1 threshold of the fp16-rounded raw maps (sklearn), components of map >= t
+    # baseline: best-F1 threshold of the fp16-rounded raw maps (sklearn), components formed as SMIYC forms them
+    # (road-anomaly-benchmark default_instancer: map > t, void set to 0, 8-connected, small components dropped)
     raw = np.concatenate([a.astype(np.float16).astype(np.float32).ravel() for _, a, _ in frames])[valid]
     p, r, t = precision_recall_curve(gt, raw)
     f1 = 2 * p[:-1] * r[:-1] / np.maximum(p[:-1] + r[:-1], 1e-12)
@@ -61,7 +62,7 @@ def test_s2m_eval_against_references(rng):
     assert out["threshold@bestF1"]["threshold"] == pytest.approx(thr)
     inter = union = 0
     for _, a, m in frames:
-        pred = a.astype(np.float16).astype(np.float32) >= thr
+        pred = (a.astype(np.float16).astype(np.float32) > thr) & (m != 255)
         lab, n = ndimage.label(pred, structure=np.ones((3, 3)))
         sizes = ndimage.sum(np.ones_like(lab), lab, range(1, n + 1))
         keep = np.isin(lab, 1 + np.flatnonzero(sizes >= 20))
@@ -69,6 +70,15 @@ def test_s2m_eval_against_references(rng):
         union += int(((keep & (m != 255)) | (m == 1)).sum())
     assert out["threshold@bestF1"]["iou"] == pytest.approx(inter / union)
     assert out["threshold@bestF1"]["pixel_ap"] == pytest.approx(average_precision_score(gt, raw), abs=1e-6)
+    # one component rule: the baseline row's component metrics are the score rows' ComponentMetrics at that threshold
+    from denseood.eval import ComponentMetrics
+    cm = ComponentMetrics(threshold=float(out["threshold@bestF1"]["threshold"]), min_segment_size=20,
+                          min_instance_size=10)
+    for _, a, m in frames:
+        cm.update(a.astype(np.float16).astype(np.float32), m)
+    comp = cm.compute()
+    for k in ("sIoU", "PPV", "mean_F1", "n_pred"):
+        assert out["threshold@bestF1"][k] == pytest.approx(comp[k], abs=1e-12), k
 
     # on these fragmented maps S2M recovers whole objects: better object IoU than the oracle threshold
     assert out["s2m"]["iou"] > out["threshold@bestF1"]["iou"]
@@ -82,7 +92,7 @@ def test_threshold_instances_min_size():
     a[1:4, 1:4] = 1.0   # 9 px
     a[7:9, 7:8] = 1.0   # 2 px, dropped
     a[6, 1] = 0.5       # below threshold
-    inst = ev.threshold_instances(a, 0.6)
+    inst = ev.threshold_instances(a, np.zeros(a.shape, np.uint8), 0.6)
     assert set(np.unique(inst)) == {0, 1} and (inst == 1).sum() == 9
     ev.close()
 
@@ -92,7 +102,7 @@ def test_s2m_paper_protocol_and_instance_ap(rng):
     masks and confidences (ground truth: the dataset's instance ids when given, else 8-connected components)."""
     from denseood.commands.eval.report import results_markdown
     from denseood.commands.eval.s2m import PROTOCOL_KEYS, gt_instances
-    from denseood.eval.instance_ap import InstanceAP
+    from denseood.eval.instance_ap import InstanceAPReport
     from denseood.eval.object_curve import ObjectScoreCurve, paint_objects
 
     frames = _frames(rng)
@@ -109,22 +119,28 @@ def test_s2m_paper_protocol_and_instance_ap(rng):
     out = ev.compute()
     p = out["s2m"]["paper_protocol"]
     assert set(PROTOCOL_KEYS) <= set(p) and "0:0.01:1" in p["protocol"]
-    for k in ("best_iou", "au_iou", "mean_f1", "ap", "ap50"):
+    iap = out["s2m"]["instance_ap"]
+    assert [iap[k]["protocol"] for k in iap] == ["oodis", "coco"]  # OoDIS first: the headline
+    for k in ("best_iou", "au_iou", "mean_f1"):
         assert 0.0 <= p[k] <= 1.0, k
+    for proto in iap.values():
+        assert 0.0 <= proto["ap"] <= 1.0 and 0.0 <= proto["ap50"] <= 1.0
+    assert "ap" not in out["s2m"] and "ap" not in p  # no null beside the real number
     assert 0.0 <= p["best_threshold"] <= 1.0
-    assert p["best_iou"] > 0 and p["ap50"] > 0  # S2M finds these discs
+    assert p["best_iou"] > 0 and iap["oodis"]["ap50"] > 0  # S2M finds these discs
     assert sum(len(r) for r in results) > 0 and all(np.all((r.scores >= 0) & (r.scores <= 1)) for r in results)
 
-    curve, iap = ObjectScoreCurve(step=0.01), InstanceAP(min_size=10)
+    curve, ref_ap = ObjectScoreCurve(step=0.01), InstanceAPReport(min_size=10)
     for r, (_, _, m), i in zip(results, frames, ids):
         curve.update(paint_objects(r.instances, r.scores), m)
         gt = np.where(m == 1, i, 0) if i is not None else ndimage.label(m == 1, structure=np.ones((3, 3)))[0]
         assert np.array_equal(gt_instances(m, i) > 0, gt > 0)
-        iap.update(r.masks, r.scores, gt, m == 255)
-    c, a = curve.compute(), iap.compute()
+        ref_ap.update(r.full_masks(), r.scores, gt, m == 255)
+    c, a = curve.compute(), ref_ap.compute()
     for k in ("best_iou", "best_threshold", "au_iou", "mean_f1"):
         assert p[k] == pytest.approx(c[k]), k
-    assert p["ap"] == pytest.approx(a["ap"]) and p["ap50"] == pytest.approx(a["ap50"])
+    for proto in ("oodis", "coco"):
+        assert iap[proto]["ap"] == pytest.approx(a[proto]["ap"]) and iap[proto]["ap50"] == pytest.approx(a[proto]["ap50"])
     # connected components give the same instances as scipy's 8-connected labelling (up to renumbering)
     g = gt_instances(frames[0][2])
     ref = ndimage.label(frames[0][2] == 1, structure=np.ones((3, 3)))[0]
@@ -136,6 +152,7 @@ def test_s2m_paper_protocol_and_instance_ap(rng):
                            "device": "cpu", "dtype": "fp32", "world_size": 1, "protocol": "p", "denseood_version": "0",
                            "has_labels": True, "scores": {}, "images_per_s": 1.0, "peak_mem_mb": 1.0,
                            "s2m": out, "s2m_score": "jsd"})
-    assert "objects (S2M paper protocol: object-score maps, thresholds 0:0.01:1)" in md
+    assert "objects (S2M paper protocol: object-score maps, thresholds 0:0.01:1; instance AP" in md
+    assert f"| {100 * iap['oodis']['ap']:.2f} | {100 * iap['oodis']['ap50']:.2f} | {100 * iap['coco']['ap']:.2f} |" in md
     assert f"| s2m | {100 * p['best_iou']:.2f} | {p['best_threshold']:.2f} |" in md
     ev.close()

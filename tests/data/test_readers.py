@@ -335,6 +335,32 @@ def test_laf_mapping_and_no_known(tmp_path, rng):
     assert set(nk.excluded) == {fids[1], fids[3], fids[4]}
 
 
+def test_laf_instances_from_instance_ids_else_label_components(tmp_path, rng):
+    """OoDIS scores LostAndFound objects: the frame's own _gtCoarse_instanceIds.png where present (each id on
+    obstacle pixels one object), else 8-connected components of each obstacle label id separately."""
+    fids = ("01_Hanns_Klemm_Str_45_000000_000080", "04_Maurener_Weg_8_000000_000030")
+    build_laf(tmp_path, rng, fids=fids)
+    scene0 = fids[0].rsplit("_", 2)[0]
+    ids = np.zeros((H, W), np.uint16)
+    ids[8:, :] = 1                           # free space (not an object)
+    ids[10:13, 5:7], ids[10:13, 7:9] = 2000, 2001  # obstacle 2 is two objects by its instance ids
+    ids[10:13, 20:24] = 37000
+    put_label(tmp_path / "gtCoarse" / "test" / scene0 / f"{fids[0]}_gtCoarse_instanceIds.png", ids)
+    scene1 = fids[1].rsplit("_", 2)[0]
+    lab = laf_labels(rng)
+    lab[10:13, 9:12] = 5                     # touches obstacle 2 (cols 5:9): another label id, another object
+    put_label(tmp_path / "gtCoarse" / "test" / scene1 / f"{fids[1]}_gtCoarse_labelIds.png", lab)
+    ds = open_dataset("lostandfound", tmp_path, "test")  # the alias of smiyc-laf
+    a, b = ds[0], ds[1]
+    assert a.meta["instance_source"] == "instanceIds" and b.meta["instance_source"] == "label components"
+    assert set(np.unique(a.instances)) == {0, 2000, 2001, 37000}  # free space (id 1) is no object
+    assert np.array_equal(a.instances[10:13, 5:7], np.full((3, 2), 2000))
+    objs = [b.instances == k for k in np.unique(b.instances) if k]
+    assert len(objs) == 3  # labels 2, 5 and 37; 2 and 5 touch but stay two objects
+    assert {int(m.sum()) for m in objs} == {12, 9}
+    assert np.array_equal(b.instances > 0, b.ood_mask == 1)
+
+
 def test_laf_frame_list(tmp_path, rng):
     fids = ("01_Hanns_Klemm_Str_45_000000_000080", "04_Maurener_Weg_8_000000_000030")
     build_laf(tmp_path, rng, fids=fids, ext=".webp")

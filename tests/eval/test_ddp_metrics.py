@@ -78,6 +78,8 @@ def same(a, b, tol):
         return abs(a - b) <= tol
     if isinstance(a, list):
         return len(a) == len(b) and all(same(x, y, tol) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k], tol) for k in a)
     return a == b
 
 
@@ -97,4 +99,5 @@ def test_two_process_gloo_reduction_equals_single_process(tmp_path):
             assert same(r0[name][k], v, tol), (name, k, r0[name][k], v)
     assert single["caos"]["n_skipped"] == 2 and single["smiyc"]["n_skipped"] == 1
     assert single["components"]["n_gt"] > 0 and single["objects"]["n_images"] == N_FRAMES
-    assert math.isfinite(single["objects"]["ap"]) and "best_iou" in single["objects"]
+    iap = single["objects"]["instance_ap"]
+    assert math.isfinite(iap["oodis"]["ap"]) and math.isfinite(iap["coco"]["ap"]) and "best_iou" in single["objects"]

@@ -76,7 +76,7 @@ def test_instance_ap_equals_pycocotools(seed, min_size, capsys):
         pytest.skip("no ground truth drawn")  # pragma: no cover - seeds chosen to have some
     ref = coco_reference(images, min_size)
     capsys.readouterr()  # pycocotools prints progress
-    m = InstanceAP(min_size=min_size)
+    m = InstanceAP(protocol="coco", min_size=min_size)
     for preds, scores, gt, void in images:
         m.update(preds, scores, gt, void)
     out = m.compute()
@@ -89,14 +89,14 @@ def test_perfect_and_empty_predictions():
     gt = np.zeros((20, 20), np.int32)
     gt[2:8, 2:8], gt[10:18, 10:18] = 1, 2
     void = np.zeros_like(gt, bool)
-    perfect = InstanceAP()
+    perfect = InstanceAP(protocol="coco")
     perfect.update(np.stack([gt == 1, gt == 2]), np.array([0.9, 0.8]), gt, void)
     assert perfect.compute()["ap"] == pytest.approx(1.0)
-    none = InstanceAP()
+    none = InstanceAP(protocol="coco")
     none.update(np.zeros((0, 20, 20), bool), np.zeros(0), gt, void)
     r = none.compute()
     assert r["ap"] == 0.0 and r["n_gt"] == 2 and r["n_pred"] == 0
-    nothing = InstanceAP()
+    nothing = InstanceAP(protocol="coco")
     nothing.update(np.zeros((1, 20, 20), bool), np.ones(1), np.zeros_like(gt), void)
     assert np.isnan(nothing.compute()["ap"])  # no ground truth anywhere: undefined, not 0 or 1
 

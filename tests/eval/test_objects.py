@@ -109,11 +109,11 @@ def _scored_cases(rng):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_s2m_protocol_equals_object_curve_and_instance_ap(seed):
-    from denseood.eval import InstanceAP, ObjectScoreCurve, paint_objects
+    from denseood.eval import InstanceAPReport, ObjectScoreCurve, paint_objects
     from denseood.eval.components import connected_components
     cases = _scored_cases(np.random.default_rng(seed))
     om = ObjectMetrics(protocol="s2m", step=0.05, min_instance_size=5, ap_min_size=4)
-    curve, iap = ObjectScoreCurve(0.05), InstanceAP(min_size=4)
+    curve, iap = ObjectScoreCurve(0.05), InstanceAPReport(min_size=4)
     for i, (masks, gt, sc) in enumerate(cases):
         if i % 2 and len(masks):  # label map form: earlier masks win overlaps, id k+1 has sc[k]
             pred = np.zeros(gt.shape, np.int32)
@@ -128,7 +128,10 @@ def test_s2m_protocol_equals_object_curve_and_instance_ap(seed):
     res, ref, ap = om.compute(), curve.compute(), iap.compute()
     for k in ("best_iou", "best_threshold", "au_iou", "mean_f1"):
         assert res[k] == ref[k], k
-    assert res["ap"] == ap["ap"] and res["ap50"] == ap["ap50"]
+    assert set(res["instance_ap"]) == {"oodis", "coco"}
+    for proto in ("oodis", "coco"):
+        assert res["instance_ap"][proto]["protocol"] == proto
+        assert res["instance_ap"][proto]["ap"] == ap[proto]["ap"] and res["instance_ap"][proto]["ap50"] == ap[proto]["ap50"]
     assert res["n_images"] == len(cases)
 
 
@@ -141,7 +144,9 @@ def test_given_instances_change_ap():
     a, b = ObjectMetrics(min_instance_size=0, ap_min_size=0), ObjectMetrics(min_instance_size=0, ap_min_size=0)
     a.update(masks, gt, scores=[0.9])
     b.update(masks, gt, scores=[0.9], instances=inst)
-    assert a.compute()["ap"] == pytest.approx(1.0) and b.compute()["ap"] < 0.9
+    for proto in ("oodis", "coco"):  # split in two, the full-blob mask has IoU 0.5 with each half: no match
+        assert a.compute()["instance_ap"][proto]["ap"] == pytest.approx(1.0)
+        assert b.compute()["instance_ap"][proto]["ap"] < 0.9
 
 
 def test_scores_optional_for_smiyc_required_for_s2m():
@@ -150,7 +155,7 @@ def test_scores_optional_for_smiyc_required_for_s2m():
     om = ObjectMetrics()
     om.update(gt.astype(np.int32), gt)
     r = om.compute()
-    assert math.isnan(r["ap"]) and math.isnan(r["ap50"]) and "best_iou" not in r
+    assert "instance_ap" not in r and "ap" not in r and "best_iou" not in r  # absent, never null
     with pytest.raises(DenseOODError, match="needs scores"):
         ObjectMetrics(protocol="s2m").update(gt.astype(np.int32), gt)
     with pytest.raises(DenseOODError, match="protocol"):
@@ -160,3 +165,22 @@ def test_scores_optional_for_smiyc_required_for_s2m():
     mixed.update(gt.astype(np.int32), gt)
     with pytest.raises(DenseOODError, match="every image"):
         mixed.compute()
+
+
+def test_full_masks_and_instances_restricted_to_the_anomaly_mask():
+    gt = np.zeros((20, 20), np.uint8)
+    gt[2:10, 2:10] = 1
+    big = (gt == 1)
+    small = np.zeros_like(big)
+    small[2:10, 2:6] = True  # inside the big mask: the label map gives the overlap to the first mask
+    lab = np.zeros((20, 20), np.int32)
+    lab[big], lab[small] = 1, 2  # id 2 wins the overlap; id 1 keeps only the right half
+    inst = np.where(gt == 1, 7, 3)  # id 3 covers the background: not an object
+    ref = {}
+    for name, kw in (("label map", {}), ("full masks", {"full_masks": np.stack([big, small])})):
+        om = ObjectMetrics(protocol="s2m", min_instance_size=0, ap_min_size=0)
+        om.update(lab, gt, scores=[0.9, 0.5], instances=inst, **kw)
+        ref[name] = om.compute()["instance_ap"]["oodis"]
+    assert ref["label map"]["n_gt"] == ref["full masks"]["n_gt"] == 1  # id 3 outside the anomaly is dropped
+    assert ref["full masks"]["ap"] == pytest.approx(1.0)  # the full big mask matches at IoU 1
+    assert ref["label map"]["ap"] < 0.5  # its label-map half has IoU 0.5: no match at any threshold

@@ -21,7 +21,7 @@ MAP_FORMATS = ("npy", "npz", "h5", "png16")  # = denseood.data.maps.SAVE_FORMATS
 CHECKPOINT_ONLY = ("score", "input_size", "sliding_window", "flip", "compile", "s2m", "weights", "trust_code")
 
 DATASETS = ("cityscapes", "smiyc-anomaly", "smiyc-obstacle", "smiyc-laf", "fs-laf", "fs-static", "streethazards",
-            "synthetic", "folder")
+            "synthetic", "folder", "lostandfound")  # lostandfound = smiyc-laf (data.registry.ALIASES)
 PROTOCOLS = ("streaming", "exact", "smiyc", "caos")  # = runner.PROTOCOLS (checked by a test)
 
 DESCRIPTION = """\

@@ -80,21 +80,27 @@ def results_markdown(results: dict) -> str:
                 text += (f"| {name} | {_pct(m.get('iou'))} | {_pct(m.get('sIoU'))} | {_pct(m.get('PPV'))} | "
                          f"{_pct(m.get('mean_F1'))} | {_pct(m.get('pixel_ap'))} |\n")
         text += _s2m_protocol_table(results["s2m"])
+        src = (results["s2m"].get("s2m") or {}).get("instance_source")
+        if src:
+            text += ("\nGround-truth instances (frames): " + ", ".join(f"{k} {v}" for k, v in src.items()) + "\n")
     return text
 
 
 def _s2m_protocol_table(s2m: dict) -> str:
-    """The S2M paper protocol rows (``paper_protocol`` entry of each S2M row) as a markdown table; "" if none."""
-    rows = [(name, m["paper_protocol"]) for name, m in s2m.items()
-            if isinstance(m, dict) and isinstance(m.get("paper_protocol"), dict)]
+    """The S2M paper protocol (``paper_protocol``) and instance AP (``instance_ap``: OoDIS first, the headline,
+    then COCO) of each S2M row as a markdown table; "" if no row has them."""
+    rows = [(name, m.get("paper_protocol") or {}, m.get("instance_ap") or {}) for name, m in s2m.items()
+            if isinstance(m, dict) and (isinstance(m.get("paper_protocol"), dict) or m.get("instance_ap"))]
     if not rows:
         return ""
-    proto = rows[0][1].get("protocol", "S2M paper protocol")
-    text = (f"\n### objects ({proto})\n\n| method | best IoU % | best threshold | AuIoU % | mean F1 % | "
-            "instance AP % | instance AP50 % |\n|---|---:|---:|---:|---:|---:|---:|\n")
-    for name, p in rows:
+    proto = next((p["protocol"] for _, p, _ in rows if p.get("protocol")), "S2M paper protocol")
+    text = (f"\n### objects ({proto}; instance AP: OoDIS scorer, COCO mask AP)\n\n| method | best IoU % | "
+            "best threshold | AuIoU % | mean F1 % | OoDIS AP % | OoDIS AP50 % | COCO AP % | COCO AP50 % |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    for name, p, iap in rows:
         thr = p.get("best_threshold")
+        o, c = iap.get("oodis") or {}, iap.get("coco") or {}
         text += (f"| {name} | {_pct(p.get('best_iou'))} | {'–' if thr is None else f'{float(thr):.2f}'} | "
-                 f"{_pct(p.get('au_iou'))} | {_pct(p.get('mean_f1'))} | {_pct(p.get('ap'))} | {_pct(p.get('ap50'))} |\n")
+                 f"{_pct(p.get('au_iou'))} | {_pct(p.get('mean_f1'))} | {_pct(o.get('ap'))} | {_pct(o.get('ap50'))} | "
+                 f"{_pct(c.get('ap'))} | {_pct(c.get('ap50'))} |\n")
     return text
-

@@ -191,7 +191,7 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
                             save_score_map(stage, s, rel, maps_np[s][j], save_maps_format)
                     if s2m_eval is not None:
                         s2m_eval.update(smp.image, maps_np[s2m.score][j].astype(np.float32), smp.ood_mask,
-                                        smp.instances)
+                                        smp.instances, smp.meta.get("instance_source"))
                 n_local += len(samples)
 
             n_total = int(sum(dist.gather(n_local)))

@@ -2,22 +2,29 @@
 
 Rows of :meth:`S2MEval.compute`:
 
-- ``"s2m"``: object metrics of the S2M instance masks (ObjectMetrics: iou, sIoU, PPV, mean_F1, ...) plus the
-  pixel metrics (ap, fpr95, auroc) of the object-refined anomaly map (see denseood.s2m.pipeline).
+- ``"s2m"``: the one object metric (``ObjectMetrics(protocol="s2m")``, fed the S2M label map, its full masks,
+  confidences and ground-truth instances once per frame): iou, sIoU, PPV, mean_F1, ... plus the pixel metrics
+  (ap, fpr95, auroc) of the object-refined anomaly map (see denseood.s2m.pipeline).
   Its ``"paper_protocol"`` entry holds the S2M paper's object protocol on the object-score maps (each mask
   painted with its confidence in [0, 1], :func:`denseood.eval.object_curve.paint_objects`; thresholds
-  0:0.01:1): ``best_iou``, ``best_threshold``, ``au_iou``, ``mean_f1`` (ObjectScoreCurve), and COCO mask
-  ``ap`` / ``ap50`` (InstanceAP, min_size 10, ranked by the confidences; ground-truth instances from the
-  dataset's instance ids where given, else 8-connected components of ``ood_mask == 1``; void = 255).
+  0:0.01:1): ``best_iou``, ``best_threshold``, ``au_iou``, ``mean_f1`` (ObjectScoreCurve). Its
+  ``"instance_ap"`` entry is ``{"oodis": {...}, "coco": {...}}`` (InstanceAPReport, min_size 10, the full
+  masks ranked by their confidences; ground-truth instances from the dataset's instance ids where given, else
+  8-connected components of ``ood_mask == 1``; void = 255): ``oodis`` is the headline, the number the OoDIS
+  scorer gives, ``coco`` the pycocotools mask AP (docs/metrics.md). ``"instance_source"`` counts the frames by
+  where their ground-truth instances came from: the reader's ``Sample.meta["instance_source"]`` (LostAndFound:
+  "instanceIds" or "label components"), else "dataset instance ids" or "ood_mask components".
 - ``"threshold@bestF1"``: the same object metrics for the anomaly map thresholded at its best-F1 pixel
-  threshold, each 8-connected component of ``map >= t`` being one object (components smaller than
-  ``min_segment_size`` dropped, as in the SMIYC component metrics). The threshold is chosen on the ground truth
+  threshold, each predicted component formed as in the SMIYC component metrics being one object (``map > t``,
+  void removed, 8-connected, components under ``min_segment_size`` dropped:
+  :func:`denseood.eval.components.threshold_components`, the rule of every score row's sIoU/PPV). The threshold is chosen on the ground truth
   of the evaluated frames themselves, so it is an oracle: an upper bound for any fixed threshold.
 
 Two passes: ``update`` runs S2M and accumulates everything that needs no threshold; it also caches each
 frame's anomaly map as float16 and its mask to a temporary folder. The raw-map PixelMetrics see the same
-float16-rounded values, so the best-F1 threshold and the replayed pixel decisions agree exactly (the raw
-pixel AP / FPR95 in the baseline row are those of the fp16-rounded maps). ``compute`` gets the threshold
+float16-rounded values, so the best-F1 threshold is one of the replayed values (the raw pixel AP / FPR95 in
+the baseline row are those of the fp16-rounded maps; pixels equal to the threshold are not predicted, as in
+SMIYC, whose threshold also comes from a precision-recall curve that counts them). ``compute`` gets the threshold
 and replays the cached frames. DDP: each rank caches its own frames; every metric reduces across ranks inside ``compute``,
 which is collective (every rank must call it).
 
@@ -32,29 +39,25 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from denseood import dist
 from denseood.errors import DenseOODError
 from denseood.eval import ObjectMetrics, PixelMetrics
-from denseood.eval.instance_ap import InstanceAP
-from denseood.eval.object_curve import ObjectScoreCurve, paint_objects
+from denseood.eval.components import threshold_components
+from denseood.eval.objects import gt_instance_ids
 from denseood.io import save_npy
 
-#: the S2M paper protocol's numbers (ObjectScoreCurve) and the instance AP keys in ``s2m["paper_protocol"]``
+#: the S2M paper protocol's numbers (ObjectScoreCurve) in ``s2m["paper_protocol"]``
 CURVE_KEYS = ("best_iou", "best_threshold", "au_iou", "mean_f1")
-PROTOCOL_KEYS = CURVE_KEYS + ("ap", "ap50")
+PROTOCOL_KEYS = CURVE_KEYS
 PROTOCOL = "S2M paper protocol: object-score maps, thresholds 0:0.01:1"
 
 
 def gt_instances(ood_mask: np.ndarray, instances: np.ndarray | None = None) -> np.ndarray:
     """(H,W) int32 ground-truth instance ids: ``instances`` (the dataset's ids, restricted to ``ood_mask == 1``)
     where given, else the 8-connected components of ``ood_mask == 1``; 0 = none."""
-    m = np.asarray(ood_mask) == 1
-    if instances is not None:
-        return np.where(m, np.asarray(instances, np.int32), 0).astype(np.int32)
-    return cv2.connectedComponents(m.astype(np.uint8), connectivity=8)[1].astype(np.int32)
+    return gt_instance_ids(ood_mask, instances).astype(np.int32)
 
 
 class S2MEval:
@@ -66,28 +69,29 @@ class S2MEval:
         self.s2m = s2m
         self.min_segment_size = int(min_segment_size)
         self.min_instance_size = int(min_instance_size)
-        self.objects = ObjectMetrics(min_instance_size=self.min_instance_size)
-        self.curve = ObjectScoreCurve(step=0.01)
-        self.instance_ap = InstanceAP(min_size=10)
+        self.objects = ObjectMetrics(protocol="s2m", step=0.01, min_instance_size=self.min_instance_size,
+                                     ap_min_size=10)
         self.refined_pixels = PixelMetrics(mode=pixel_mode)
         self.raw_pixels = PixelMetrics(mode=pixel_mode)
         self._tmp = Path(tempfile.mkdtemp(prefix=f".denseood-s2m-{os.getpid()}-", dir=cache_dir))
         self._n = 0
         self._n_objects = 0
         self._seconds = 0.0
+        self._sources: dict[str, int] = {}
 
     def update(self, image: np.ndarray, anomaly_map: np.ndarray, ood_mask: np.ndarray,
-               instances: np.ndarray | None = None) -> Any:
+               instances: np.ndarray | None = None, instance_source: str | None = None) -> Any:
         """image (H,W,3) uint8, anomaly_map (H,W) float raw scores, ood_mask (H,W) uint8 0/1/255, instances:
-        optional (H,W) int ground-truth instance ids (``Sample.instances``). Returns the S2MResult of the frame."""
+        optional (H,W) int ground-truth instance ids (``Sample.instances``), instance_source: where they came from
+        (``Sample.meta["instance_source"]``). Returns the S2MResult of the frame."""
         a = np.asarray(anomaly_map, np.float32)
         m = np.asarray(ood_mask, np.uint8)
         if a.shape != m.shape:
             raise DenseOODError(f"S2MEval.update: anomaly map {a.shape} and ood_mask {m.shape} differ in size")
         res = self.s2m.segment_from_map(image, a)
-        self.objects.update(res.instances, m)
-        self.curve.update(paint_objects(res.instances, res.scores), m)
-        self.instance_ap.update(res.full_masks(), res.scores, gt_instances(m, instances), m == 255)
+        self.objects.update(res.instances, m, scores=res.scores, instances=instances, full_masks=res.full_masks())
+        src = instance_source or ("ood_mask components" if instances is None else "dataset instance ids")
+        self._sources[src] = self._sources.get(src, 0) + 1
         self.refined_pixels.update(res.refined_map, m)
         a16 = a.astype(np.float16)
         self.raw_pixels.update(a16.astype(np.float32), m)  # the threshold is chosen on exactly the cached values
@@ -98,36 +102,31 @@ class S2MEval:
         self._seconds += float(res.timing.get("total", 0.0))
         return res
 
-    def protocol_metrics(self) -> dict[str, Any]:
-        """The S2M paper protocol and instance AP (collective): {"protocol": PROTOCOL, best_iou,
-        best_threshold, au_iou, mean_f1 (all in [0, 1]), ap, ap50 (COCO mask AP, NaN without ground truth),
-        n_gt, n_pred}."""
-        curve = self.curve.compute()
-        iap = self.instance_ap.compute()
+    @staticmethod
+    def protocol_metrics(row: dict[str, Any]) -> dict[str, Any]:
+        """Move the S2M paper protocol's numbers of an ObjectMetrics row into {"protocol": PROTOCOL, best_iou,
+        best_threshold, au_iou, mean_f1 (all in [0, 1])}."""
         out: dict[str, Any] = {"protocol": PROTOCOL}
-        out.update({k: curve[k] for k in CURVE_KEYS})
-        out.update(ap=iap["ap"], ap50=iap["ap50"], n_gt=iap["n_gt"], n_pred=iap["n_pred"])
+        out.update({k: row.pop(k) for k in CURVE_KEYS})
         return out
 
-    def threshold_instances(self, anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
-        """(H,W) int32 8-connected components of ``map >= threshold`` (the side at which PixelMetrics counts a
-        pixel as predicted anomalous, so its best F1 is reproduced) with >= min_segment_size px, ids 1..K."""
-        n, lab = cv2.connectedComponents((np.asarray(anomaly_map) >= threshold).astype(np.uint8), connectivity=8)
-        if n <= 1:
-            return np.zeros(lab.shape, np.int32)
-        size = np.bincount(lab.ravel(), minlength=n)
-        keep = size >= max(self.min_segment_size, 1)
-        keep[0] = False
-        lut = np.zeros(n, np.int32)
-        lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-        return lut[lab]
+    def threshold_instances(self, anomaly_map: np.ndarray, ood_mask: np.ndarray, threshold: float) -> np.ndarray:
+        """(H,W) int32 predicted objects of the thresholded map, formed as every score row's component metrics
+        form them (:func:`denseood.eval.components.threshold_components`: ``map > threshold``, void removed,
+        8-connected, >= min_segment_size px), ids 1..K."""
+        return threshold_components(anomaly_map, ood_mask, threshold, self.min_segment_size)
 
     def compute(self) -> dict[str, dict]:
         """{"s2m": {...}, "threshold@bestF1": {...}} (collective under torch.distributed)."""
         raw = self.raw_pixels.compute()
         thr = float(raw["best_f1_threshold"])
         s2m = dict(self.objects.compute())
-        s2m["paper_protocol"] = self.protocol_metrics()
+        s2m["paper_protocol"] = self.protocol_metrics(s2m)
+        sources: dict[str, int] = {}
+        for part in dist.gather(self._sources):
+            for k, v in part.items():
+                sources[k] = sources.get(k, 0) + v
+        s2m["instance_source"] = dict(sorted(sources.items()))
         ref = self.refined_pixels.compute()
         for k in ("ap", "fpr95", "auroc", "best_f1"):
             s2m[f"pixel_{k}"] = ref[k]
@@ -139,7 +138,7 @@ class S2MEval:
         for i in range(self._n):
             a = np.load(self._tmp / f"map_{i}.npy").astype(np.float32)
             m = np.load(self._tmp / f"mask_{i}.npy")
-            base.update(self.threshold_instances(a, thr), m)
+            base.update(self.threshold_instances(a, m, thr), m)
         b = dict(base.compute())
         for k in ("ap", "fpr95", "auroc", "best_f1"):
             b[f"pixel_{k}"] = raw[k]
