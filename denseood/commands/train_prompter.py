@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_config, add_device, add_verb, nonnegative_int, positive_float, positive_int
+from ._common import add_code_options, add_config, add_device, add_verb, nonnegative_int, positive_float, positive_int
 
 
 def score_thresh_arg(text: str) -> float | str:
@@ -32,6 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = add_verb(subparsers, "train-prompter", help="train the S2M learned prompter for a segmenter checkpoint",
                  description=__doc__.split("\nThe top level")[0])
     p.add_argument("--checkpoint", required=True, help="the model whose score maps the prompter reads: denseood checkpoint .pt | hf:DIR | torchvision:NAME:FILE | python:MODULE:FACTORY (not .pt: --out is required)")
+    add_code_options(p)
     p.add_argument("--dataset", default="synthetic", help="dataset reader of the inlier training images")
     p.add_argument("--root", required=True, help="dataset root folder")
     p.add_argument("--out", default=None, help="where to write the prompter (default: stored inside --checkpoint)")
@@ -79,7 +80,8 @@ def _train(args: argparse.Namespace) -> int:
     prompter = train_prompter(args.checkpoint, args.root, dataset=args.dataset, negatives=args.negatives,
                               score=args.score, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
                               lr=args.lr, device=args.device, seed=args.seed, backbone=args.backbone,
-                              input=args.input, pool_size=args.pool_size, score_thresh=args.score_thresh)
+                              input=args.input, pool_size=args.pool_size, score_thresh=args.score_thresh,
+                              weights=args.weights, trust_code=args.trust_code)
     if args.out:
         path = prompter.save(args.out)
         print(f"prompter written to {path} (use it with --prompter {path})")

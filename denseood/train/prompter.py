@@ -48,7 +48,8 @@ def train_prompter(model_ckpt: str | Path | nn.Module, dataset_root: str | Path,
                    negatives: str = "flow", score: str = "jsd", steps: int = 300, batch_size: int = 4, crop: int = 256,
                    lr: float = 1e-3, device: str = "auto", seed: int = 0, backbone: str = "tiny",
                    input: str = "score", pool_size: int = 128, score_thresh: float | str = "auto", min_box_area: int = 16,
-                   progress: bool = True) -> LearnedPrompter:
+                   progress: bool = True, weights: str | Path | None = None,
+                   trust_code: bool = False) -> LearnedPrompter:
     """Train a :class:`LearnedPrompter` for a segmenter.
 
     Data: ``pool_size`` inlier training images of ``dataset`` at ``dataset_root`` get negatives pasted by the
@@ -62,8 +63,8 @@ def train_prompter(model_ckpt: str | Path | nn.Module, dataset_root: str | Path,
     segmenter less than its own training negatives). Calibration: the quantiles of the pool's pixel scores
     (:func:`quantile_levels`). score_thresh "auto": a fifth of the pool (when it has >= 5
     images) is held out of training and the confidence cut is set to the detector score that maximises box F1
-    at IoU 0.5 on it (:func:`calibrate_score_thresh`); a number fixes the cut. Returns the trained prompter
-    (on CPU, eval mode).
+    at IoU 0.5 on it (:func:`calibrate_score_thresh`); a number fixes the cut. weights / trust_code: as in
+    ``load_model`` (the user names the code on the command line). Returns the trained prompter (on CPU, eval mode).
     """
     from tqdm import tqdm
 
@@ -85,7 +86,7 @@ def train_prompter(model_ckpt: str | Path | nn.Module, dataset_root: str | Path,
     if isinstance(model_ckpt, nn.Module):
         segmenter = model_ckpt
     else:
-        segmenter = load_model(model_ckpt, map_location="cpu")   # any spec: .pt | hf: | torchvision: | python:
+        segmenter = load_model(model_ckpt, map_location="cpu", weights=weights, trust_code=trust_code)  # any spec: .pt | hf: | torchvision: | python:
         raw = read_checkpoint(model_ckpt) if spec_kind(model_ckpt) == "checkpoint" else {}
     segmenter.eval()
     engine = Inference(segmenter, scores=(score,), device=str(dev), dtype="fp32")

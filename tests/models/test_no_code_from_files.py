@@ -146,3 +146,24 @@ def test_weights_apply_only_to_a_named_python_model_and_trust_code_not_from_conf
         cli_main(["eval", "--config", str(tmp_path / "c.yaml"), "--dataset", "synthetic", "--root", "x",
                   "--checkpoint", "y.pt", "--out", str(tmp_path / "o")])
     assert e.value.code == 2 and "give --trust-code on the command line" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", ["train-prompter", "bench"])
+def test_train_prompter_and_bench_take_named_code_with_weights_and_refuse_a_tampered_file(base, armed, verb, capsys):
+    """train-prompter and bench infer offer --weights / --trust-code (their refusal suggests them): the named
+    factory with --weights runs; a tampered .pt is refused and runs nothing."""
+    spec = f"python:{base / 'factory.py'}:make"
+
+    def argv(ckpt: str, *extra: str) -> list[str]:
+        if verb == "bench":
+            return ["bench", "infer", "--checkpoint", ckpt, "--sizes", "16x32", "--iters", "1", "--device", "cpu",
+                    *extra]
+        return ["train-prompter", "--checkpoint", ckpt, "--root", str(base / "synthetic"), "--out",
+                str(armed / "p.pt"), "--steps", "1", "--batch-size", "2", "--crop", "32", "--pool-size", "2",
+                "--negatives", "flow", "--device", "cpu", *extra]
+
+    assert cli_main(argv(spec, "--weights", str(base / "genuine.pt"))) == 0
+    capsys.readouterr()
+    ckpt, marker = _tamper(base, armed, "abs_py")
+    assert cli_main(argv(str(ckpt))) == 2
+    _assert_refused(capsys.readouterr().err.strip().splitlines()[-1], ckpt, marker)

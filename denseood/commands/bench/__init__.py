@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from .._common import HelpFormatter, add_device, add_verb, nonnegative_float, positive_int
+from .._common import HelpFormatter, add_code_options, add_device, add_verb, nonnegative_float, positive_int
 
 
 def _json(p: argparse.ArgumentParser) -> None:
@@ -27,6 +27,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--checkpoint", default=None, metavar="SPEC",
                    help="time this model instead of a random --arch/--encoder one: a denseood checkpoint PATH, "
                         "hf:DIR, torchvision:NAME:STATE_DICT.pth or python:MODULE:FACTORY")
+    add_code_options(q)
     q.add_argument("--sizes", default="512x1024,1024x2048", help="comma-separated HxW input sizes")
     q.add_argument("--batch-size", type=positive_int, default=1, help="images per forward pass")
     q.add_argument("--iters", type=positive_int, default=None,

@@ -29,11 +29,12 @@ def bench_infer(arch: str = "deeplabv3plus", encoder: str = "resnet50",
                 sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES, dtypes: Sequence[str] | None = None,
                 batch_size: int = 1, iters: int | None = None, device: str = "auto", warmup: int = 2,
                 num_classes: int = 19, compile: bool = False, progress: bool = True,
-                checkpoint: str | None = None) -> list[dict]:
+                checkpoint: str | None = None, weights: str | None = None,
+                trust_code: bool = False) -> list[dict]:
     """Time ``Inference.predict`` (segmenter forward under autocast + jsd score on the device).
 
     checkpoint: a ``load_model`` spec to time instead of a random ``arch``/``encoder`` smp model (then the rows'
-    ``arch`` is the model's ``describe()`` and ``encoder`` is None).
+    ``arch`` is the model's ``describe()`` and ``encoder`` is None); weights / trust_code: as in ``load_model``.
 
     dtypes: names 'fp32' | 'bf16' | 'fp16', optionally suffixed '+compile'. iters: timed batches per setting
     (default 20 on CUDA, 3 on CPU) after ``warmup`` untimed ones. Returns one dict per (size, dtype): size, dtype,
@@ -53,7 +54,7 @@ def bench_infer(arch: str = "deeplabv3plus", encoder: str = "resnet50",
     if iters < 1 or batch_size < 1:
         raise ConfigError(f"iters and batch size must be >= 1, got {iters}, {batch_size}")
     if checkpoint is not None:
-        model = load_model(checkpoint, map_location="cpu")
+        model = load_model(checkpoint, map_location="cpu", weights=weights, trust_code=trust_code)
         arch, encoder = model.describe(), None
     else:
         model = create_segmenter(arch, encoder, num_classes)
@@ -115,7 +116,8 @@ def run(args) -> int:
     sizes = tuple(parse_hw(s.strip(), "--sizes") for s in args.sizes.split(",") if s.strip())
     ckpt = getattr(args, "checkpoint", None)
     rows = bench_infer(args.arch, args.encoder, sizes=sizes, batch_size=args.batch_size, iters=args.iters,
-                       device=args.device, compile=args.compile, checkpoint=ckpt)
+                       device=args.device, compile=args.compile, checkpoint=ckpt,
+                       weights=args.weights, trust_code=args.trust_code)
     name = rows[0]["arch"] if ckpt else f"{args.arch}/{args.encoder}"
     print(f"\n{name} segmenter + jsd score, batch {args.batch_size}, {rows[0]['device']}, "
           f"torch {torch.__version__}\n")
