@@ -87,21 +87,29 @@ def mahalanobis_min_d2(z: torch.Tensor, means: torch.Tensor, prec: torch.Tensor)
     """min_c (z - mu_c)^T P (z - mu_c) per row, accurate to float32 rounding of the *difference*.
 
     z: (N,F) float32 features; means: (K,F) float32 class means; prec: (F,F) symmetric positive definite.
-    Returns (N,) float32. Two passes: the nearest class is chosen with the linear part of the expanded form
-    (the z^T P z term is the same for every class, so it is skipped), then that class's distance is computed
-    from the residual z - mu_c, which float32 subtracts exactly when z is near mu_c. Expanding the quadratic
-    form instead loses about eps * |z|^2 * |P| to cancellation, which is large when class means are far
-    from each other (and so from their centroid). Cost: one (N,F)x(F,K) and one (N,F)x(F,F) product.
+    Returns (N,) float32 squared distances (>= 0 up to rounding). Two passes: the nearest class is chosen in
+    float64 with the linear part of the expanded form around the centroid of the means (z^T P z is the same for
+    every class, so it is skipped), then that class's distance is computed in float32 from the residual
+    z - mu_c, which float32 subtracts exactly when z is near mu_c. Expanding the quadratic form in float32
+    instead loses about eps * |z|^2 * |P| to cancellation, which is large when class means are far from each
+    other or from their centroid, and can pick the wrong one of two close means (0.1 and 0.2.0 before issue
+    19 item 5a did). The float64 selection errs by at most about F * eps64 * |z - centroid| * |P mu|; a wrong
+    pick needs a true gap below that (a near-tie, or two means about one float32 ulp apart far from the
+    centroid) and then raises the squared distance by at most that much.
+    Cost: one float64 (N,F)x(F,K) and one float32 (N,F)x(F,F) product, in blocks of ``_ROWS`` rows
+    (memory O(_ROWS * F)).
     """
-    center = means.mean(dim=0)
-    mu = means - center
-    a = prec @ mu.T  # (F,K)
-    # score_c = -2 (z - center)^T P mu_c + mu_c^T P mu_c = -2 z^T a_c + const_c
-    const = ((mu * a.T).sum(dim=1) + 2.0 * (center @ a))[None]
-    out = torch.empty(z.shape[0], dtype=z.dtype, device=z.device)
+    m64, p64 = means.double(), prec.double()
+    center = m64.mean(dim=0)
+    mu = m64 - center
+    a = p64 @ mu.T  # (F,K)
+    const = (mu * a.T).sum(dim=1)[None]  # score_c = -2 (z - center)^T P mu_c + mu_c^T P mu_c
+    out = torch.empty(z.shape[0], dtype=torch.float32, device=z.device)
     for i in range(0, z.shape[0], _ROWS):  # row blocks keep the (rows, F) temporaries in cache
         zb = z[i:i + _ROWS]
-        nearest = torch.addmm(const, zb, a, alpha=-2.0).argmin(dim=1)
+        zc = zb.double().sub_(center)
+        s = torch.addmm(const, zc, a, alpha=-2.0)
+        nearest = s.argmin(dim=1)
         r = means.index_select(0, nearest).sub_(zb)
         out[i:i + _ROWS] = (r @ prec).mul_(r).sum(dim=1)
     return out

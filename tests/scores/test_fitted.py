@@ -229,3 +229,41 @@ def test_the_expanded_form_fails_the_far_apart_case():
     ref = _reference_d(z, means, prec)
     old = _expanded_form_d2(z, means, prec).clamp_min(0).sqrt().double()
     assert ((old - ref).abs() / ref).max().item() > 1e-4
+
+
+def test_mahalanobis_picks_the_nearer_of_two_close_means_far_from_the_centroid():
+    # issue 19 item 5a: 8 means at the origin, two 0.5 apart at x=1000; the feature (1000, 0.3) is 0.3 from
+    # (1000, 0) and 0.2 from (1000, 0.5). The score is the distance (sqrt of the squared form), so 0.2; the
+    # float32 linear selection of 0.2.0 took (1000, 0) and returned 0.3.
+    means = torch.tensor([[0.0, 0.0]] * 8 + [[1000.0, 0.0], [1000.0, 0.5]])
+    feats = torch.tensor([1000.0, 0.3]).reshape(1, 2, 1, 1)
+    d = anomaly_score("mahalanobis", feats.new_zeros(1, 10, 1, 1), features=feats,
+                      stats={"maha_means": means, "maha_precision": torch.eye(2)})
+    assert abs(d.item() - 0.2) < 1e-5, d.item()
+
+
+def _near_duplicate_case(f: int, seed: int):
+    """19 means: 13 near the origin, 3 pairs of near-duplicates (1e-2 apart) ~1e3 away; features near the pairs."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(13, f, generator=g, dtype=torch.float64)
+    far = 1e3 * torch.randn(3, f, generator=g, dtype=torch.float64) / f ** 0.5
+    twins = far + 1e-2 * torch.randn(3, f, generator=g, dtype=torch.float64)
+    means = torch.cat([base, far, twins]).float()
+    a = torch.randn(f, f, generator=g, dtype=torch.float64)
+    prec = (a @ a.T / f + torch.eye(f, dtype=torch.float64)).float()
+    pick = torch.randint(13, 19, (600,), generator=g)
+    z = means[pick].double() + 1e-2 * torch.randn(600, f, generator=g, dtype=torch.float64)
+    z = torch.cat([z, torch.randn(100, f, generator=g, dtype=torch.float64)]).float()
+    return z, means, prec
+
+
+@pytest.mark.parametrize("f", [64, 128, 256])
+def test_mahalanobis_matches_float64_with_near_duplicate_means(f):
+    from denseood.scores.fitted import mahalanobis_min_d2
+
+    z, means, prec = _near_duplicate_case(f, seed=f)
+    ref = _reference_d(z, means, prec)
+    got = mahalanobis_min_d2(z, means, prec).clamp_min(0).sqrt().double()
+    rel = ((got - ref).abs() / ref).max().item()
+    assert rel <= 1e-5, rel
+
