@@ -37,7 +37,9 @@ class Inference:
         None = keep the image size. Logits are upsampled (bilinear) back to the image size.
     sliding_window: (h, w) windows over the full-resolution image (overlap fraction ``overlap``), logits blended
         with ``window_weighting`` ('gaussian' | 'uniform'); ``window_batch`` windows per forward.
-    flip: average logits (and features) of the image and its horizontal flip.
+    flip: average the network outputs (logits, or a mask transformer's class scores s_k; and features) of the image
+    and its horizontal flip, then score once. (Mask2Anomaly averages the two score maps instead; the two agree
+    only for scores linear in the outputs, e.g. mask_maxlogit where one class wins in both.)
     max_pixels: images with more than this many pixels raise ConfigError before any work (None: no limit).
     Logit scores in resize mode are computed per band of output rows from the upsampled logits of that band
     (at most ``tile_elements`` logit values per band), so memory is O(H*W), not O(C*H*W).

@@ -71,7 +71,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="HxW the model sees (default: the checkpoint's training size); 'full' keeps the image size")
     p.add_argument("--sliding-window", default=None, help="HxW window for full-resolution sliding-window inference")
     p.add_argument("--overlap", type=fraction, default=1 / 3, help="sliding-window overlap fraction in [0, 1)")
-    p.add_argument("--flip", action="store_true", help="test-time horizontal flip averaging")
+    p.add_argument("--flip", action="store_true", help="test-time horizontal flip: the network outputs (logits, or a mask transformer's class "
+                        "scores s_k, and features) of the image and its mirror are averaged, then scored once "
+                        "(Mask2Anomaly averages the two score maps instead: equal only for scores linear in them)")
     p.add_argument("--compile", action="store_true", help="torch.compile the segmenter")
     p.add_argument("--max-pixels", type=positive_float, default=1e8,
                    help="refuse frames with more pixels than this, before any work (read from the file headers)")

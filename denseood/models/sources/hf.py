@@ -5,7 +5,8 @@ folder ``models--ORG--NAME`` (its ``refs/main`` snapshot). ``local_files_only=Tr
 Semantic models (``AutoModelForSemanticSegmentation``: SegFormer, UperNet, DPT, BEiT, ...) give logits, upsampled
 (bilinear) to the input size. Universal models (``AutoModelForUniversalSegmentation``: Mask2Former, MaskFormer,
 OneFormer) give per-query class logits (B,Q,C+1) and mask logits (B,Q,h,w); the per-pixel class scores are
-``einsum("bqc,bqhw->bchw", softmax(class logits)[..., :-1], sigmoid(upsampled mask logits))`` in [0, 1]
+``einsum("bqc,bqhw->bchw", softmax(class logits)[..., :-1], sigmoid(upsampled mask logits))`` in [0, Q]
+(Q queries: s_k can exceed 1)
 (``output_kind = "mask_scores"``), the masks upsampled to the input size before the sigmoid. Class names come from
 ``config.id2label``; mean/std from ``preprocessor_config.json`` (``image_mean``/``image_std`` on images rescaled by
 ``rescale_factor``, converted to denseood's 0..1 convention; default ImageNet). denseood picks the input size
