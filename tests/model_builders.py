@@ -90,3 +90,17 @@ def write_factory(path: Path) -> Path:
     """A python: factory module (``make(num_classes=19)``: a seeded two-layer conv net at stride 2) at ``path``."""
     path.write_text(FACTORY)
     return path
+
+
+def rba_pipeline_masks(net, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The RbA / Mask2Former (detectron2) inference path for normalised x (B,3,H,W): zero-pad bottom/right to a
+    multiple of 32 (``ImageList.from_tensors(size_divisibility=32)``, pad value 0 after normalisation), run the
+    net, upsample the mask logits bilinearly to the *padded* size and crop to (H, W) (``sem_seg_postprocess``).
+    Returns (class logits (B,Q,C+1), mask logits (B,Q,H,W))."""
+    import torch.nn.functional as F
+
+    h, w = x.shape[-2:]
+    xp = F.pad(x, (0, -w % 32, 0, -h % 32))
+    out = net(pixel_values=xp)
+    up = F.interpolate(out.masks_queries_logits, size=tuple(xp.shape[-2:]), mode="bilinear", align_corners=False)
+    return out.class_queries_logits, up[..., :h, :w]

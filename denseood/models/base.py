@@ -7,7 +7,7 @@ the rest of denseood (``infer.py``, ``scores/``, ``s2m/``, ``commands/``, ``trai
   the input size; ``model(x, return_features=True)`` -> ``(scores, features (B,F,h,w))`` or a ConfigError when
   the model exposes no features.
 - ``output_kind``: ``"logits"`` (a semantic segmenter's logits) or ``"mask_scores"`` (a mask transformer's per-pixel
-  class scores s_k in [0, 1]; the mask scores ``rba``/``mask_msp``/``mask_maxlogit`` apply only to these).
+  class scores s_k in [0, Q] (Q queries); the mask scores ``rba``/``mask_msp``/``mask_maxlogit`` apply only to these).
 - ``normalize(uint8 images)``, ``class_names``, ``class_set``, ``num_classes``, ``mean``/``std`` (for 0..1 RGB),
   ``train_size`` ((H, W) default inference size or None = image size), ``stats`` (fitted score statistics),
   ``stats_on(device)``, ``meta()`` (plain types), ``describe()`` (a short name), ``checkpoint_meta`` /

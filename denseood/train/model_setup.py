@@ -55,7 +55,7 @@ def class_logits(scores: torch.Tensor, model: nn.Module) -> torch.Tensor:
     """What the CE and JS losses see as logits (they apply softmax over the class dimension).
 
     Semantic models (``output_kind == "logits"``): their logits, unchanged. Mask transformers (``"mask_scores"``,
-    Mask2Former/MaskFormer/OneFormer through ``hf:``): their per-pixel class scores s_k in [0, 1] are passed as
+    Mask2Former/MaskFormer/OneFormer through ``hf:``): their per-pixel class scores s_k in [0, Q] are passed as
     ``log(max(s_k, 1e-6))``, so the losses' softmax equals the normalised scores ``s_k / sum_j s_j``: CE is the
     negative log of the labelled class's share and JS compares that distribution with the uniform one. (Treating
     s_k itself as logits would make softmax nearly uniform whatever the masks: every logit in [0, 1] bounds the

@@ -16,7 +16,7 @@ from sklearn.metrics import average_precision_score
 
 from denseood.cli import main as cli_main
 from denseood.errors import ConfigError
-from model_builders import MEAN, STD, tiny_lraspp, tiny_mask2former, tiny_segformer, write_factory
+from model_builders import MEAN, STD, rba_pipeline_masks, tiny_lraspp, tiny_mask2former, tiny_segformer, write_factory
 
 transformers = pytest.importorskip("transformers")
 
@@ -75,13 +75,12 @@ def _reference_scores(world, key):
             memory_format=torch.channels_last)
         with torch.no_grad():
             if key == "m2f":
-                o = net(pixel_values=x)
-                cls = o.class_queries_logits[0].numpy()                      # (Q, C+1)
-                up = F.interpolate(o.masks_queries_logits, size=(H, W), mode="bilinear", align_corners=False)
+                cls_t, up = rba_pipeline_masks(net, x)     # the RbA pipeline's padding to a multiple of 32
+                cls = cls_t[0].numpy()                                       # (Q, C+1)
                 m = up[0].numpy()                                            # (Q, H, W)
                 p = np.exp(cls - cls.max(-1, keepdims=True))  # float32 throughout
                 p = (p / p.sum(-1, keepdims=True))[:, :-1]
-                lg = np.einsum("qc,qhw->chw", p, 1.0 / (1.0 + np.exp(-m)))            # s_k in [0, 1]
+                lg = np.einsum("qc,qhw->chw", p, 1.0 / (1.0 + np.exp(-m)))            # s_k in [0, Q]
                 lg = lg.astype(np.float32)
                 out["rba"].append(-np.tanh(lg).sum(0))
             else:
@@ -117,6 +116,8 @@ def test_eval_any_spec_matches_the_model_called_directly(world, key, tmp_path, n
     kind = world["specs"][key].split(":")[0]
     assert res["model"]["spec"] == world["specs"][key] and res["model"]["model_source"] == kind
     assert res["model"]["output_kind"] == ("mask_scores" if key == "m2f" else "logits")
+    pad = res["model"]["input_padding"]   # results.json says the mask transformer's input was padded (RbA)
+    assert (pad["multiple"] == 32) if key == "m2f" else pad is None
 
 
 def test_segment_with_an_hf_spec(world, tmp_path, no_network):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import denseood
 from denseood.errors import CheckpointError, ConfigError
 from denseood.models.sources import load_model
-from model_builders import MEAN, STD, tiny_mask2former, tiny_segformer
+from model_builders import MEAN, STD, rba_pipeline_masks, tiny_mask2former, tiny_segformer
 
 transformers = pytest.importorskip("transformers")
 
@@ -86,10 +86,9 @@ def test_mask2former_scores_match_numpy(mask2former, no_network):
     img = _image(3)
     x = _normalised(img, MEAN, STD)
     with torch.no_grad():
-        out = net(pixel_values=x)
-        masks = F.interpolate(out.masks_queries_logits, size=(H, W), mode="bilinear", align_corners=False)
+        cls_logits, masks = rba_pipeline_masks(net, x)   # padded to a multiple of 32, as RbA's pipeline does
         scores_t, feats = model(x, return_features=True)
-    cl = out.class_queries_logits[0].double().numpy()  # (Q, C+1)
+    cl = cls_logits[0].double().numpy()  # (Q, C+1)
     p = np.exp(cl - cl.max(-1, keepdims=True))
     p = (p / p.sum(-1, keepdims=True))[:, :-1]
     sig = 1.0 / (1.0 + np.exp(-masks[0].double().numpy()))  # (Q,H,W)
@@ -195,3 +194,28 @@ def test_checkpoint_spec_and_unknown_prefix(tmp_path, no_network):
     with pytest.raises(ConfigError, match="unknown model spec prefix 'onnx'.*hf:DIR.*torchvision:NAME.*python:MODULE"):
         load_model("onnx:model.onnx")
     assert denseood.load_model is load_model
+
+
+@pytest.mark.parametrize("hw", [(80, 144), (64, 128)])
+def test_mask_transformer_input_is_padded_to_a_multiple_of_32_as_rba_does(mask2former, hw, no_network):
+    """rba / mask_msp / mask_maxlogit equal the RbA pipeline (pad to 32, upsample to the padded size, crop) at
+    80x144; at a multiple of 32 (64x128) nothing is padded: equal to the net run on the image as it is."""
+    net, d = mask2former
+    model = load_model(f"hf:{d}")
+    img = np.random.default_rng(7).integers(0, 256, (*hw, 3), dtype=np.uint8)
+    x = _normalised(img, MEAN, STD)
+    with torch.no_grad():
+        cls_logits, masks = rba_pipeline_masks(net, x)
+        plain = net(pixel_values=x)
+    p = torch.softmax(cls_logits.double(), -1)[..., :-1]
+    s = torch.einsum("bqc,bqhw->bchw", p, masks.double().sigmoid())[0]
+    ref = {"rba": -torch.tanh(s).sum(0), "mask_msp": 1 - s.amax(0), "mask_maxlogit": -s.amax(0)}
+    eng = denseood.Inference(model, scores=list(ref), device="cpu", dtype="fp32", input_size=None)
+    got = eng.predict(img)
+    for k, v in ref.items():
+        np.testing.assert_allclose(got[k][0].numpy(), v.numpy(), atol=1e-4, err_msg=k)
+    unpadded = F.interpolate(plain.masks_queries_logits, size=hw, mode="bilinear", align_corners=False)
+    s0 = torch.einsum("bqc,bqhw->bchw", torch.softmax(plain.class_queries_logits, -1)[..., :-1], unpadded.sigmoid())
+    same = np.allclose(got["rba"][0].numpy(), -torch.tanh(s0[0]).sum(0).numpy(), atol=1e-4)
+    assert same == (hw[0] % 32 == 0 and hw[1] % 32 == 0)
+    assert model.meta()["input_padding"]["multiple"] == 32

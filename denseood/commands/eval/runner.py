@@ -310,7 +310,8 @@ def model_provenance(model: Any, spec: Any) -> dict[str, Any]:
         kind = spec_kind(spec) if spec is not None else None
     return {"spec": None if spec is None else str(spec), "source": getattr(model, "source", None),
             "model_source": kind, "origin": (meta.get("external") or {}).get("spec"),
-            "output_kind": getattr(model, "output_kind", "logits")}
+            "output_kind": getattr(model, "output_kind", "logits"),
+            "input_padding": model.meta().get("input_padding") if hasattr(model, "meta") else None}
 
 
 def _to_f16(a: np.ndarray) -> np.ndarray:

@@ -33,6 +33,9 @@ from ..base import IMAGENET_MEAN, IMAGENET_STD, SegmenterBase, check_finite, mat
 
 #: model types whose outputs are per-query masks (AutoModelForUniversalSegmentation)
 UNIVERSAL_TYPES = ("mask2former", "maskformer", "oneformer")
+#: universal models see their normalised input zero-padded (bottom/right) to a multiple of this, as detectron2's
+#: ``ImageList`` pads it for Mask2Former and RbA; the mask logits are upsampled to the padded size, then cropped
+PAD_MULTIPLE = 32
 
 
 def _transformers():
@@ -111,8 +114,8 @@ class HFSegmenter(SegmenterBase):
                 "task_inputs": None if self.task_inputs is None else [int(v) for v in self.task_inputs[0].tolist()]}
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
-        """x: (B,3,H,W) normalised -> class scores (B,C,H,W) float32 (logits, or s_k in [0,1] for universal
-        models), or ``(scores, features (B,F,h,w))`` (the pixel decoder's last hidden state; universal only)."""
+        """x: (B,3,H,W) normalised -> class scores (B,C,H,W) float32 (logits, or s_k in [0, Q] for universal
+        models, whose input is zero-padded to a multiple of PAD_MULTIPLE and whose masks are cropped back), or ``(scores, features (B,F,h,w))`` (the pixel decoder's last hidden state; universal only)."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ConfigError(f"{self.describe()} expects (B,3,H,W) normalised images, got {tuple(x.shape)}")
         if return_features and not self.universal:
@@ -124,16 +127,27 @@ class HFSegmenter(SegmenterBase):
         kw: dict[str, Any] = {}
         if self.task_inputs is not None:
             kw["task_inputs"] = self.task_inputs.expand(x.shape[0], -1)
-        out = self.net(pixel_values=x, **kw)
+        ph, pw = -hw[0] % PAD_MULTIPLE, -hw[1] % PAD_MULTIPLE
+        xp = F.pad(x, (0, pw, 0, ph)) if ph or pw else x   # zeros after normalisation, bottom/right
+        out = self.net(pixel_values=xp, **kw)
         cls = torch.softmax(out.class_queries_logits.float(), dim=-1)[..., :-1]
-        masks = F.interpolate(out.masks_queries_logits.float(), size=hw, mode="bilinear", align_corners=False)
+        masks = F.interpolate(out.masks_queries_logits.float(), size=tuple(xp.shape[-2:]), mode="bilinear",
+                              align_corners=False)[..., :hw[0], :hw[1]]
         scores = torch.einsum("bqc,bqhw->bchw", cls, masks.sigmoid())
         if not return_features:
             return scores
         feats = getattr(out, "pixel_decoder_last_hidden_state", None)
         if feats is None:
             raise self.no_features("this universal model returns no pixel_decoder_last_hidden_state")
-        return scores, feats.float()
+        fh, fw = feats.shape[-2:]   # crop the padding's share of the feature map too
+        return scores, feats[..., :-(-hw[0] * fh // xp.shape[-2]), :-(-hw[1] * fw // xp.shape[-1])].float()
+
+    def meta(self) -> dict[str, Any]:
+        """:meth:`SegmenterBase.meta` plus ``input_padding`` (universal models: the input is zero-padded to a
+        multiple of :data:`PAD_MULTIPLE`, as the RbA / Mask2Former pipeline does; None for semantic models)."""
+        pad = {"multiple": PAD_MULTIPLE, "value": 0.0, "where": "bottom/right, after normalisation",
+               "masks": "upsampled to the padded size, then cropped"} if self.universal else None
+        return {**super().meta(), "input_padding": pad}
 
 
 def _oneformer_task_inputs(tf: Any, d: Path, config: Any) -> torch.Tensor:
