@@ -196,10 +196,10 @@ def test_checkpoint_spec_and_unknown_prefix(tmp_path, no_network):
     assert denseood.load_model is load_model
 
 
-@pytest.mark.parametrize("hw", [(80, 144), (64, 128)])
+@pytest.mark.parametrize("hw", [(80, 144), (720, 1280), (64, 128)])
 def test_mask_transformer_input_is_padded_to_a_multiple_of_32_as_rba_does(mask2former, hw, no_network):
     """rba / mask_msp / mask_maxlogit equal the RbA pipeline (pad to 32, upsample to the padded size, crop) at
-    80x144; at a multiple of 32 (64x128) nothing is padded: equal to the net run on the image as it is."""
+    80x144 and SMIYC's 720x1280; at a multiple of 32 (64x128) nothing is padded: equal to the net run on the image as it is."""
     net, d = mask2former
     model = load_model(f"hf:{d}")
     img = np.random.default_rng(7).integers(0, 256, (*hw, 3), dtype=np.uint8)
