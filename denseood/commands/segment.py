@@ -217,11 +217,9 @@ def segment_images(images: Sequence[str | Path], checkpoint_or_model: Any, out: 
     paths = collect_images(list(images))
     stems = unique_stems(paths)
     check_sizes(paths, max_pixels)
-    size = _input_size(input_size)
-    if isinstance(size, tuple):   # the network input must fit the limit too (before the model is loaded)
-        from ..infer.util import check_max_pixels
+    from ..infer.util import check_network_sizes
 
-        check_max_pixels(size[0], size[1], max_pixels, "--input-size", "--max-pixels")
+    check_network_sizes(max_pixels, _input_size(input_size))   # the network input too, before the model is loaded
     spec = checkpoint_or_model if isinstance(checkpoint_or_model, (str, Path)) else None
     with open_output(out, overwrite) as run:  # lock + staging folder, before the model is loaded
         if spec is not None:

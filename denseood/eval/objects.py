@@ -47,7 +47,7 @@ def gt_instance_ids(ood_mask: np.ndarray, instances: Any = None) -> np.ndarray:
 
 def _pred_masks(pred_instances: Any, lab: np.ndarray, n: int) -> np.ndarray:
     """(N,H,W) bool masks: the given masks as they are, or ids 1..n of the label map ``lab``."""
-    p = pred_instances.cpu().numpy() if isinstance(pred_instances, torch.Tensor) else np.asarray(pred_instances)
+    p = _numpy(pred_instances)
     if p.ndim == 3:
         return p.astype(bool)
     if p.dtype == bool:
@@ -99,8 +99,7 @@ class ObjectMetrics:
         self.components._add_instance_labels(lab, gt)
         if scores is None:
             return
-        s = (scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores))
-        s = s.astype(np.float64).reshape(-1)
+        s = _numpy(scores).astype(np.float64).reshape(-1)
         self.curve.update(paint_objects(_numpy(pred_instances), s, gt.shape), gt)
         masks = _pred_masks(pred_instances, lab, len(s)) if full_masks is None else _numpy(full_masks).astype(bool)
         self.instance_ap.update(masks, s, gt_instance_ids(gt, instances), gt == 255)

@@ -22,7 +22,7 @@ from ..config import parse_hw
 from ..data.sample import Sample
 from ..dist import resolve_device, worker_init
 from ..errors import ConfigError, ModelOutputError
-from .util import (MAX_PIXELS, _linear_taps, _resize_map, check_max_pixels, collate_samples,
+from .util import (MAX_PIXELS, _linear_taps, _resize_map, check_max_pixels, check_network_sizes, collate_samples,
                    dtype_name, peak_memory_mb, resolve_dtype, window_positions, window_weights)
 
 __all__ = ["Inference"]
@@ -63,9 +63,7 @@ class Inference:
             input_size = getattr(model, "train_size", None)
         self.input_size = parse_hw(input_size, "input_size")
         self.sliding_window = parse_hw(sliding_window, "sliding_window")
-        for size, what in ((self.input_size, "--input-size"), (self.sliding_window, "--sliding-window")):
-            if size is not None:   # the network input itself must fit the limit the images do
-                check_max_pixels(size[0], size[1], max_pixels, what, "--max-pixels")
+        check_network_sizes(max_pixels, self.input_size, self.sliding_window)   # the limit the images have
         if not 0.0 <= overlap < 1.0:
             raise ConfigError(f"sliding-window overlap {overlap} must be in [0, 1)")
         self.overlap = float(overlap)
@@ -305,10 +303,11 @@ class Inference:
         bad = torch.nonzero(~ok).flatten().tolist()
         frames = [names[i] for i in bad] if names is not None else [f"image {i} of the batch" for i in bad]
         desc = self.model.describe() if hasattr(self.model, "describe") else type(self.model).__name__
+        fp32 = ", or run with --dtype fp32" if self.dtype is not torch.float32 else ""
         raise ModelOutputError(
             f"model {desc} returned NaN/inf logits for {len(bad)} of {logits.shape[0]} frame(s) "
             f"({', '.join(map(str, frames[:5]))}{', ...' if len(frames) > 5 else ''}) at {self.dtype_name}; "
-            f"check the model's weights and inputs{', or run with --dtype float32' if self.dtype is not torch.float32 else ''}")
+            f"check the model's weights and inputs{fp32}")
 
     def loader(self, dataset: Dataset, batch_size: int = 4, workers: int = 2, limit: int | None = None,
                sampler: Sampler | None = None) -> DataLoader:

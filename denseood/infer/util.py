@@ -31,6 +31,14 @@ def check_max_pixels(h: int, w: int, limit: int | float | None, what: str, optio
                       f"{limit / 1e6:.4g} MP; downscale it or raise {option} (memory grows with the pixel count)")
 
 
+def check_network_sizes(limit: int | float | None, input_size: Any = None, sliding_window: Any = None) -> None:
+    """:func:`check_max_pixels` for the network input itself: ``input_size`` / ``sliding_window`` as (h, w)
+    tuples (anything else, e.g. None or "full", is no size and passes), named by their command-line options."""
+    for hw, what in ((input_size, "--input-size"), (sliding_window, "--sliding-window")):
+        if isinstance(hw, tuple):
+            check_max_pixels(hw[0], hw[1], limit, what)
+
+
 # ----------------------------------------------------------------------------------------------- helpers
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """'auto' -> bf16 on CUDA when supported, else fp16 on CUDA, fp32 on CPU; or fp32|bf16|fp16 explicitly."""

@@ -17,7 +17,7 @@ See docs/architecture.md.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -176,6 +176,21 @@ def match_classes(names: Sequence[str] | None, n: int, *, num_classes: int | Non
         raise CheckpointError(f"{where} classes differ from the {class_set} class set ({'; '.join(diff[:4])}); "
                               f"use a model trained on {class_set}")
     return names, match
+
+
+def state_dict_mismatch(target: Mapping[str, torch.Tensor], sd: Mapping[str, Any], file: str = "file") -> str:
+    """"" when state dict ``sd`` fits the model's ``target`` (which may live on the meta device), else a
+    description of its missing, unexpected, mis-shaped (``file`` names the stored side) and non-tensor entries."""
+    missing = sorted(set(target) - set(sd))
+    unexpected = sorted(set(sd) - set(target))
+    shapes = [f"{k}: {file} {tuple(sd[k].shape)} vs model {tuple(target[k].shape)}"
+              for k in target if k in sd and isinstance(sd[k], torch.Tensor)
+              and tuple(sd[k].shape) != tuple(target[k].shape)]
+    bad = sorted(k for k, v in sd.items() if not isinstance(v, torch.Tensor))
+    if not (missing or unexpected or shapes or bad):
+        return ""
+    return (f"{len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}, "
+            f"{len(shapes)} shape mismatches {shapes[:5]}{f', non-tensors {bad[:5]}' if bad else ''}")
 
 
 def check_finite(tensors: Any, where: str) -> None:

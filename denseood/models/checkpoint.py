@@ -59,7 +59,7 @@ from .._version import __version__
 from ..data.classes import CLASS_SETS
 from ..errors import CheckpointError, ConfigError
 from ..io import atomic_torch_save, safe_torch_load
-from .base import check_finite
+from .base import check_finite, state_dict_mismatch
 from .segmenter import IMAGENET_MEAN, IMAGENET_STD, Segmenter, create_segmenter
 
 CHECKPOINT_FORMAT = "denseood-segmenter"
@@ -268,18 +268,10 @@ def _check_classes(path: Path, c_n: int, c_set: str | None, meta: dict, num_clas
 def _check_match(target: Mapping[str, torch.Tensor], sd: Mapping[str, Any], path: Path, desc: str) -> None:
     """CheckpointError naming the missing, unexpected, mis-shaped and non-tensor entries of state dict ``sd``
     against the model's ``target`` (which may live on the meta device)."""
-    missing = sorted(set(target) - set(sd))
-    unexpected = sorted(set(sd) - set(target))
-    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(target[k].shape)}"
-              for k in target if k in sd and isinstance(sd[k], torch.Tensor)
-              and tuple(sd[k].shape) != tuple(target[k].shape)]
-    bad = sorted(k for k, v in sd.items() if not isinstance(v, torch.Tensor))
-    if missing or unexpected or shapes or bad:
-        raise CheckpointError(
-            f"checkpoint {path} weights do not match its {desc} model: "
-            f"{len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}, "
-            f"{len(shapes)} shape mismatches {shapes[:5]}{f', non-tensors {bad[:5]}' if bad else ''}; "
-            f"the file is corrupt or was edited")
+    diff = state_dict_mismatch(target, sd, "checkpoint")
+    if diff:
+        raise CheckpointError(f"checkpoint {path} weights do not match its {desc} model: {diff}; the file is "
+                              f"corrupt or was edited")
 
 
 def _load_weights(model: nn.Module, ckpt: dict, path: Path, desc: str) -> None:

@@ -92,8 +92,8 @@ def mahalanobis_min_d2(z: torch.Tensor, means: torch.Tensor, prec: torch.Tensor)
     every class, so it is skipped), then that class's distance is computed in float32 from the residual
     z - mu_c, which float32 subtracts exactly when z is near mu_c. Expanding the quadratic form in float32
     instead loses about eps * |z|^2 * |P| to cancellation, which is large when class means are far from each
-    other or from their centroid, and can pick the wrong one of two close means (0.1 and 0.2.0 before issue
-    19 item 5a did). The float64 selection errs by at most about F * eps64 * |z - centroid| * |P mu|; a wrong
+    other or from their centroid, and can pick the wrong one of two close means (denseood 0.1's float32
+    selection did). The float64 selection errs by at most about F * eps64 * |z - centroid| * |P mu|; a wrong
     pick needs a true gap below that (a near-tie, or two means about one float32 ulp apart far from the
     centroid) and then raises the squared distance by at most that much.
     Cost: one float64 (N,F)x(F,K) and one float32 (N,F)x(F,F) product, in blocks of ``_ROWS`` rows

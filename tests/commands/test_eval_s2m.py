@@ -101,7 +101,7 @@ def test_s2m_paper_protocol_and_instance_ap(rng):
     """The s2m row's paper_protocol entry: valid ranges, and equal to ObjectScoreCurve / InstanceAP fed the same
     masks and confidences (ground truth: the dataset's instance ids when given, else 8-connected components)."""
     from denseood.commands.eval.report import results_markdown
-    from denseood.commands.eval.s2m import PROTOCOL_KEYS, gt_instances
+    from denseood.eval.objects import CURVE_KEYS, gt_instance_ids as gt_instances
     from denseood.eval.instance_ap import InstanceAPReport
     from denseood.eval.object_curve import ObjectScoreCurve, paint_objects
 
@@ -118,7 +118,7 @@ def test_s2m_paper_protocol_and_instance_ap(rng):
     results = [ev.update(*f, instances=i) for f, i in zip(frames, ids)]
     out = ev.compute()
     p = out["s2m"]["paper_protocol"]
-    assert set(PROTOCOL_KEYS) <= set(p) and "0:0.01:1" in p["protocol"]
+    assert set(CURVE_KEYS) <= set(p) and "0:0.01:1" in p["protocol"]
     iap = out["s2m"]["instance_ap"]
     assert [iap[k]["protocol"] for k in iap] == ["oodis", "coco"]  # OoDIS first: the headline
     for k in ("best_iou", "au_iou", "mean_f1"):

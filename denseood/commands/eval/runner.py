@@ -311,7 +311,7 @@ def model_provenance(model: Any, spec: Any) -> dict[str, Any]:
     return {"spec": None if spec is None else str(spec), "source": getattr(model, "source", None),
             "model_source": kind, "origin": (meta.get("external") or {}).get("spec"),
             "output_kind": getattr(model, "output_kind", "logits"),
-            "input_padding": model.meta().get("input_padding") if hasattr(model, "meta") else None}
+            "input_padding": getattr(model, "input_padding", None)}
 
 
 def _to_f16(a: np.ndarray) -> np.ndarray:
@@ -367,11 +367,9 @@ def evaluate_checkpoint(*, dataset: str, root: str | os.PathLike, checkpoint: st
         raise ConfigError("--sliding-window runs on the full-resolution image; do not combine it with --input-size")
     if sliding is not None:
         size = None
-    from denseood.infer.util import MAX_PIXELS, check_max_pixels
+    from denseood.infer.util import MAX_PIXELS, check_network_sizes
 
-    for hw, what in ((size, "--input-size"), (sliding, "--sliding-window")):
-        if isinstance(hw, tuple):   # before any data or model is loaded
-            check_max_pixels(hw[0], hw[1], kwargs.get("max_pixels", MAX_PIXELS), what, "--max-pixels")
+    check_network_sizes(kwargs.get("max_pixels", MAX_PIXELS), size, sliding)   # before any data or model is loaded
     if streethazards_unlabeled is not None and dataset != "streethazards":
         raise ConfigError(f"--streethazards-unlabeled applies to --dataset streethazards, not {dataset!r}")
     started = dist.init_from_env()

@@ -45,19 +45,10 @@ from denseood import dist
 from denseood.errors import DenseOODError
 from denseood.eval import ObjectMetrics, PixelMetrics
 from denseood.eval.components import threshold_components
-from denseood.eval.objects import gt_instance_ids
+from denseood.eval.objects import CURVE_KEYS  # the S2M paper protocol's numbers in ``s2m["paper_protocol"]``
 from denseood.io import save_npy
 
-#: the S2M paper protocol's numbers (ObjectScoreCurve) in ``s2m["paper_protocol"]``
-CURVE_KEYS = ("best_iou", "best_threshold", "au_iou", "mean_f1")
-PROTOCOL_KEYS = CURVE_KEYS
 PROTOCOL = "S2M paper protocol: object-score maps, thresholds 0:0.01:1"
-
-
-def gt_instances(ood_mask: np.ndarray, instances: np.ndarray | None = None) -> np.ndarray:
-    """(H,W) int32 ground-truth instance ids: ``instances`` (the dataset's ids, restricted to ``ood_mask == 1``)
-    where given, else the 8-connected components of ``ood_mask == 1``; 0 = none."""
-    return gt_instance_ids(ood_mask, instances).astype(np.int32)
 
 
 class S2MEval:

@@ -142,12 +142,18 @@ class HFSegmenter(SegmenterBase):
         fh, fw = feats.shape[-2:]   # crop the padding's share of the feature map too
         return scores, feats[..., :-(-hw[0] * fh // xp.shape[-2]), :-(-hw[1] * fw // xp.shape[-1])].float()
 
+    @property
+    def input_padding(self) -> dict[str, Any] | None:
+        """Universal models: how the input is zero-padded to a multiple of :data:`PAD_MULTIPLE`, as the RbA /
+        Mask2Former pipeline does (plain types, for results.json); None for semantic models."""
+        if not self.universal:
+            return None
+        return {"multiple": PAD_MULTIPLE, "value": 0.0, "where": "bottom/right, after normalisation",
+                "masks": "upsampled to the padded size, then cropped"}
+
     def meta(self) -> dict[str, Any]:
-        """:meth:`SegmenterBase.meta` plus ``input_padding`` (universal models: the input is zero-padded to a
-        multiple of :data:`PAD_MULTIPLE`, as the RbA / Mask2Former pipeline does; None for semantic models)."""
-        pad = {"multiple": PAD_MULTIPLE, "value": 0.0, "where": "bottom/right, after normalisation",
-               "masks": "upsampled to the padded size, then cropped"} if self.universal else None
-        return {**super().meta(), "input_padding": pad}
+        """:meth:`SegmenterBase.meta` plus ``input_padding``."""
+        return {**super().meta(), "input_padding": self.input_padding}
 
 
 def _oneformer_task_inputs(tf: Any, d: Path, config: Any) -> torch.Tensor:

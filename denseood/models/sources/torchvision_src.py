@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from ...errors import CheckpointError, ConfigError
 from ...io import safe_torch_load
-from ..base import IMAGENET_MEAN, IMAGENET_STD, SegmenterBase, check_finite, match_classes
+from ..base import IMAGENET_MEAN, IMAGENET_STD, SegmenterBase, check_finite, match_classes, state_dict_mismatch
 
 #: NAME -> state-dict key of the final classifier weight (its first dimension is the number of classes)
 MODELS: dict[str, str] = {
@@ -108,14 +108,10 @@ def load_torchvision(name: str, path: str, *, map_location: Any = "cpu", num_cla
     names, cset = match_classes(None, n, num_classes=num_classes, class_set=class_set,
                                 where=f"torchvision {name} state dict {p}")
     net = build_net(name, n, any(k.startswith("aux_classifier.") for k in sd))
-    target = net.state_dict()
-    missing, unexpected = sorted(set(target) - set(sd)), sorted(set(sd) - set(target))
-    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}" for k, v in target.items()
-              if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
-    if missing or unexpected or shapes:
-        raise CheckpointError(f"{p} does not match torchvision {name} with {n} classes: {len(missing)} missing "
-                              f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, {len(shapes)} shape "
-                              f"mismatches {shapes[:3]}; give the state dict of that model")
+    diff = state_dict_mismatch(net.state_dict(), sd)
+    if diff:
+        raise CheckpointError(f"{p} does not match torchvision {name} with {n} classes: {diff}; give the state "
+                              f"dict of that model")
     check_finite(sd, str(p))
     net.load_state_dict(sd, strict=True)
     return TorchvisionSegmenter(net, name=name, class_names=names, class_set=cset,
