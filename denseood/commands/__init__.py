@@ -16,4 +16,5 @@ VERBS: dict[str, str] = {
     "demo": "denseood.commands.demo",
     "bench": "denseood.commands.bench",
     "datasets": "denseood.commands.datasets",
+    "submit": "denseood.commands.submit",
 }

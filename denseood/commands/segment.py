@@ -178,7 +178,7 @@ def record(path: Path, result: Any) -> dict:
             "timing": {k: round(float(v), 4) for k, v in result.timing.items()}}
 
 
-def _input_size(spec: Any) -> Any:
+def input_size_option(spec: Any) -> Any:
     """"model" -> "model" (the training size); None / "full" -> None (image size); "HxW" / (h, w) / n -> (h, w)."""
     if spec is None or spec == "full":
         return None
@@ -219,7 +219,7 @@ def segment_images(images: Sequence[str | Path], checkpoint_or_model: Any, out: 
     check_sizes(paths, max_pixels)
     from ..infer.util import check_network_sizes
 
-    check_network_sizes(max_pixels, _input_size(input_size))   # the network input too, before the model is loaded
+    check_network_sizes(max_pixels, input_size_option(input_size))   # the network input too, before the model is loaded
     spec = checkpoint_or_model if isinstance(checkpoint_or_model, (str, Path)) else None
     with open_output(out, overwrite) as run:  # lock + staging folder, before the model is loaded
         if spec is not None:
@@ -283,7 +283,7 @@ def _segment(stage: Path, paths: list[Path], stems: list[str], checkpoint_or_mod
 
     out = stage
     s2m = build_s2m(checkpoint_or_model, prompter, prompt_model, device, dtype, score, checkpoint=spec,
-                    input_size=_input_size(input_size), batch_size=batch_size, max_pixels=max_pixels,
+                    input_size=input_size_option(input_size), batch_size=batch_size, max_pixels=max_pixels,
                     work_size=None if _LEGACY else work_size)
     if _LEGACY:  # the bench's "before" row: full-resolution logits in this S2M's own engine (no class state)
         s2m._inference().tile_elements = None

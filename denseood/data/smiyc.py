@@ -115,6 +115,7 @@ class SMIYCTrack(BaseDataset):
             raise self._empty(img_dir, "<fid>.{jpg,webp,png}")
         frames = []
         self.excluded: dict[str, str] = {}
+        self.excluded_images: dict[str, tuple[str, Path]] = {}  # fid -> (its official split or "", image)
         unknown: list[str] = []
         for p in images:
             fid = p.stem
@@ -123,6 +124,7 @@ class SMIYCTrack(BaseDataset):
                 unknown.append(p.name)
             elif split != self.split:
                 self.excluded[fid] = f"official {split} frame" if split else "in no official split of this track"
+                self.excluded_images[fid] = (split, p)
             elif split == "validation":
                 label = lab_dir / f"{fid}{LABEL_SUFFIX}"
                 if not label.is_file():
