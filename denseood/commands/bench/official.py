@@ -13,6 +13,8 @@ Compatibility with this environment (the official metric code itself is not chan
   display) are replaced by empty stand-in modules while importing;
 * ``easydict`` (not installed here) is on the metric path: the stand-in is a dict whose keys are also
   attributes, which is all the metric code asks of it;
+* Matplotlib >= 3.9 has no ``matplotlib.cm.get_cmap``, which the official image-display module calls at import
+  time for its colour maps; while importing it is given one built on ``matplotlib.colormaps``;
 * NumPy >= 2.4 has no ``np.trapz``; while the official code runs it is given ``np.trapezoid`` (the same
   function under its new name).
 
@@ -116,12 +118,38 @@ def _isolated_import(root: Path) -> Iterator[list[str]]:
             ed.EasyDict = _AttrDict  # type: ignore[attr-defined]
             sys.modules["easydict"] = ed
             stand_ins.append("easydict")
-        yield stand_ins
+        with _matplotlib_compat(stand_ins):
+            yield stand_ins
     finally:
         sys.path[:] = saved_path
         for name in set(sys.modules) - before:
             if name == PACKAGE or name.startswith(PACKAGE + ".") or name in stand_ins:
                 del sys.modules[name]
+
+
+@contextlib.contextmanager
+def _matplotlib_compat(stand_ins: list[str]) -> Iterator[None]:
+    """``matplotlib.cm.get_cmap`` (removed in Matplotlib 3.9) while importing: the official module of image
+    display builds colour maps at import time (visualisation only, not on the metric path)."""
+    try:
+        import matplotlib
+        from matplotlib import cm
+    except ImportError:
+        yield
+        return
+    added = not hasattr(cm, "get_cmap")
+    if added:
+        def get_cmap(name: str = "viridis", lut: int | None = None) -> Any:
+            c = matplotlib.colormaps[name]
+            return c.resampled(lut) if lut else c
+
+        cm.get_cmap = get_cmap  # type: ignore[attr-defined]
+        stand_ins.append("matplotlib.cm.get_cmap")
+    try:
+        yield
+    finally:
+        if added:
+            del cm.get_cmap  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager
