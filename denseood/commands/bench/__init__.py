@@ -1,4 +1,4 @@
-"""``denseood bench infer|metrics|s2m|segment``: speed and memory figures, measured as ratios within one run
+"""``denseood bench infer|metrics|official|s2m|segment``: speed and memory figures, measured as ratios within one run
 (ours vs a baseline), never as timed tests.
 
 Each sub-verb has its own flags (``denseood bench infer --help``); the measuring code lives in the sibling
@@ -17,7 +17,7 @@ def _json(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = add_verb(subparsers, "bench", help="benchmarks: infer | metrics | s2m | segment (ratios measured in one run)")
+    p = add_verb(subparsers, "bench", help="benchmarks: infer | metrics | official | s2m | segment (ratios measured in one run)")
     sub = p.add_subparsers(dest="what", required=True, metavar="WHAT")
 
     q = sub.add_parser("infer", help="segmenter + jsd images/s and peak memory per size and dtype (x fp32)",
@@ -40,6 +40,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        formatter_class=HelpFormatter)
     q.add_argument("--frames", type=positive_int, default=50, help="synthetic score maps per size")
     q.add_argument("--sizes", default="1024x2048", help="comma-separated HxW frame sizes")
+    _json(q)
+
+    q = sub.add_parser("official", help="SMIYC pixel + component metrics vs the official road-anomaly-benchmark code "
+                       "(needs its checkout)", formatter_class=HelpFormatter)
+    q.add_argument("--official", default=None, metavar="DIR",
+                   help="local checkout of SegmentMeIfYouCan/road-anomaly-benchmark (default: $DENSEOOD_SMIYC_OFFICIAL); "
+                        "nothing is downloaded")
+    q.add_argument("--frames", type=positive_int, default=10, help="synthetic score maps")
+    q.add_argument("--size", default="1024x2048", help="HxW frame size")
+    q.add_argument("--seed", type=int, default=0, help="random seed of the synthetic frames")
     _json(q)
 
     q = sub.add_parser("s2m", help="S2M stage images/s: peak prompter + GrabCut (CPU), SAM fp32 vs bf16 (CUDA)",
