@@ -128,6 +128,22 @@ def _isolated_import(root: Path) -> Iterator[list[str]]:
 
 
 @contextlib.contextmanager
+def _stand_in_attribute(owner: Any, name: str, value: Any, label: str, stand_ins: list[str]) -> Iterator[None]:
+    """``owner.name = value`` while inside, when ``owner`` lacks it (recorded once in ``stand_ins`` as ``label``);
+    removed again on exit."""
+    added = not hasattr(owner, name)
+    if added:
+        setattr(owner, name, value)
+        if label not in stand_ins:
+            stand_ins.append(label)
+    try:
+        yield
+    finally:
+        if added:
+            delattr(owner, name)
+
+
+@contextlib.contextmanager
 def _matplotlib_compat(stand_ins: list[str]) -> Iterator[None]:
     """``matplotlib.cm.get_cmap`` (removed in Matplotlib 3.9) while importing: the official module of image
     display builds colour maps at import time (visualisation only, not on the metric path)."""
@@ -137,34 +153,18 @@ def _matplotlib_compat(stand_ins: list[str]) -> Iterator[None]:
     except ImportError:
         yield
         return
-    added = not hasattr(cm, "get_cmap")
-    if added:
-        def get_cmap(name: str = "viridis", lut: int | None = None) -> Any:
-            c = matplotlib.colormaps[name]
-            return c.resampled(lut) if lut else c
 
-        cm.get_cmap = get_cmap  # type: ignore[attr-defined]
-        stand_ins.append("matplotlib.cm.get_cmap")
-    try:
+    def get_cmap(name: str = "viridis", lut: int | None = None) -> Any:
+        c = matplotlib.colormaps[name]
+        return c.resampled(lut) if lut else c
+
+    with _stand_in_attribute(cm, "get_cmap", get_cmap, "matplotlib.cm.get_cmap", stand_ins):
         yield
-    finally:
-        if added:
-            del cm.get_cmap  # type: ignore[attr-defined]
 
 
-@contextlib.contextmanager
-def _numpy_compat(stand_ins: list[str]) -> Iterator[None]:
+def _numpy_compat(stand_ins: list[str]) -> contextlib.AbstractContextManager:
     """``np.trapz`` as ``np.trapezoid`` while the official code runs (NumPy >= 2.4 removed the old name)."""
-    added = not hasattr(np, "trapz")
-    if added:
-        np.trapz = np.trapezoid  # type: ignore[attr-defined]
-        if "numpy.trapz" not in stand_ins:
-            stand_ins.append("numpy.trapz")
-    try:
-        yield
-    finally:
-        if added:
-            del np.trapz  # type: ignore[attr-defined]
+    return _stand_in_attribute(np, "trapz", np.trapezoid, "numpy.trapz", stand_ins)
 
 
 def load_official(root: Path) -> OfficialCode:

@@ -13,16 +13,6 @@ import numpy as np
 Objects = tuple[np.ndarray, np.ndarray]
 
 
-def full_size(anomaly_map: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """anomaly_map (h,w) float -> (H,W) float32: bilinear resize when a model gave maps at another size."""
-    import cv2
-
-    a = np.asarray(anomaly_map, np.float32)
-    if a.shape == tuple(hw):
-        return a
-    return cv2.resize(a, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR)
-
-
 def _sorted(masks: np.ndarray, conf: np.ndarray) -> Objects:
     keep = masks.reshape(len(masks), -1).any(1) if len(masks) else np.zeros(0, bool)
     masks, conf = masks[keep], np.asarray(conf, np.float64)[keep]
@@ -45,12 +35,8 @@ class S2MObjects:
 
     def __call__(self, images: Sequence[np.ndarray], names: Sequence[str]) -> list[Objects]:
         out = []
-        for im, r in zip(images, self.s2m(list(images), names=list(names))):
-            masks = r.full_masks()
-            if masks.shape[1:] != im.shape[:2]:  # never submitted at a working size
-                masks = np.stack([full_size(m.astype(np.float32), im.shape[:2]) > 0.5 for m in masks])
-            out.append(_sorted(masks, r.scores))
-        return out
+        # full_masks() gives the masks at the image size even when S2M worked at a smaller --work-size
+        return [_sorted(r.full_masks(), r.scores) for r in self.s2m(list(images), names=list(names))]
 
 
 class ComponentObjects:
@@ -71,8 +57,8 @@ class ComponentObjects:
 
         out = []
         for im, name in zip(images, names):
+            # Inference.predict gives the map at the image size, whatever size the network ran at
             a = self.engine.predict(im, names=[name])[self.score][0].float().cpu().numpy()
-            a = full_size(a, im.shape[:2])
             lab = threshold_components(a, np.zeros(a.shape, np.uint8), self.threshold, self.min_size)
             n = int(lab.max())
             masks = lab[None] == np.arange(1, n + 1)[:, None, None] if n else np.zeros((0,) + a.shape, bool)

@@ -184,8 +184,8 @@ def _run_frames(opts: OoDISOptions, produce: Any, work: Path, todo: list[OoDISFr
         for start in range(0, len(todo), opts.batch_size):
             chunk = todo[start:start + opts.batch_size]
             images = [read_image(fr.image) for fr in chunk]
-            for fr, im, (masks, conf) in zip(chunk, images, produce(images, [str(fr.image) for fr in chunk])):
-                write_frame(work, fr, masks.reshape(-1, *im.shape[:2]), conf, produce.lowest_confidence)
+            for fr, (masks, conf) in zip(chunk, produce(images, [str(fr.image) for fr in chunk])):
+                write_frame(work, fr, masks, conf, produce.lowest_confidence)
             bar.update(len(chunk))
 
 

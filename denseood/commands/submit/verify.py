@@ -63,19 +63,20 @@ class Verdict:
 
 
 class _Tree:
-    """The files of a submission zip or folder: ``files`` (posix paths), ``dirs`` (top-level folders), ``read``."""
+    """The files of a submission zip or folder: ``files`` (set of posix paths), ``dirs`` (top-level folders),
+    ``read``."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         if path.is_dir():
             self._zip = None
-            self.files = sorted(PurePosixPath(p.relative_to(path)).as_posix() for p in path.rglob("*") if p.is_file())
+            self.files = {PurePosixPath(p.relative_to(path)).as_posix() for p in path.rglob("*") if p.is_file()}
             self.dirs = {p.name for p in path.iterdir() if p.is_dir()}
             self.dirs_without_entry: set[str] = set()
         else:
             self._zip = zipfile.ZipFile(path)
             infos = self._zip.infolist()
-            self.files = sorted(i.filename for i in infos if not i.is_dir())
+            self.files = {i.filename for i in infos if not i.is_dir()}
             self.dirs = {i.filename.split("/")[0] for i in infos if i.is_dir()}
             self.dirs_without_entry = {f.split("/")[0] for f in self.files if "/" in f} - self.dirs
 
