@@ -34,7 +34,7 @@ MANIFEST = "denseood-manifest.json"
 LOCK = ".denseood-lock"
 FORMAT = "denseood-outputs"
 #: denseood's own temporary folders: ``.denseood-<kind>-[<pid>-]<random>`` (folders of 0.2 had no pid)
-_OWN_DIR = re.compile(r"^\.denseood-(stage|trash|eval-maps-r\d+|s2m)-(?:(\d+)-)?[A-Za-z0-9_]+$")
+_OWN_DIR = re.compile(r"^\.denseood-(stage|trash|eval-maps-r\d+)-(?:(\d+)-)?[A-Za-z0-9_]+$")
 _TMP_FILE = re.compile(r"^\..+\.denseood-tmp-\d+-[0-9a-f]+$")
 _HELD: dict[str, "OutputRun"] = {}  # folders this process holds, by resolved path (open_output is re-entrant)
 

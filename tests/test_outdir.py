@@ -14,9 +14,9 @@ from denseood.outdir import LOCK, MANIFEST, check_out_dir, is_own_entry, open_ou
 
 def test_own_entries_are_recognised_and_user_names_are_not():
     for name in (LOCK, ".results.json.denseood-tmp-12-ab12cd34", ".denseood-stage-12-ab12cd34",
-                 ".denseood-eval-maps-r0-k2j4x_9a", ".denseood-eval-maps-r3-77-abc", ".denseood-s2m-9-x"):
+                 ".denseood-eval-maps-r0-k2j4x_9a", ".denseood-eval-maps-r3-77-abc"):
         assert is_own_entry(name), name
-    for name in (MANIFEST, "results.json", ".denseood-notes", ".denseood-stage", "denseood-stage-1-ab"):
+    for name in (MANIFEST, "results.json", ".denseood-notes", ".denseood-stage", "denseood-stage-1-ab", ".denseood-s2m-9-x"):
         assert not is_own_entry(name), name
 
 

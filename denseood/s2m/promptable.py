@@ -239,6 +239,9 @@ class GrabCutBackend:
         if not (mask == cv2.GC_BGD).any() or not ((mask == cv2.GC_PR_FGD) | (mask == cv2.GC_FGD)).any():
             return box_region, 0.0
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        # GrabCut's k-means draws from OpenCV's thread RNG, whose state carries over from the previous call:
+        # reseed it so a box's mask depends only on the image and the prompt, not on what ran before
+        cv2.setRNGSeed(0)
         try:
             if has_points:
                 cv2.grabCut(win, mask, None, bgd, fgd, self.iters, cv2.GC_INIT_WITH_MASK)

@@ -295,6 +295,49 @@ def test_s2m_rows(world, tmp_path):
     assert "| s2m |" in (out / "results.md").read_text()
 
 
+@pytest.mark.parametrize("components", [True, False], ids=["components", "no-components"])
+def test_s2m_one_pixel_metric_one_cache(world, tmp_path, monkeypatch, components):
+    """eval --s2m builds one PixelMetrics per score (+ the S2M refined map's), one frame cache (no S2M cache of its
+    own), and a threshold@bestF1 row equal to one rebuilt from the saved float32 maps at the jsd row's threshold."""
+    from scipy import ndimage
+
+    from denseood.data import open_dataset
+    from denseood.eval.pixel import PixelMetrics
+
+    made, prefixes = [], []
+    init, mkdtemp = PixelMetrics.__init__, tempfile.mkdtemp
+    monkeypatch.setattr(PixelMetrics, "__init__", lambda self, *a, **k: (made.append(1), init(self, *a, **k))[1])
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **k: (prefixes.append(k.get("prefix", "")), mkdtemp(*a, **k))[1])
+    out = tmp_path / "out"
+    extra = () if components else ("--no-components",)
+    assert cli_main(_eval_args(world, out, "--limit", "3", "--s2m", "--prompter", "peak", "--prompt-model", "grabcut",
+                               "--protocol", "exact", "--save-maps", *extra, scores="msp,jsd")) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert len(made) == 3  # msp, jsd, the S2M refined map
+    assert not any(p.startswith(".denseood-s2m-") for p in prefixes)
+    assert sum(p.startswith(".denseood-eval-maps-") for p in prefixes) == 1
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".denseood-")]
+    assert ("sIoU" in res["scores"]["jsd"]) is components
+    base, row = res["s2m"]["threshold@bestF1"], res["scores"]["jsd"]
+    thr = row["best_f1_threshold"]
+    assert base["threshold"] == thr and base["pixel_ap"] == row["ap"] and base["pixel_auroc"] == row["auroc"]
+    ds = open_dataset("synthetic", world["root"], "val")
+    inter = union = n_pred = 0
+    for i in range(3):
+        m = ds[i].ood_mask
+        a = np.load(out / "score_maps" / "jsd" / f"{ds[i].name}.npy").astype(np.float16).astype(np.float32)
+        lab, n = ndimage.label((a > thr) & (m != 255), structure=np.ones((3, 3)))
+        sizes = ndimage.sum(np.ones_like(lab), lab, range(1, n + 1))
+        keep = np.isin(lab, 1 + np.flatnonzero(sizes >= 20))
+        n_pred += int(np.count_nonzero(sizes >= 20))
+        inter += int((keep & (m == 1)).sum())
+        union += int(((keep & (m != 255)) | (m == 1)).sum())
+    assert base["intersection"] == inter and base["union"] == union and base["n_pred"] == n_pred
+    if components:
+        for k in ("sIoU", "PPV", "mean_F1"):
+            assert base[k] == pytest.approx(row[k], abs=1e-12), k
+
+
 def test_bf16_autocast_changes_ap_little(world, tmp_path):
     from denseood.data import open_dataset
     from denseood.commands.eval.runner import evaluate
@@ -347,18 +390,20 @@ def _torchrun(args, nproc=2) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_torchrun_two_processes_equal_one(world, tmp_path):
-    """2 ranks (gloo, CPU) give the same metrics as 1 process: exact and streaming protocols, pixel + component."""
+    """2 ranks (gloo, CPU) give the same metrics as 1 process: exact and streaming protocols, pixel + component;
+    under streaming also the S2M rows (the s2m row and pass 2's threshold@bestF1 row)."""
     scores = "msp,jsd,mahalanobis"
+    s2m = {"exact": (), "streaming": ("--s2m", "--prompter", "peak", "--prompt-model", "grabcut")}
     keys = ("ap", "auroc", "fpr95", "threshold_at_tpr95", "best_f1", "best_f1_threshold", "n_pixels", "n_anomaly",
             "sIoU", "PPV", "mean_F1", "F1_per_threshold", "n_gt", "n_pred")
     protos = ("exact", "streaming")
     # both launches run concurrently; one intra-op thread here (autouse fixture) and in every worker
     # (OMP_NUM_THREADS=1), batch size 1 everywhere: the per-frame arithmetic is identical
     procs = {pr: _torchrun(_eval_args(world, tmp_path / f"two_{pr}", "--protocol", pr, "--batch-size", "1",
-                                      scores=scores)) for pr in protos}
+                                      *s2m[pr], scores=scores)) for pr in protos}
     for pr in protos:
         assert cli_main(_eval_args(world, tmp_path / f"one_{pr}", "--protocol", pr, "--batch-size", "1",
-                                   scores=scores)) == 0
+                                   *s2m[pr], scores=scores)) == 0
     for pr, proc in procs.items():
         log, _ = proc.communicate(timeout=240)
         assert proc.returncode == 0, log[-4000:]
@@ -376,6 +421,11 @@ def test_torchrun_two_processes_equal_one(world, tmp_path):
                     assert b is None, (pr, s, k)
                 else:
                     assert b == pytest.approx(a, abs=1e-9), (pr, s, k)
+    r1, r2 = (json.loads((tmp_path / f"{n}_streaming" / "results.json").read_text()) for n in ("one", "two"))
+    for row in ("s2m", "threshold@bestF1"):
+        for k in ("iou", "sIoU", "PPV", "mean_F1", "n_gt", "n_pred", "intersection", "union", "pixel_ap"):
+            assert r2["s2m"][row][k] == pytest.approx(r1["s2m"][row][k], abs=1e-9), (row, k)
+    assert r2["s2m"]["threshold@bestF1"]["threshold"] == r1["scores"][r1["s2m_score"]]["best_f1_threshold"]
 
 
 def test_streethazards_unlabeled_convention_is_recorded_and_changes_ap(tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""S2MEval (denseood.commands.eval.s2m): S2M rows and the oracle thresholded baseline against independent references."""
+"""S2MEval (denseood.commands.eval.s2m) and pass 2 (denseood.commands.eval.passes): the S2M row and the oracle
+thresholded baseline against independent references."""
 from __future__ import annotations
 
 import sys
@@ -9,7 +10,9 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
+from denseood.commands.eval.passes import MapCache, threshold_pass
 from denseood.commands.eval.s2m import S2MEval
+from denseood.eval import PixelMetrics
 from denseood.s2m.pipeline import S2M
 from denseood.s2m.promptable import GrabCutBackend
 from denseood.s2m.prompts import PeakPrompter
@@ -37,29 +40,58 @@ def _frames(rng, n=3):
 def test_s2m_eval_against_references(rng):
     frames = _frames(rng)
     s2m = S2M(None, PeakPrompter(), GrabCutBackend(), device="cpu", dtype="fp32")
-    ev = S2MEval(s2m, min_segment_size=20, min_instance_size=10, pixel_mode="exact")
+    ev = S2MEval(s2m, min_instance_size=10, pixel_mode="exact")
     results = [ev.update(*f) for f in frames]
     out = ev.compute()
-    assert set(out) == {"s2m", "threshold@bestF1"}
+    assert not hasattr(ev, "raw_pixels")  # one pixel metric per score: the runner's
 
     valid = np.concatenate([(m != 255).ravel() for _, _, m in frames])
     gt = np.concatenate([(m == 1).ravel() for _, _, m in frames])[valid]
-
     # s2m row: IoU of the union of predicted masks vs GT, void excluded, pooled over images
     inter = sum(int(((r.instances > 0) & (m == 1)).sum()) for r, (_, _, m) in zip(results, frames))
     union = sum(int((((r.instances > 0) & (m != 255)) | (m == 1)).sum()) for r, (_, _, m) in zip(results, frames))
-    assert out["s2m"]["iou"] == pytest.approx(inter / union)
+    assert out["iou"] == pytest.approx(inter / union)
     refined = np.concatenate([r.refined_map.ravel() for r in results])[valid]
-    assert out["s2m"]["pixel_ap"] == pytest.approx(average_precision_score(gt, refined), abs=1e-6)
-    assert out["s2m"]["n_images"] == 3
+    assert out["pixel_ap"] == pytest.approx(average_precision_score(gt, refined), abs=1e-6)
+    assert out["n_images"] == 3
 
-    # baseline: best-F1 threshold of the fp16-rounded raw maps (sklearn), components formed as SMIYC forms them
-    # (road-anomaly-benchmark default_instancer: map > t, void set to 0, 8-connected, small components dropped)
-    raw = np.concatenate([a.astype(np.float16).astype(np.float32).ravel() for _, a, _ in frames])[valid]
+    # on these fragmented maps S2M recovers whole objects: better object IoU than the oracle threshold
+    base = _baseline(frames, tmp=None)
+    assert out["iou"] > base["iou"]
+
+
+def _baseline(frames, tmp, score="jsd", components=(), min_seg=20):
+    """threshold_pass on the frames, with the runner's pixel row (exact PixelMetrics of the float32 maps)."""
+    import tempfile
+
+    pm = PixelMetrics(mode="exact")
+    for _, a, m in frames:
+        pm.update(a[None], m[None])
+    per_score = {score: dict(pm.compute())}
+    with tempfile.TemporaryDirectory() as d:
+        cache = MapCache(Path(tmp or d), 0, [score])
+        for _, a, m in frames:
+            cache.add({score: a}, m)
+        row = threshold_pass(cache, per_score, list(components), min_segment_size=min_seg, min_instance_size=10,
+                             baseline_score=score)
+        cache.close()
+        assert not cache.dir.exists()
+    return row if not components else (row, per_score[score])
+
+
+def test_threshold_pass_baseline_against_references(rng, tmp_path):
+    """The threshold@bestF1 row: the runner's best-F1 pixel threshold (sklearn on the float32 maps), components
+    formed as SMIYC forms them (road-anomaly-benchmark default_instancer: map > t, void set to 0, 8-connected,
+    small components dropped) on the cached float16 maps, and the score row's own pixel numbers."""
+    frames = _frames(rng)
+    row, score_row = _baseline(frames, tmp_path, components=("jsd",))
+    valid = np.concatenate([(m != 255).ravel() for _, _, m in frames])
+    gt = np.concatenate([(m == 1).ravel() for _, _, m in frames])[valid]
+    raw = np.concatenate([a.ravel() for _, a, _ in frames])[valid]
     p, r, t = precision_recall_curve(gt, raw)
     f1 = 2 * p[:-1] * r[:-1] / np.maximum(p[:-1] + r[:-1], 1e-12)
     thr = t[int(np.argmax(f1))]
-    assert out["threshold@bestF1"]["threshold"] == pytest.approx(thr)
+    assert row["threshold"] == pytest.approx(thr)
     inter = union = 0
     for _, a, m in frames:
         pred = (a.astype(np.float16).astype(np.float32) > thr) & (m != 255)
@@ -68,33 +100,32 @@ def test_s2m_eval_against_references(rng):
         keep = np.isin(lab, 1 + np.flatnonzero(sizes >= 20))
         inter += int((keep & (m == 1)).sum())
         union += int(((keep & (m != 255)) | (m == 1)).sum())
-    assert out["threshold@bestF1"]["iou"] == pytest.approx(inter / union)
-    assert out["threshold@bestF1"]["pixel_ap"] == pytest.approx(average_precision_score(gt, raw), abs=1e-6)
-    # one component rule: the baseline row's component metrics are the score rows' ComponentMetrics at that threshold
-    from denseood.eval import ComponentMetrics
-    cm = ComponentMetrics(threshold=float(out["threshold@bestF1"]["threshold"]), min_segment_size=20,
-                          min_instance_size=10)
-    for _, a, m in frames:
-        cm.update(a.astype(np.float16).astype(np.float32), m)
-    comp = cm.compute()
+    assert row["iou"] == pytest.approx(inter / union)
+    assert row["pixel_ap"] == pytest.approx(average_precision_score(gt, raw), abs=1e-9)
+    assert row["pixel_ap"] == score_row["ap"] and row["pixel_fpr95"] == score_row["fpr95"]
+    # one component rule: the baseline row's component metrics are the score row's, from the same pass
     for k in ("sIoU", "PPV", "mean_F1", "n_pred"):
-        assert out["threshold@bestF1"][k] == pytest.approx(comp[k], abs=1e-12), k
-
-    # on these fragmented maps S2M recovers whole objects: better object IoU than the oracle threshold
-    assert out["s2m"]["iou"] > out["threshold@bestF1"]["iou"]
-    ev.close()
-    assert not ev._tmp.exists()
+        assert row[k] == pytest.approx(score_row[k], abs=1e-12), k
+    assert not list(tmp_path.iterdir())  # the cache folder is gone
 
 
-def test_threshold_instances_min_size():
-    ev = S2MEval(S2M(None, PeakPrompter(), GrabCutBackend(), device="cpu"), min_segment_size=5, min_instance_size=1)
+def test_threshold_pass_without_component_rows(rng):
+    """components=False still gives the baseline row (the cache then holds only the S2M score's maps)."""
+    frames = _frames(rng)
+    row = _baseline(frames, tmp=None)
+    ref, _ = _baseline(frames, tmp=None, components=("jsd",))
+    assert row == ref
+
+
+def test_threshold_components_min_size():
+    from denseood.eval.components import threshold_components
+
     a = np.zeros((10, 10), np.float32)
     a[1:4, 1:4] = 1.0   # 9 px
     a[7:9, 7:8] = 1.0   # 2 px, dropped
     a[6, 1] = 0.5       # below threshold
-    inst = ev.threshold_instances(a, np.zeros(a.shape, np.uint8), 0.6)
+    inst = threshold_components(a, np.zeros(a.shape, np.uint8), 0.6, 5)
     assert set(np.unique(inst)) == {0, 1} and (inst == 1).sum() == 9
-    ev.close()
 
 
 def test_s2m_paper_protocol_and_instance_ap(rng):
@@ -114,9 +145,9 @@ def test_s2m_paper_protocol_and_instance_ap(rng):
     inst[:, 90:][mask[:, 90:] == 1] = 2
     ids[2] = inst
     s2m = S2M(None, PeakPrompter(), GrabCutBackend(), device="cpu", dtype="fp32")
-    ev = S2MEval(s2m, min_segment_size=20, min_instance_size=10, pixel_mode="exact")
+    ev = S2MEval(s2m, min_instance_size=10, pixel_mode="exact")
     results = [ev.update(*f, instances=i) for f, i in zip(frames, ids)]
-    out = ev.compute()
+    out = {"s2m": ev.compute()}
     p = out["s2m"]["paper_protocol"]
     assert set(CURVE_KEYS) <= set(p) and "0:0.01:1" in p["protocol"]
     iap = out["s2m"]["instance_ap"]
@@ -155,4 +186,3 @@ def test_s2m_paper_protocol_and_instance_ap(rng):
     assert "objects (S2M paper protocol: object-score maps, thresholds 0:0.01:1; instance AP" in md
     assert f"| {100 * iap['oodis']['ap']:.2f} | {100 * iap['oodis']['ap50']:.2f} | {100 * iap['coco']['ap']:.2f} |" in md
     assert f"| s2m | {100 * p['best_iou']:.2f} | {p['best_threshold']:.2f} |" in md
-    ev.close()

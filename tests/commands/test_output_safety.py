@@ -252,7 +252,7 @@ def test_a_killed_evals_temporary_folders_are_removed_and_do_not_count(world, tm
     dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True).stdout)
     out = tmp_path / "out"
-    for name in (".denseood-eval-maps-r0-k2j4x_9a", f".denseood-eval-maps-r1-{dead}-abc", f".denseood-s2m-{dead}-x1",
+    for name in (".denseood-eval-maps-r0-k2j4x_9a", f".denseood-eval-maps-r1-{dead}-abc", f".denseood-eval-maps-r2-{dead}-x1",
                  f".denseood-stage-{dead}-ab12cd34"):
         (out / name).mkdir(parents=True)
         (out / name / "msp_0.npy").write_bytes(b"\0" * 4096)

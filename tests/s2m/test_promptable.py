@@ -184,3 +184,19 @@ def test_sam_wrong_file_says_what_differs(tmp_path):
     msg = str(e.value)
     assert "Loader said:" not in msg and not msg.rstrip().endswith(":")
     assert "shape mismatches" in msg and "image_encoder" in msg
+
+
+def test_grabcut_mask_does_not_depend_on_the_opencv_rng_state(rng):
+    """GrabCut's k-means draws from OpenCV's thread RNG: a box's mask must not depend on what ran before
+    (1 vs 2 torchrun ranks see different image sequences, and must give the same S2M numbers)."""
+    import cv2
+
+    img, _ = disc_scene(120, 160, [(80, 60, 28), (40, 30, 12)], rng, colours=[(120, 110, 100), (100, 120, 110)])
+    boxes = np.array([[40, 22, 124, 100], [20, 10, 60, 50]], np.float32)
+    runs = []
+    for seed in (1, 2, 3):
+        cv2.setRNGSeed(seed)
+        runs.append(GrabCutBackend().predict(img, boxes, None))
+    for m, q in runs[1:]:
+        np.testing.assert_array_equal(m, runs[0][0])
+        np.testing.assert_array_equal(q, runs[0][1])

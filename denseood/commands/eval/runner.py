@@ -1,8 +1,9 @@
 """``denseood eval``: anomaly scores of a segmenter checkpoint on a benchmark split -> metrics, tables, curves.
 
 Pass 1 runs inference once over the data and feeds the pixel metrics of every score; each score's maps are
-kept on disk (float16 ``.npy`` in a temporary folder, never in memory) for pass 2, which computes the component
-metrics (sIoU, PPV, mean F1) at each score's best-F1 threshold and deletes the folder. Under ``torchrun`` every
+kept on disk (float16 ``.npy`` in a temporary folder under --out, never in memory) for pass 2, which computes
+the component metrics (sIoU, PPV, mean F1) at each score's best-F1 threshold, and with --s2m the thresholded
+``threshold@bestF1`` object row (:mod:`.passes`), and deletes the folder. Under ``torchrun`` every
 rank evaluates its own exact share of the frames (no duplicated frames), metric states are reduced over ranks
 and only rank 0 writes the summary files (per-frame maps are written by the rank that scored the frame).
 A split without anomaly labels (e.g. SMIYC test) yields score maps for submission instead of metrics.
@@ -14,9 +15,7 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,9 +28,10 @@ from denseood import dist
 from denseood._version import __version__
 from denseood.config import parse_hw
 from denseood.errors import ConfigError, DatasetError
-from denseood.io import atomic_write_json, atomic_write_text, save_npy, write_png
+from denseood.io import atomic_write_json, atomic_write_text, write_png
 from denseood.outdir import check_out_dir, open_output
 
+from .passes import MapCache, threshold_pass
 from .report import SUBMISSION_NOTE, plain_json, results_markdown, thin_curve
 
 PROTOCOLS = ("streaming", "exact", "smiyc", "caos")
@@ -107,7 +107,7 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
     ``denseood-manifest.json`` (:func:`denseood.outdir.open_output`). Call under torchrun
     after ``dist.init_from_env()`` for a multi-process evaluation (every rank must call it).
     """
-    from denseood.eval import ComponentMetrics, PixelMetrics
+    from denseood.eval import PixelMetrics
     from denseood.infer import Inference, ShardSampler
     from denseood.scores import parse_scores
 
@@ -151,15 +151,14 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
                 raise ConfigError("S2M evaluation needs anomaly labels; this split has none (drop --s2m)")
             from .s2m import S2MEval
 
-            s2m_eval = S2MEval(s2m, min_segment_size=min_seg, min_instance_size=min_inst,
-                               pixel_mode=protocol if protocol in ("streaming", "exact") else "streaming",
-                               cache_dir=out)  # under --out, never the system /tmp
-
-        # component-metric maps live under --out (never the system /tmp), removed when the evaluation ends
-        tmp = Path(tempfile.mkdtemp(prefix=f".denseood-eval-maps-r{rank}-{os.getpid()}-", dir=out)) \
-            if (has_labels and components) else None
+            s2m_eval = S2MEval(s2m, min_instance_size=min_inst,
+                               pixel_mode=protocol if protocol in ("streaming", "exact") else "streaming")
+        # pass 2's frame cache under --out (never the system /tmp), removed when the evaluation ends
+        cached = list(scores) if components else ([s2m.score] if s2m is not None else [])
+        cache = MapCache(out, rank, cached) if (has_labels and cached) else None
         n_local = 0
         results: dict[str, Any] = {}
+        s2m_results = None
         try:
             # ---------------------------------------------------------------- pass 1: inference + pixel metrics
             for samples, maps in engine.run(data, batch_size=batch_size, workers=workers, sampler=sampler,
@@ -175,10 +174,8 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
                 maps_np = {s: maps[s].cpu().numpy() for s in scores}
                 for j, smp in enumerate(samples):
                     rel = _safe_rel(smp.name)
-                    if tmp is not None:
-                        for s in scores:
-                            save_npy(tmp / f"{s}_{n_local + j}.npy", _to_f16(maps_np[s][j]))
-                        save_npy(tmp / f"mask_{n_local + j}.npy", masks_np[j])
+                    if cache is not None:
+                        cache.add({s: maps_np[s][j] for s in cache.scores}, masks_np[j])
                     if not has_labels:
                         for s in scores:
                             write_submission(stage, dataset, s, scores, method, rel, maps_np[s][j])
@@ -203,27 +200,18 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
                     per_score[s].update({k: plain_json(m[k]) for k in m})
                     curves[s] = {k: np.asarray(v) for k, v in pixel[s].curves().items()}
                     pixel[s] = None  # free the metric state before pass 2
-                # ------------------------------------------------------------ pass 2: component metrics
-                if components:
-                    from tqdm import tqdm
-
-                    for s in scores:
-                        thr = per_score[s]["best_f1_threshold"]
-                        cm = ComponentMetrics(threshold=float(thr), min_segment_size=min_seg,
-                                              min_instance_size=min_inst)
-                        for i in tqdm(range(n_local), desc=f"components {s}", unit="img", leave=False,
-                                      disable=not (progress and rank == 0)):
-                            amap = np.load(tmp / f"{s}_{i}.npy").astype(np.float32)[None]
-                            mask = np.load(tmp / f"mask_{i}.npy")[None]
-                            cm.update(amap, mask)
-                        c = cm.compute()  # collective under DDP
-                        per_score[s].update({k: plain_json(c[k]) for k in c})
-            s2m_results = plain_json(s2m_eval.compute()) if s2m_eval is not None else None
+                # ------------------------------------------------------------ pass 2: thresholded metrics
+                baseline = None
+                if cache is not None:
+                    baseline = threshold_pass(cache, per_score, scores if components else [], min_segment_size=min_seg,
+                                              min_instance_size=min_inst,
+                                              baseline_score=s2m.score if s2m is not None else None,
+                                              progress=progress and rank == 0)
+                if s2m_eval is not None:
+                    s2m_results = plain_json({"s2m": s2m_eval.compute(), "threshold@bestF1": baseline})
         finally:
-            if tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
-            if s2m_eval is not None:
-                s2m_eval.close()
+            if cache is not None:
+                cache.close()
 
         # ------------------------------------------------------------------------ timings over ranks
         st = dist.gather(engine.stats)
@@ -312,14 +300,6 @@ def model_provenance(model: Any, spec: Any) -> dict[str, Any]:
             "model_source": kind, "origin": (meta.get("external") or {}).get("spec"),
             "output_kind": getattr(model, "output_kind", "logits"),
             "input_padding": getattr(model, "input_padding", None)}
-
-
-def _to_f16(a: np.ndarray) -> np.ndarray:
-    """float16 copy of a score map, clipped to the float16 range (scores beyond +-65504 would become inf)."""
-    return np.clip(a, -65504.0, 65504.0).astype(np.float16)
-
-
-
 
 
 # ----------------------------------------------------------------------------------------------- from names and paths

@@ -1,8 +1,8 @@
 """S2M evaluation beside the anomaly-score rows of ``denseood eval --s2m``.
 
-Rows of :meth:`S2MEval.compute`:
+:meth:`S2MEval.compute` gives the ``"s2m"`` row of results.json ``s2m``:
 
-- ``"s2m"``: the one object metric (``ObjectMetrics(protocol="s2m")``, fed the S2M label map, its full masks,
+- the one object metric (``ObjectMetrics(protocol="s2m")``, fed the S2M label map, its full masks,
   confidences and ground-truth instances once per frame): iou, sIoU, PPV, mean_F1, ... plus the pixel metrics
   (ap, fpr95, auroc) of the object-refined anomaly map (see denseood.s2m.pipeline).
   Its ``"paper_protocol"`` entry holds the S2M paper's object protocol on the object-score maps (each mask
@@ -14,29 +14,16 @@ Rows of :meth:`S2MEval.compute`:
   scorer gives, ``coco`` the pycocotools mask AP (docs/metrics.md). ``"instance_source"`` counts the frames by
   where their ground-truth instances came from: the reader's ``Sample.meta["instance_source"]`` (LostAndFound:
   "instanceIds" or "label components"), else "dataset instance ids" or "ood_mask components".
-- ``"threshold@bestF1"``: the same object metrics for the anomaly map thresholded at its best-F1 pixel
-  threshold, each predicted component formed as in the SMIYC component metrics being one object (``map > t``,
-  void removed, 8-connected, components under ``min_segment_size`` dropped:
-  :func:`denseood.eval.components.threshold_components`, the rule of every score row's sIoU/PPV). The threshold is chosen on the ground truth
-  of the evaluated frames themselves, so it is an oracle: an upper bound for any fixed threshold.
-
-Two passes: ``update`` runs S2M and accumulates everything that needs no threshold; it also caches each
-frame's anomaly map as float16 and its mask to a temporary folder. The raw-map PixelMetrics see the same
-float16-rounded values, so the best-F1 threshold is one of the replayed values (the raw pixel AP / FPR95 in
-the baseline row are those of the fp16-rounded maps; pixels equal to the threshold are not predicted, as in
-SMIYC, whose threshold also comes from a precision-recall curve that counts them). ``compute`` gets the threshold
-and replays the cached frames. DDP: each rank caches its own frames; every metric reduces across ranks inside ``compute``,
-which is collective (every rank must call it).
+The ``"threshold@bestF1"`` baseline row beside it (the S2M score's map thresholded at its best-F1 pixel
+threshold, each component one object) is built in pass 2 from the runner's frame cache and pixel row
+(:func:`.passes.threshold_pass`); S2MEval keeps no maps and no pixel metric of the raw map.
+DDP: every metric reduces across ranks inside ``compute``, which is collective (every rank must call it).
 
 Moved here from ``denseood.s2m.evaluate`` (0.1): it drives the eval metrics, which s2m may not import.
 See docs/architecture.md.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,28 +31,21 @@ import numpy as np
 from denseood import dist
 from denseood.errors import DenseOODError
 from denseood.eval import ObjectMetrics, PixelMetrics
-from denseood.eval.components import threshold_components
 from denseood.eval.objects import CURVE_KEYS  # the S2M paper protocol's numbers in ``s2m["paper_protocol"]``
-from denseood.io import save_npy
 
 PROTOCOL = "S2M paper protocol: object-score maps, thresholds 0:0.01:1"
 
 
 class S2MEval:
-    """Accumulate S2M and thresholded-baseline object metrics. pixel_mode: PixelMetrics mode for the best-F1
-    threshold and the refined map's pixel metrics."""
+    """Accumulate the S2M row's object metrics. pixel_mode: PixelMetrics mode of the refined map's pixel
+    metrics; min_instance_size: ground-truth components under it become void for the component metrics."""
 
-    def __init__(self, s2m: Any, min_segment_size: int = 500, min_instance_size: int = 100,
-                 pixel_mode: str = "streaming", cache_dir: str | Path | None = None) -> None:
+    def __init__(self, s2m: Any, min_instance_size: int = 100, pixel_mode: str = "streaming") -> None:
         self.s2m = s2m
-        self.min_segment_size = int(min_segment_size)
         self.min_instance_size = int(min_instance_size)
         self.objects = ObjectMetrics(protocol="s2m", step=0.01, min_instance_size=self.min_instance_size,
                                      ap_min_size=10)
         self.refined_pixels = PixelMetrics(mode=pixel_mode)
-        self.raw_pixels = PixelMetrics(mode=pixel_mode)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".denseood-s2m-{os.getpid()}-", dir=cache_dir))
-        self._n = 0
         self._n_objects = 0
         self._seconds = 0.0
         self._sources: dict[str, int] = {}
@@ -84,11 +64,6 @@ class S2MEval:
         src = instance_source or ("ood_mask components" if instances is None else "dataset instance ids")
         self._sources[src] = self._sources.get(src, 0) + 1
         self.refined_pixels.update(res.refined_map, m)
-        a16 = a.astype(np.float16)
-        self.raw_pixels.update(a16.astype(np.float32), m)  # the threshold is chosen on exactly the cached values
-        save_npy(self._tmp / f"map_{self._n}.npy", a16)  # disk full: one OutputError line naming the file
-        save_npy(self._tmp / f"mask_{self._n}.npy", m)
-        self._n += 1
         self._n_objects += len(res)
         self._seconds += float(res.timing.get("total", 0.0))
         return res
@@ -101,16 +76,8 @@ class S2MEval:
         out.update({k: row.pop(k) for k in CURVE_KEYS})
         return out
 
-    def threshold_instances(self, anomaly_map: np.ndarray, ood_mask: np.ndarray, threshold: float) -> np.ndarray:
-        """(H,W) int32 predicted objects of the thresholded map, formed as every score row's component metrics
-        form them (:func:`denseood.eval.components.threshold_components`: ``map > threshold``, void removed,
-        8-connected, >= min_segment_size px), ids 1..K."""
-        return threshold_components(anomaly_map, ood_mask, threshold, self.min_segment_size)
-
-    def compute(self) -> dict[str, dict]:
-        """{"s2m": {...}, "threshold@bestF1": {...}} (collective under torch.distributed)."""
-        raw = self.raw_pixels.compute()
-        thr = float(raw["best_f1_threshold"])
+    def compute(self) -> dict[str, Any]:
+        """The ``"s2m"`` row (collective under torch.distributed)."""
         s2m = dict(self.objects.compute())
         s2m["paper_protocol"] = self.protocol_metrics(s2m)
         sources: dict[str, int] = {}
@@ -125,29 +92,4 @@ class S2MEval:
         secs = float(sum(dist.gather(self._seconds)))
         n_img = int(s2m["n_images"])
         s2m.update(objects_per_image=n_obj / max(n_img, 1), seconds_per_image=secs / max(n_img, 1))
-        base = ObjectMetrics(min_instance_size=self.min_instance_size)
-        for i in range(self._n):
-            a = np.load(self._tmp / f"map_{i}.npy").astype(np.float32)
-            m = np.load(self._tmp / f"mask_{i}.npy")
-            base.update(self.threshold_instances(a, m, thr), m)
-        b = dict(base.compute())
-        for k in ("ap", "fpr95", "auroc", "best_f1"):
-            b[f"pixel_{k}"] = raw[k]
-        b["threshold"] = thr
-        return {"s2m": s2m, "threshold@bestF1": b}
-
-    def close(self) -> None:
-        """Delete the frame cache."""
-        shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def __enter__(self) -> "S2MEval":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
+        return s2m
