@@ -31,8 +31,6 @@ def stage_of(module: str, package: str) -> str:
     if parts[0] != package or len(parts) == 1 or parts[1] in ("cli", "__main__"):
         return "top"
     head = parts[1]
-    if head == "bench":  # deprecated 0.1 path of commands/bench (re-exports only)
-        return "commands"
     return "core" if head in CORE else head
 
 

@@ -200,11 +200,6 @@ class BaseDataset(torch.utils.data.Dataset):
         return semantic, instances
 
 
-def list_image_files(folder: Path, recursive: bool = False) -> list[Path]:
-    """Sorted image files in ``folder``, hidden files skipped: :func:`denseood.io.list_images` with ``hidden=False``."""
-    return list_images(folder, recursive, hidden=False)
-
-
 def strip_image_suffix(path: Path, suffix: str) -> str | None:
     """``<fid><suffix>.<ext>`` -> fid (None when the stem does not end with ``suffix``)."""
     stem = path.stem

@@ -64,7 +64,6 @@ from .curves import CURVE_CACHE_POINTS, desc_counts_exact, subsample_index, summ
 from .histogram import StreamingHistogram
 
 MODES = ("exact", "streaming", "smiyc", "caos")
-_Histogram = StreamingHistogram  # the 0.1 name (denseood.eval.pixel._Histogram)
 
 __all__ = ["MODES", "SMIYC_NUM_BINS", "PixelMetrics", "prepare_inputs", "check_finite", "raise_non_finite",
            "desc_counts_exact", "summarize_counts"]

@@ -27,11 +27,6 @@ _KEY_OF_BITS = np.where(_BITS & 0x8000, 0xFFFF - _BITS, _BITS | 0x8000).astype(n
 _KEY_OF_BITS2 = 2 * _KEY_OF_BITS  # key * 2 + (anomaly ? 1 : 0) indexes the joint histogram
 
 
-def float16_keys(x: np.ndarray) -> np.ndarray:
-    """Order-preserving keys of float16 values: x < y  =>  key(x) < key(y) (+-0 differ, equal in value). intp."""
-    return _KEY_OF_BITS[np.ascontiguousarray(x, np.float16).view(np.uint16)]
-
-
 def sorted_quantiles(values: np.ndarray, cum: np.ndarray, n: int, q: np.ndarray) -> np.ndarray:
     """``np.quantile(a, q)`` (method "linear") of a sorted array of n values given as distinct ``values`` with
     cumulative counts ``cum``, computed with numpy's own float64 operations (bit-identical)."""

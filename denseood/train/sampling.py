@@ -22,7 +22,7 @@ from ..errors import ConfigError, DatasetError
 from .config import IGNORE, TrainConfig
 
 
-def _seed_of(*parts: int) -> int:
+def seed_of(*parts: int) -> int:
     """A 63-bit seed from integers (stable across processes and Python runs)."""
     h = hashlib.blake2b(np.asarray(parts, dtype=np.int64).tobytes(), digest_size=8).digest()
     return int.from_bytes(h, "little") & ((1 << 63) - 1)
@@ -39,8 +39,8 @@ def global_batch_plan(n_items: int, global_batch: int, step: int, seed: int) -> 
         k = step * global_batch + pos
         epoch, off = divmod(k, n_items)
         if epoch not in perms:
-            perms[epoch] = np.random.default_rng(_seed_of(seed, 17, epoch)).permutation(n_items)
-        out.append((int(perms[epoch][off]), _seed_of(seed, 29, step, pos)))
+            perms[epoch] = np.random.default_rng(seed_of(seed, 17, epoch)).permutation(n_items)
+        out.append((int(perms[epoch][off]), seed_of(seed, 29, step, pos)))
     return out
 
 

@@ -40,7 +40,7 @@ from .losses import global_counts, global_segmenter_loss, reduce_terms
 from .model_setup import allreduce_grads, build_model, class_logits, freeze_bn
 from .negatives import build_negatives, paste_per_image
 from .resume import restore_train_state, train_state
-from .sampling import (CropDataset, StepBatchSampler, TrainData, _seed_of, collate, flow_pretrain_box, global_batch_plan,
+from .sampling import (CropDataset, StepBatchSampler, TrainData, seed_of, collate, flow_pretrain_box, global_batch_plan,
                        lr_factor, make_loader, open_train_data, val_spec)
 from .validation import validate_segmenter
 
@@ -152,7 +152,7 @@ class Trainer:
         """One optimisation step on this rank's slice; returns the globally reduced loss terms."""
         cfg = self.cfg
         phase, start, length = self.phase_of(step)
-        torch.manual_seed(_seed_of(cfg.seed, 41, step, self.rank))
+        torch.manual_seed(seed_of(cfg.seed, 41, step, self.rank))
         images = images_u8.to(self.device, non_blocking=True).float().div_(255.0)
         labels = labels.to(self.device, non_blocking=True)
         f = lr_factor(cfg, step, start, length)
