@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import Any
+
+#: the anomaly score of every verb when none is named (--score)
+DEFAULT_SCORE = "jsd"
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -38,6 +42,18 @@ nonnegative_int = _checked("a non-negative integer", int, lambda v: v >= 0)
 positive_float = _checked("a positive number", float, lambda v: v > 0 and v != float("inf"))
 nonnegative_float = _checked("a non-negative number", float, lambda v: 0 <= v < float("inf"))
 fraction = _checked("a fraction in [0, 1)", float, lambda v: 0 <= v < 1)
+
+
+def parse_input_size(spec: Any, what: str = "--input-size") -> Any:
+    """The one reading of ``input_size`` (eval, segment, submit): "model" -> "model" (the checkpoint's training
+    size); None or "full" -> None (the image's own size, no resize); "HxW" / (h, w) / n -> (h, w)."""
+    if spec is None or (isinstance(spec, str) and spec.lower() == "full"):
+        return None
+    if isinstance(spec, str) and spec.lower() == "model":
+        return "model"
+    from ..config import parse_hw
+
+    return parse_hw(spec, what)
 
 
 def add_device(p: argparse.ArgumentParser, default: str | None = "auto") -> None:

@@ -40,8 +40,11 @@ def check_network_sizes(limit: int | float | None, input_size: Any = None, slidi
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """'auto' -> bf16 on CUDA when supported, else fp16 on CUDA, fp32 on CPU; or fp32|bf16|fp16 explicitly."""
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """'auto' -> bf16 on CUDA when supported, else fp16 on CUDA, fp32 on CPU; or fp32|bf16|fp16 explicitly; a
+    torch dtype (one already resolved, e.g. by a verb's options) is returned as is."""
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
     if dtype in (None, "auto"):
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

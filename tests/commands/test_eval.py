@@ -152,22 +152,6 @@ def test_eval_end_to_end_all_scores(world, tmp_path, monkeypatch):
     assert list(tmpdir.iterdir()) == []  # the pass-1 temp maps were deleted
 
 
-def test_exact_is_a_deprecated_alias_of_protocol_exact(world, tmp_path, capsys):
-    capsys.readouterr()
-    a, b = tmp_path / "alias", tmp_path / "protocol"
-    assert cli_main(_eval_args(world, a, "--exact", "--limit", "2", "--no-components")) == 0
-    err = capsys.readouterr().err
-    assert "warning: --exact is deprecated; use --protocol exact" in err
-    assert cli_main(_eval_args(world, b, "--protocol", "exact", "--limit", "2", "--no-components")) == 0
-    assert "deprecated" not in capsys.readouterr().err
-    ra, rb = (json.loads((d / "results.json").read_text()) for d in (a, b))
-    assert ra["protocol"] == rb["protocol"] == "exact"
-    assert ra["scores"] == rb["scores"] and ra["n_images"] == rb["n_images"] == 2
-    # as before, --exact contradicts another protocol
-    assert cli_main(_eval_args(world, tmp_path / "both", "--exact", "--protocol", "streaming")) == 2
-    assert "contradicts" in capsys.readouterr().err
-
-
 def test_config_file_sets_options_and_the_command_line_wins(world, tmp_path):
     cfg = tmp_path / "eval.yaml"
     cfg.write_text("protocol: exact\nlimit: 2\nno_components: true\nbatch-size: 2\nscore: msp\n")
@@ -211,13 +195,13 @@ def test_options_are_checked_at_parse_time(tmp_path, capsys, opt, value, kind):
 def test_every_eval_option_has_help_and_the_protocols_agree():
     from denseood.cli import build_parser
     from denseood.commands import eval as verb
-    from denseood.commands.eval import runner
+    from denseood.commands.eval import options
     from denseood.eval import MODES
 
     _, verbs = build_parser()
     for action in verbs["eval"]._actions:
         assert action.help and action.help.strip(), action.option_strings
-    assert set(verb.PROTOCOLS) == set(runner.PROTOCOLS) == set(MODES)
+    assert set(verb.PROTOCOLS) == set(options.PROTOCOLS) == set(MODES)
 
 
 def test_evaluate_checkpoint_from_python(world, tmp_path, capsys):
@@ -345,10 +329,10 @@ def test_bf16_autocast_changes_ap_little(world, tmp_path):
 
     ds = open_dataset("synthetic", world["root"], "val")
     model = load_checkpoint(world["ckpt"], num_classes=19, class_set="cityscapes")
-    r32 = evaluate(ds, model, ["jsd", "msp", "maxlogit"], tmp_path / "fp32", protocol="exact", dtype="fp32",
-                   device="cpu", workers=0, components=False, progress=False)
-    r16 = evaluate(ds, model, ["jsd", "msp", "maxlogit"], tmp_path / "bf16", protocol="exact", dtype="bf16",
-                   device="cpu", workers=0, components=False, progress=False)
+    r32 = evaluate(ds, model, scores=["jsd", "msp", "maxlogit"], out=tmp_path / "fp32", protocol="exact",
+                   dtype="fp32", device="cpu", workers=0, components=False, progress=False)
+    r16 = evaluate(ds, model, scores=["jsd", "msp", "maxlogit"], out=tmp_path / "bf16", protocol="exact",
+                   dtype="bf16", device="cpu", workers=0, components=False, progress=False)
     assert r16["dtype"] == "bf16" and r32["dtype"] == "fp32"
     for s in ("jsd", "msp", "maxlogit"):
         assert abs(r32["scores"][s]["ap"] - r16["scores"][s]["ap"]) < 0.005, s

@@ -228,7 +228,7 @@ def test_submission_dataset_and_method_names():
     from types import SimpleNamespace as NS
 
     from denseood.commands import eval as verb
-    from denseood.commands.eval.maps import smiyc_dataset_name, submission_method
+    from denseood.commands.eval.writers import smiyc_dataset_name, submission_method
     from denseood.data.maps import SAVE_FORMATS
 
     # road_anomaly_benchmark stores frames under cfg.name_for_persistence (datasets/dataset_io.py get_frame)

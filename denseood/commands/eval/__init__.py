@@ -1,28 +1,27 @@
 """``denseood eval``: anomaly scores (and S2M objects) of a model (any ``load_model`` spec) or of precomputed maps
 on a benchmark split -> results.json/.md.
 
-``add_parser``/``run`` here (standard library only at import time); the orchestration is in ``runner``
+``add_parser``/``run`` here (standard library only at import time); every value is checked once, by
+:class:`~denseood.commands.eval.options.EvalOptions`; the orchestration is in ``runner``
 (:func:`~denseood.commands.eval.runner.evaluate`, :func:`~denseood.commands.eval.runner.evaluate_checkpoint`),
-the results table in ``report``, the S2M rows in ``s2m`` (:class:`~denseood.commands.eval.s2m.S2MEval`).
+the two passes in ``passes``, the per-frame files in ``writers``, ``--maps`` in ``maps``, the results table in
+``report``, the S2M rows in ``s2m`` (:class:`~denseood.commands.eval.s2m.S2MEval`).
 See docs/architecture.md.
 """
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 
-from .._common import (_checked, add_code_options, add_config, add_device, add_dtype, add_out, add_verb, fraction, nonnegative_int,
-                       positive_float, positive_int)
+from .._common import (DEFAULT_SCORE, _checked, add_code_options, add_config, add_device, add_dtype, add_out, add_verb,
+                       fraction, nonnegative_int, positive_float, positive_int)
 
 finite_float = _checked("a finite number", float, math.isfinite)
 MAP_FORMATS = ("npy", "npz", "h5", "png16")  # = denseood.data.maps.SAVE_FORMATS (checked by a test)
-#: options that only apply to a checkpoint (refused with --maps when given)
-CHECKPOINT_ONLY = ("score", "input_size", "sliding_window", "flip", "compile", "s2m", "weights", "trust_code")
 
 DATASETS = ("cityscapes", "smiyc-anomaly", "smiyc-obstacle", "smiyc-laf", "fs-laf", "fs-static", "streethazards",
             "synthetic", "folder", "lostandfound")  # lostandfound = smiyc-laf (data.registry.ALIASES)
-PROTOCOLS = ("streaming", "exact", "smiyc", "caos")  # = runner.PROTOCOLS (checked by a test)
+PROTOCOLS = ("streaming", "exact", "smiyc", "caos")  # = options.PROTOCOLS (checked by a test)
 
 DESCRIPTION = """\
 Evaluate anomaly scores of a segmenter checkpoint (--checkpoint), or precomputed anomaly maps (--maps DIR: one
@@ -55,7 +54,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--maps-higher-is-anomalous", default="true", choices=("true", "false"),
                    help="false: lower map values mean more anomalous (the sign is flipped)")
     p.add_argument("--score", default=None,
-                   help="comma-separated score names, e.g. msp,maxlogit,jsd (default jsd; not with --maps)")
+                   help=f"comma-separated score names, e.g. msp,maxlogit,jsd (default {DEFAULT_SCORE}; not with --maps)")
     add_out(p, "results.json, results.md, curves")
     add_dtype(p)
     add_device(p)
@@ -64,11 +63,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N frames")
     p.add_argument("--protocol", default=None, choices=PROTOCOLS,
                    help="pixel-metric protocol (default: the benchmark's own, else streaming)")
-    p.add_argument("--exact", action="store_true",
-                   help="deprecated alias of --protocol exact (prints a warning; removed in the next release)")
     p.add_argument("--no-components", action="store_true", help="skip component metrics (sIoU, PPV, mean F1)")
-    p.add_argument("--input-size", default=None,
-                   help="HxW the model sees (default: the checkpoint's training size); 'full' keeps the image size")
+    p.add_argument("--input-size", default="model",
+                   help="HxW the model sees; 'model' = the checkpoint's training size, 'full' keeps the image size")
     p.add_argument("--sliding-window", default=None, help="HxW window for full-resolution sliding-window inference")
     p.add_argument("--overlap", type=fraction, default=1 / 3, help="sliding-window overlap fraction in [0, 1)")
     p.add_argument("--flip", action="store_true", help="test-time horizontal flip: the network outputs (logits, or a mask transformer's class "
@@ -99,44 +96,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _check_source(args: argparse.Namespace) -> None:
-    from denseood.errors import ConfigError
-
-    if (args.checkpoint is None) == (args.maps is None):
-        raise ConfigError("give exactly one of --checkpoint FILE (score a segmenter) or --maps DIR (score "
-                          "precomputed anomaly maps)" + ("; both were given" if args.maps is not None else ""))
-    if args.maps is not None:
-        given = [f"--{k.replace('_', '-')}" for k in CHECKPOINT_ONLY if getattr(args, k) not in (None, False)]
-        if given:
-            raise ConfigError(f"{', '.join(given)} apply to --checkpoint, not to --maps (the maps are one score, "
-                              f"named after the folder); drop them")
-    elif args.maps_scale is not None or args.maps_offset != 0.0 or args.maps_higher_is_anomalous != "true":
-        raise ConfigError("--maps-scale / --maps-offset / --maps-higher-is-anomalous apply to --maps only")
-
-
 def run(args: argparse.Namespace) -> int:
-    from .runner import evaluate_checkpoint, resolve_protocol
+    from .options import EvalOptions
 
-    _check_source(args)
-    protocol = args.protocol
-    if args.exact:
-        print("denseood eval: warning: --exact is deprecated; use --protocol exact", file=sys.stderr)
-        protocol = resolve_protocol(args.protocol, exact=True)
-    common = dict(out=args.out, overwrite=args.overwrite, protocol=protocol, batch_size=args.batch_size,
-                  workers=args.workers, limit=args.limit, components=not args.no_components,
-                  min_segment_size=args.min_segment_size, min_instance_size=args.min_instance_size,
-                  save_maps=args.save_maps, save_maps_format=args.save_maps_format, method=args.method,
-                  streethazards_unlabeled=args.streethazards_unlabeled, echo=True)
-    if args.maps is not None:
+    opts = EvalOptions.from_args(args)  # every value checked here, once
+    if opts.maps is not None:
         from .maps import evaluate_maps
 
-        evaluate_maps((args.dataset, args.root, args.split), args.maps, scale=args.maps_scale,
-                      offset=args.maps_offset, higher_is_anomalous=args.maps_higher_is_anomalous == "true", **common)
-        return 0
-    evaluate_checkpoint(
-        dataset=args.dataset, root=args.root, split=args.split, checkpoint=args.checkpoint,
-        weights=args.weights, trust_code=args.trust_code,
-        scores=args.score or "jsd", dtype=args.dtype, device=args.device, input_size=args.input_size,
-        sliding_window=args.sliding_window, overlap=args.overlap, flip=args.flip, compile=args.compile,
-        max_pixels=args.max_pixels, s2m=args.s2m, prompter=args.prompter, prompt_model=args.prompt_model, **common)
+        evaluate_maps(options=opts)
+    else:
+        from .runner import evaluate_checkpoint
+
+        evaluate_checkpoint(opts)
     return 0

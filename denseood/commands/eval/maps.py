@@ -1,109 +1,32 @@
-"""``denseood eval --maps``: score precomputed anomaly maps, and the per-frame map files eval writes.
+"""``denseood eval --maps``: score precomputed anomaly maps.
 
 :class:`MapSource` stands in for the inference engine of :func:`~denseood.commands.eval.runner.evaluate`: it
 yields (samples, {name: (b,H,W) maps}) batches read from a checked :class:`~denseood.data.maps.MapFolder`, so
 map folders go through the same metric, component, submission and report code as a checkpoint. The maps are one
-score, named after the folder (``--maps out/score_maps/jsd`` gives the row ``jsd``).
-
-Files written per frame by ``evaluate``: :func:`save_score_map` (``--save-maps``: ``score_maps/<score>/<fid>.<ext>``
-in ``--save-maps-format``, read back by ``--maps``) and :func:`write_submission` (unlabelled splits: the official
-SegmentMeIfYouCan layout ``submission/anomaly_p/<method>/<dataset>/<fid>.hdf5``, dataset ``value``, float16, gzip 9,
-as ``road_anomaly_benchmark.evaluation.Evaluation`` writes and reads it; ``<dataset>`` is the benchmark's
-``name_for_persistence`` of the split, see :data:`SMIYC_PERSISTENCE`). See docs/architecture.md.
+score, named after the folder (``--maps out/score_maps/jsd`` gives the row ``jsd``). The files eval writes per
+frame are in :mod:`.writers`. This module sits above the runner (it calls ``evaluate``); the runner does not
+import it. See docs/architecture.md.
 """
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from denseood import dist
-from denseood.data.maps import FORMAT_SIDECAR, H5_KEY, SAVE_FORMATS, MapFolder, to_float16, write_map
+from denseood.data.maps import MapFolder
 from denseood.errors import ConfigError
-from denseood.io import atomic_write_json, write_hdf5
 
-#: folder name the official evaluator stores a split's maps under (``cfg.name_for_persistence`` or ``cfg.name``
-#: in road_anomaly_benchmark/datasets/tracks*.py: AnomalyTrack-test frames are AnomalyTrack-all frames, every
-#: ObstacleTrack split persists as ObstacleTrack-all, LostAndFound-testNoKnown as LostAndFound-test)
-SMIYC_PERSISTENCE = {("smiyc-anomaly", "test"): "AnomalyTrack-all", ("smiyc-anomaly", "validation"): "AnomalyTrack-all",
-                     ("smiyc-obstacle", "test"): "ObstacleTrack-all",
-                     ("smiyc-obstacle", "validation"): "ObstacleTrack-all",
-                     ("smiyc-laf", "test"): "LostAndFound-test", ("smiyc-laf", "testNoKnown"): "LostAndFound-test",
-                     ("smiyc-laf", "train"): "LostAndFound-train"}
-#: value range of the scores png16 can hold: pixel = round((value - lo) * floor(65535 / (hi - lo)))
-PNG16_RANGES = {"msp": (0.0, 1.0), "jsd": (-math.log(2.0), 0.0), "entropy": (0.0, 8.0)}
-
-
-# ----------------------------------------------------------------------------------------------- writers
-def png16_scale(score: str) -> tuple[float, float]:
-    """(scale, offset) of png16 maps of ``score``; ConfigError for a score of unbounded range."""
-    if score not in PNG16_RANGES:
-        raise ConfigError(f"--save-maps-format png16 holds bounded scores only ({', '.join(PNG16_RANGES)}); score "
-                          f"{score!r} has no fixed range: use --save-maps-format npy, npz or h5")
-    lo, hi = PNG16_RANGES[score]
-    return float(math.floor(65535 / (hi - lo))), lo
-
-
-def check_save_format(fmt: str, scores: Sequence[str]) -> None:
-    """Refuse an unknown --save-maps-format, or png16 for a score it cannot hold, before any inference."""
-    if fmt not in SAVE_FORMATS:
-        raise ConfigError(f"unknown --save-maps-format {fmt!r}; valid: {', '.join(SAVE_FORMATS)}")
-    if fmt == "png16":
-        for s in scores:
-            png16_scale(s)
-
-
-def save_score_map(out: Path, score: str, rel: Path, arr: np.ndarray, fmt: str) -> Path:
-    """``out/score_maps/<score>/<rel><ext>``; for png16 also the sidecar with the scale and offset (once)."""
-    folder = out / "score_maps" / score
-    scale, offset = png16_scale(score) if fmt == "png16" else (None, 0.0)
-    if fmt == "png16" and not (folder / FORMAT_SIDECAR).is_file():
-        atomic_write_json(folder / FORMAT_SIDECAR, {"format": "png16", "value": "pixel / scale + offset",
-                                                    "scale": scale, "offset": offset,
-                                                    "read_with": f"--maps-scale {scale:g} --maps-offset {offset!r}"})
-    return write_map(folder / (rel.parent / (rel.name + SAVE_FORMATS[fmt])), arr, fmt, scale, offset)
-
-
-def smiyc_dataset_name(dataset: Any) -> str:
-    """The evaluator's folder name of this split (:data:`SMIYC_PERSISTENCE`), else the reader's name."""
-    name = getattr(dataset, "name", type(dataset).__name__)
-    return SMIYC_PERSISTENCE.get((name, getattr(dataset, "split", None)), name)
-
-
-def check_method(method: str | None) -> None:
-    """Refuse a ``--method`` that is not one plain folder name (a path separator, '..', '.', absolute or empty):
-    the submission must stay inside ``--out``."""
-    if method is None:
-        return
-    m = str(method)
-    if not m.strip() or m in (".", "..") or "/" in m or "\\" in m or "\0" in m or os.path.isabs(m):
-        raise ConfigError(f"--method {method!r} must be one plain folder name (no '/', '\\', '..' or absolute "
-                          f"path): it names submission/anomaly_p/<method>/ inside --out; e.g. --method my_model")
-
-
-def submission_method(score: str, scores: Sequence[str], method: str | None) -> str:
-    """``<method>`` of a score: ``method`` (``<method>_<score>`` when several scores share it), else the score."""
-    if method is None:
-        return score
-    return method if len(scores) == 1 else f"{method}_{score}"
-
-
-def write_submission(out: Path, dataset: Any, score: str, scores: Sequence[str], method: str | None, rel: Path,
-                     arr: np.ndarray) -> Path:
-    """One frame of the official submission: float16 (H,W) as dataset ``value`` of
-    ``out/submission/anomaly_p/<method>/<dataset>/<fid>.hdf5`` (gzip 9)."""
-    m = submission_method(score, scores, method)
-    path = out / "submission" / "anomaly_p" / m / smiyc_dataset_name(dataset) / (rel.parent / (rel.name + ".hdf5"))
-    return write_hdf5(path, to_float16(arr), H5_KEY, compression=9)
-
+from .options import EvalOptions
+from .report import results_markdown
+from .runner import evaluate
 
 # ----------------------------------------------------------------------------------------------- source
 class MapSource:
@@ -179,59 +102,66 @@ def open_map_source(dataset: Dataset, folder: str | os.PathLike, *, limit: int |
     return MapSource(maps, name or folder.resolve().name or "maps")
 
 
-def evaluate_maps(dataset: Any, maps: str | os.PathLike, out: str | os.PathLike | None = None, *,
-                  scale: float | None = None, offset: float = 0.0, higher_is_anomalous: bool = True,
-                  name: str | None = None, limit: int | None = None, echo: bool = False, **kw: Any) -> dict:
+def evaluate_maps(dataset: Any = None, maps: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
+                  *, options: EvalOptions | None = None, scale: float | None = None, offset: float = 0.0,
+                  higher_is_anomalous: bool = True, name: str | None = None, **keywords: Any) -> dict:
     """Score the anomaly maps in folder ``maps`` on ``dataset`` with the metrics of ``denseood eval``.
 
     dataset: a denseood dataset, or (name, root[, split]) opened with ``open_dataset`` (then min_segment_size /
-    min_instance_size / streethazards_unlabeled in ``kw`` go to the reader). maps: one file per frame id (see
-    :mod:`denseood.data.maps`; scale/offset for PNG/TIFF, higher_is_anomalous=False flips the sign); the score is
-    named ``name`` (default: the folder name). out: results folder (None: a temporary one, removed afterwards).
-    Other keyword arguments go to :func:`~denseood.commands.eval.runner.evaluate` (protocol, components, batch_size,
-    workers, save_maps, save_maps_format, method, overwrite, progress, command). Returns the results dict.
+    min_instance_size / streethazards_unlabeled go to the reader), or None with ``options`` naming it. maps: one
+    file per frame id (see :mod:`denseood.data.maps`; scale/offset for PNG/TIFF, higher_is_anomalous=False flips
+    the sign); the score is named ``name`` (default: the folder name). out: results folder (None: a temporary one,
+    removed afterwards). Other keywords are :class:`~.options.EvalOptions` fields (protocol, components,
+    batch_size, workers, limit, save_maps, save_maps_format, method, overwrite, progress, echo, command); or pass
+    ``options`` (an EvalOptions with ``maps`` set) instead of all of them. Returns the results dict.
     """
     from denseood.data import open_dataset
 
-    from .report import results_markdown
-    from .runner import evaluate
-
-    reader_kw = {k: kw.pop(k) for k in ("min_segment_size", "min_instance_size") if kw.get(k) is not None}
-    unlabeled = kw.pop("streethazards_unlabeled", None)
-    for k in ("min_segment_size", "min_instance_size"):
-        kw.pop(k, None)
-    if isinstance(dataset, (tuple, list)):
-        if not 2 <= len(dataset) <= 3:
-            raise ConfigError(f"dataset must be a dataset object or (name, root[, split]), got {dataset!r}")
-        if unlabeled is not None:
-            if dataset[0] != "streethazards":
-                raise ConfigError(f"--streethazards-unlabeled applies to --dataset streethazards, not {dataset[0]!r}")
-            reader_kw["unlabeled"] = unlabeled
-        dataset = open_dataset(*dataset, **reader_kw)
-    elif reader_kw or unlabeled is not None:
-        raise ConfigError("reader options (min_segment_size, min_instance_size, streethazards_unlabeled) need "
-                          "dataset=(name, root[, split]); set them on the dataset object instead")
+    named = _dataset_names(dataset)
     tmp = None
-    if out is None:
-        tmp = Path(tempfile.mkdtemp(prefix="denseood-eval-maps-"))
-        out, kw["overwrite"] = tmp, True
-    else:
-        from denseood.outdir import check_out_dir
-
-        check_out_dir(out, kw.get("overwrite", False))
-    check_method(kw.get("method"))
-    started = dist.init_from_env()
+    if options is None:
+        if out is None:
+            tmp = Path(tempfile.mkdtemp(prefix="denseood-eval-maps-"))
+            out, keywords["overwrite"] = tmp, True
+        try:
+            options = EvalOptions(out=out, maps=maps, maps_scale=scale, maps_offset=offset, maps_name=name,
+                                  maps_higher_is_anomalous=higher_is_anomalous, **named, **keywords)
+        except BaseException:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    elif keywords or maps is not None or out is not None:
+        raise ConfigError("pass either options=EvalOptions(...) or maps/out/keyword options, not both")
+    opts = options
     try:
-        source = open_map_source(dataset, maps, limit=limit, scale=scale, offset=offset,
-                                 higher_is_anomalous=higher_is_anomalous, name=name)
-        res = evaluate(dataset, None, [source.score], out, source=source, limit=limit, **kw)
-        if echo and dist.is_main():
-            print(results_markdown(res))
-            if tmp is None:
-                print(f"results written to {Path(out) / 'results.json'}")
+        if dataset is None or named:
+            dataset = open_dataset(opts.dataset, opts.root, opts.split, **opts.reader_options())
+        elif opts.reader_options():
+            raise ConfigError("reader options (min_segment_size, min_instance_size, streethazards_unlabeled) need "
+                              "dataset=(name, root[, split]); set them on the dataset object instead")
+        started = dist.init_from_env()
+        try:
+            source = open_map_source(dataset, opts.maps, limit=opts.limit, scale=opts.maps_scale,
+                                     offset=opts.maps_offset, higher_is_anomalous=opts.maps_higher_is_anomalous,
+                                     name=opts.scores[0])
+            res = evaluate(dataset, None, opts, source=source)
+            if opts.echo and dist.is_main():
+                print(results_markdown(res))
+                if tmp is None:
+                    print(f"results written to {Path(opts.out) / 'results.json'}")
+        finally:
+            if started:
+                dist.cleanup()
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-        if started:
-            dist.cleanup()
     return res
+
+
+def _dataset_names(dataset: Any) -> dict[str, Any]:
+    """EvalOptions' dataset / root / split of a (name, root[, split]) tuple; {} for a dataset object or None."""
+    if not isinstance(dataset, (tuple, list)):
+        return {}
+    if not 2 <= len(dataset) <= 3:
+        raise ConfigError(f"dataset must be a dataset object or (name, root[, split]), got {dataset!r}")
+    return dict(zip(("dataset", "root", "split"), dataset))

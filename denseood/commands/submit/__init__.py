@@ -86,7 +86,8 @@ def _smiyc_parser(sub) -> None:
     add_dtype(p)
     add_device(p)
     p.add_argument("--batch-size", type=positive_int, default=4, help="images per inference batch")
-    p.add_argument("--input-size", default=None, help="HxW the model sees (default: its training size); 'full'")
+    p.add_argument("--input-size", default="model",
+                   help="HxW the model sees; 'model' = its training size, 'full' keeps the image size")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -143,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         return write_smiyc(args)
     from pathlib import Path
 
-    from ..segment import input_size_option
+    from .._common import parse_input_size
     from .oodis import OoDISOptions, write_oodis
 
     opts = OoDISOptions(
@@ -151,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         objects=args.objects, score=args.score, threshold=args.threshold, min_size=args.min_size,
         prompter=args.prompter, prompt_model=args.prompt_model, name=args.name, paper_link=args.paper_link,
         code_link=args.code_link, expected_files=args.expected_files, device=args.device, dtype=args.dtype,
-        batch_size=args.batch_size, input_size=input_size_option(args.input_size), work_size=args.work_size,
+        batch_size=args.batch_size, input_size=parse_input_size(args.input_size), work_size=args.work_size,
         max_pixels=args.max_pixels, weights=args.weights, trust_code=args.trust_code,
         overwrite=args.overwrite).check()
     res = write_oodis(opts)

@@ -19,7 +19,7 @@ def check_tree(out: Path, dataset: Any, methods: list[str]) -> list[str]:
     file whose shape is not the frame's."""
     from denseood.io import image_header_size, read_hdf5, read_image
 
-    from ..eval.maps import smiyc_dataset_name
+    from ..eval.writers import smiyc_dataset_name
 
     problems = []
     for method in methods:
