@@ -10,26 +10,25 @@ summary and make the exit status 1; the other images' results are kept. An image
 the run before the model is loaded. Prompts and masks are computed at ``--work-size`` (longest side), so
 memory grows by a few bytes per input pixel.
 
-The library verb is :func:`segment_images` (no argv). The top level imports only the standard library and
-``._common``. See docs/architecture.md.
+The library verb is :func:`segment_images` (no argv); every value is checked once, by :class:`SegmentOptions`.
+The top level imports only the standard library and ``._common``. See docs/architecture.md.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ._common import add_code_options, add_config, add_device, add_dtype, add_out, add_verb, nonnegative_int, positive_float, positive_int
+from ._common import (DEFAULT_SCORE, add_code_options, add_config, add_device, add_dtype, add_out, add_verb,
+                      nonnegative_int, parse_input_size, positive_float, positive_int)
 
 #: default of --max-pixels (= denseood.infer.MAX_PIXELS; kept here so the top level imports no torch)
 MAX_PIXELS = 100_000_000
 #: default of --work-size (= denseood.s2m.pipeline.WORK_SIZE)
 WORK_SIZE = 2048
-#: private, for ``denseood bench segment`` only: True restores the pre-0.3 memory behaviour (full-size logits,
-#: prompts and masks at full resolution, one-shot overlay) so the bench can compare the two in one run
-_LEGACY = False
 
 DESCRIPTION = __doc__.split("\n\nThe library verb")[0]
 
@@ -40,7 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="the model: denseood checkpoint .pt | hf:DIR | torchvision:NAME:FILE | python:MODULE:FACTORY")
     add_code_options(p)
     add_out(p, "overlays/, masks/, objects.json")
-    p.add_argument("--score", default="jsd", help="anomaly score the prompts are taken from (e.g. jsd, msp, maxlogit)")
+    p.add_argument("--score", default=DEFAULT_SCORE, help="anomaly score the prompts are taken from (e.g. jsd, msp, maxlogit)")
     p.add_argument("--prompter", default="auto",
                    help="learned | peak | auto (learned when the checkpoint holds one) | PATH of a prompter file")
     p.add_argument("--prompt-model", default="grabcut",
@@ -59,11 +58,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = segment_images(args.images, args.checkpoint, args.out, score=args.score, prompter=args.prompter,
-                             prompt_model=args.prompt_model, device=args.device, dtype=args.dtype,
-                             batch_size=args.batch_size, input_size=args.input_size, overwrite=args.overwrite,
-                             max_pixels=args.max_pixels, work_size=args.work_size, weights=args.weights,
-                             trust_code=args.trust_code)
+    summary = segment_images(options=SegmentOptions.from_args(args))
     print(f"segmented {summary['segmented']} of {summary['images']} images, {summary['objects']} objects -> "
           f"{summary['out']} (overlays/, masks/, objects.json)")
     if summary["failed"]:
@@ -72,6 +67,66 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {p}: {why}", file=sys.stderr)
         return 1
     return 0
+
+
+@dataclass
+class SegmentOptions:
+    """Every setting of one ``denseood segment`` run, checked once, here (nothing below re-validates).
+
+    images: files and folders -> ``paths`` (their images) and ``stems`` (unique output names); an image over
+    ``max_pixels`` is refused here, before the model is loaded (None: no limit). checkpoint: a ``load_model``
+    spec or a Segmenter (weights / trust_code: as in ``load_model``). score: one score name (default
+    :data:`DEFAULT_SCORE`), or candidates (then S2M picks: :func:`denseood.s2m.pipeline.build_s2m`) -> a list.
+    device / dtype -> torch.device / torch.dtype. input_size: "model" (the training size, the default), None or
+    "full" (the image's own size, no resize), "HxW" / (h, w) -> "model" | None | (h, w). work_size: longest side
+    for prompts and masks (0/None: full resolution). out: checked by :func:`denseood.outdir.check_out_dir`.
+    """
+
+    images: Sequence[str | Path]
+    checkpoint: Any
+    out: Path
+    score: Any = DEFAULT_SCORE
+    prompter: str = "auto"
+    prompt_model: str = "grabcut"
+    device: Any = "auto"
+    dtype: Any = "auto"
+    batch_size: int = 2
+    input_size: Any = "model"
+    overwrite: bool = False
+    progress: bool = True
+    max_pixels: float | None = MAX_PIXELS
+    work_size: int | None = WORK_SIZE
+    weights: str | Path | None = None
+    trust_code: bool = False
+    paths: list[Path] = field(init=False, default_factory=list)
+    stems: list[str] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        from ..dist import resolve_device
+        from ..errors import ConfigError
+        from ..infer.util import check_network_sizes, resolve_dtype
+        from ..outdir import check_out_dir
+        from ..scores import parse_scores
+
+        if isinstance(self.batch_size, bool) or int(self.batch_size) != self.batch_size or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        self.out = check_out_dir(self.out, self.overwrite)
+        names = parse_scores(self.score)  # a bad --score fails before any image is read and before --out is created
+        self.score = names[0] if len(names) == 1 else names
+        self.paths = collect_images(list(self.images))
+        self.stems = unique_stems(self.paths)
+        check_sizes(self.paths, self.max_pixels)
+        self.input_size = parse_input_size(self.input_size)
+        check_network_sizes(self.max_pixels, self.input_size)  # the network input too, before the model is loaded
+        self.device = resolve_device(self.device)
+        self.dtype = resolve_dtype(self.dtype, self.device)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "SegmentOptions":
+        """The options of a parsed ``denseood segment`` command line."""
+        same = ("images", "checkpoint", "out", "score", "prompter", "prompt_model", "device", "dtype", "batch_size",
+                "input_size", "overwrite", "max_pixels", "work_size", "weights", "trust_code")
+        return cls(**{k: getattr(args, k) for k in same})
 
 
 def collect_images(items: Sequence[str | Path]) -> list[Path]:
@@ -135,9 +190,6 @@ def overlay(image: Any, result: Any, rows: int = 512) -> Any:
 
     from ..viz import blend, draw_objects, heatmap
 
-    if _LEGACY:
-        return draw_objects(blend(image, heatmap(result.anomaly_map), alpha=0.4), result.instances, result.boxes,
-                            result.scores)
     a = result.anomaly_map
     finite = a[np.isfinite(a)]
     vmin, vmax = (float(v) for v in np.percentile(finite, [1, 99])) if finite.size else (0.0, 1.0)
@@ -178,61 +230,38 @@ def record(path: Path, result: Any) -> dict:
             "timing": {k: round(float(v), 4) for k, v in result.timing.items()}}
 
 
-def input_size_option(spec: Any) -> Any:
-    """"model" -> "model" (the training size); None / "full" -> None (image size); "HxW" / (h, w) / n -> (h, w)."""
-    if spec is None or spec == "full":
-        return None
-    if spec == "model":
-        return "model"
-    from ..config import parse_hw
-
-    return parse_hw(spec, "--input-size")
-
-
-def segment_images(images: Sequence[str | Path], checkpoint_or_model: Any, out: str | Path, *, score: str = "jsd",
-                   prompter: str = "auto", prompt_model: str = "grabcut", device: Any = "auto", dtype: Any = "auto",
-                   batch_size: int = 2, input_size: Any = "model", overwrite: bool = False,
-                   progress: bool = True, max_pixels: float | None = MAX_PIXELS, work_size: int | None = WORK_SIZE,
-                   weights: str | Path | None = None, trust_code: bool = False) -> dict:
+def segment_images(images: Sequence[str | Path] | None = None, checkpoint_or_model: Any = None,
+                   out: str | Path | None = None, *, options: SegmentOptions | None = None, **keywords: Any) -> dict:
     """Segment OOD objects in ``images`` (files or folders) and write the outputs of the module docstring to ``out``.
 
-    checkpoint_or_model: a ``load_model`` spec or a Segmenter; weights / trust_code: as in ``load_model``. prompter / prompt_model / score / device / dtype: as in
-    :func:`denseood.s2m.pipeline.build_s2m`. input_size: "model" (training size), "full" or None (image size),
-    or "HxW" / (h, w). max_pixels: an image with more pixels raises ConfigError (naming it) before the model is
-    loaded (None: no limit). work_size: longest side for prompts and masks (0/None: full resolution). Raises
-    ConfigError for a bad ``out`` (a file, or a non-empty folder without ``overwrite``), missing inputs or
-    ``batch_size`` < 1. Unreadable images are skipped and listed. ``out`` is locked and written through a staging
-    folder that replaces it whole at the end, with ``denseood-manifest.json`` (:func:`denseood.outdir.open_output`).
+    checkpoint_or_model: a ``load_model`` spec or a Segmenter. Keywords are :class:`SegmentOptions` fields (score,
+    prompter, prompt_model, device, dtype, batch_size, input_size, overwrite, progress, max_pixels, work_size,
+    weights, trust_code); or pass ``options`` instead of all arguments. Raises ConfigError (from the options) for
+    a bad ``out`` (a file, or a non-empty folder without ``overwrite``), missing inputs, an image over
+    ``max_pixels`` or ``batch_size`` < 1, before the model is loaded. Unreadable images are skipped and listed.
+    ``out`` is locked and written through a staging folder that replaces it whole at the end, with
+    ``denseood-manifest.json`` (:func:`denseood.outdir.open_output`).
     Returns {"images": int, "segmented": int, "objects": int, "failed": [(Path, reason)], "out": Path}.
     """
     from ..errors import ConfigError
-    from ..outdir import check_out_dir, open_output
+    from ..outdir import open_output
 
-    if int(batch_size) < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    out = check_out_dir(out, overwrite)
-    from ..scores import parse_scores
-
-    parse_scores(score)  # a bad --score fails before any image is read and before --out is created
-    paths = collect_images(list(images))
-    stems = unique_stems(paths)
-    check_sizes(paths, max_pixels)
-    from ..infer.util import check_network_sizes
-
-    check_network_sizes(max_pixels, input_size_option(input_size))   # the network input too, before the model is loaded
-    spec = checkpoint_or_model if isinstance(checkpoint_or_model, (str, Path)) else None
-    with open_output(out, overwrite) as run:  # lock + staging folder, before the model is loaded
+    if options is None:
+        options = SegmentOptions(images, checkpoint_or_model, out, **keywords)
+    elif keywords or images is not None or checkpoint_or_model is not None or out is not None:
+        raise ConfigError("pass either options=SegmentOptions(...) or the images, model, out and keywords, not both")
+    opts = options
+    spec = opts.checkpoint if isinstance(opts.checkpoint, (str, Path)) else None
+    with open_output(opts.out, opts.overwrite) as run:  # lock + staging folder, before the model is loaded
+        model = opts.checkpoint
         if spec is not None:
             from ..models.sources import load_model
 
-            checkpoint_or_model = load_model(spec, map_location="cpu", weights=weights, trust_code=trust_code)
-        summary = _segment(run.dir, paths, stems, checkpoint_or_model, score=score, prompter=prompter,
-                           prompt_model=prompt_model, device=device, dtype=dtype, batch_size=int(batch_size),
-                           input_size=input_size, progress=progress, max_pixels=max_pixels, work_size=work_size,
-                           spec=spec)
-        run.commit({"verb": "segment", "model": {"spec": str(spec) if spec is not None else type(
-            checkpoint_or_model).__name__}, "images": len(paths)})
-    return {**summary, "out": out}
+            model = load_model(spec, map_location="cpu", weights=opts.weights, trust_code=opts.trust_code)
+        summary = _segment(run.dir, opts, model, spec)
+        run.commit({"verb": "segment", "model": {"spec": str(spec) if spec is not None else type(model).__name__},
+                    "images": len(opts.paths)})
+    return {**summary, "out": opts.out}
 
 
 def _run_chunk(s2m: Any, chunk: list[tuple[Path, str]], failed: list[tuple[Path, str]]) -> list[tuple]:
@@ -270,10 +299,7 @@ def _run_chunk(s2m: Any, chunk: list[tuple[Path, str]], failed: list[tuple[Path,
     return done
 
 
-def _segment(stage: Path, paths: list[Path], stems: list[str], checkpoint_or_model: Any, *, score: str,
-             prompter: str, prompt_model: str, device: Any, dtype: Any, batch_size: int, input_size: Any,
-             progress: bool, max_pixels: float | None, work_size: int | None,
-             spec: str | Path | None = None) -> dict:
+def _segment(stage: Path, opts: SegmentOptions, model: Any, spec: str | Path | None) -> dict:
     """The work of :func:`segment_images`, writing into the staging folder ``stage``."""
     import numpy as np
     from tqdm import tqdm
@@ -281,28 +307,25 @@ def _segment(stage: Path, paths: list[Path], stems: list[str], checkpoint_or_mod
     from ..io import atomic_write_text, write_png
     from ..s2m.pipeline import build_s2m
 
-    out = stage
-    s2m = build_s2m(checkpoint_or_model, prompter, prompt_model, device, dtype, score, checkpoint=spec,
-                    input_size=input_size_option(input_size), batch_size=batch_size, max_pixels=max_pixels,
-                    work_size=None if _LEGACY else work_size)
-    if _LEGACY:  # the bench's "before" row: full-resolution logits in this S2M's own engine (no class state)
-        s2m._inference().tile_elements = None
-    (out / "overlays").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
+    s2m = build_s2m(model, opts.prompter, opts.prompt_model, opts.device, opts.dtype, opts.score, checkpoint=spec,
+                    input_size=opts.input_size, batch_size=opts.batch_size, max_pixels=opts.max_pixels,
+                    work_size=opts.work_size)
+    (stage / "overlays").mkdir(parents=True, exist_ok=True)
+    (stage / "masks").mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
     failed: list[tuple[Path, str]] = []
     n_obj = 0
-    bs = batch_size
-    with tqdm(total=len(paths), desc="segment", unit="img", dynamic_ncols=True, disable=not progress) as bar:
+    bs, paths, stems = opts.batch_size, opts.paths, opts.stems
+    with tqdm(total=len(paths), desc="segment", unit="img", dynamic_ncols=True, disable=not opts.progress) as bar:
         for start in range(0, len(paths), bs):   # (the bar is closed before an error is printed)
             chunk = list(zip(paths[start:start + bs], stems[start:start + bs]))
             for p, stem, im, r in _run_chunk(s2m, chunk, failed):
-                write_png(out / "overlays" / f"{stem}.png", overlay(im, r))
-                write_png(out / "masks" / f"{stem}.png", r.instances.astype(np.uint16))
+                write_png(stage / "overlays" / f"{stem}.png", overlay(im, r))
+                write_png(stage / "masks" / f"{stem}.png", r.instances.astype(np.uint16))
                 lines.append(json.dumps(record(p, r)))
                 n_obj += len(r)
             bar.update(len(chunk))
             if len(lines) % 50 < len(chunk):
-                atomic_write_text(out / "objects.json", "".join(x + "\n" for x in lines))
-    atomic_write_text(out / "objects.json", "".join(x + "\n" for x in lines))
+                atomic_write_text(stage / "objects.json", "".join(x + "\n" for x in lines))
+    atomic_write_text(stage / "objects.json", "".join(x + "\n" for x in lines))
     return {"images": len(paths), "segmented": len(lines), "objects": n_obj, "failed": failed}
