@@ -46,8 +46,9 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}{_TMP_TAG}{os.getpid()}-{secrets.token_hex(4)}")
 
 
-def _atomic(path: str | os.PathLike, write_fn, mode: str = "wb") -> Path:
-    """Write through ``write_fn(fileobj)`` to a temp file in the same folder, fsync, then rename over ``path``.
+def _atomic(path: str | os.PathLike, write_fn, mode: str = "wb", *, sync: bool = True) -> Path:
+    """Write through ``write_fn(fileobj)`` to a temp file in the same folder, fsync (``sync``), then rename over
+    ``path``.
 
     The file gets the mode a plain ``open()`` would give (0o666 & ~umask). An OSError (disk full, read-only file
     system, permission denied) becomes OutputError naming ``path`` and the cause; the temp file is removed and a
@@ -70,7 +71,8 @@ def _atomic(path: str | os.PathLike, write_fn, mode: str = "wb") -> Path:
         with os.fdopen(fd, mode) as f:
             write_fn(f)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         _test_pause_before_rename(path)
         os.replace(tmp, path)
     except BaseException as e:
@@ -113,14 +115,9 @@ def _low_space(folder: Path) -> bool:
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
-    """``np.save`` of a temporary file (not atomic: for scratch files only); OSError -> OutputError naming it."""
-    path = Path(path)
-    try:
-        with open(path, "wb") as f:
-            np.save(f, array)
-    except OSError as e:
-        raise _output_error(e, "writing the temporary file", path) from e
-    return path
+    """``np.save`` of a scratch file through the atomic writer, without fsync (a reader never sees a partial
+    file; a crash may lose it); OSError -> OutputError naming it."""
+    return _atomic(path, lambda f: np.save(f, array), sync=False)
 
 
 def _test_pause_before_rename(path: Path) -> None:

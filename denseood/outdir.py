@@ -62,11 +62,13 @@ def user_entries(out: Path) -> list[str]:
         return []
 
 
-def check_out_dir(out: str | os.PathLike, overwrite: bool, *, what: str = "--out",
-                  alternative: str = "") -> Path:
-    """Refuse ``out`` when it is a file, or a non-empty folder without ``overwrite``, or (with ``overwrite``) a
-    non-empty folder without denseood's manifest. ConfigError naming the folder, a few of its files and the way
-    out; ``alternative``: another way out to name ("--resume to continue it"). Returns the Path (nothing is created)."""
+def check_out_dir(out: str | os.PathLike, overwrite: bool, *, what: str = "--out", alternative: str = "",
+                  marker: str = MANIFEST, owner: str = "denseood", not_owned: str = "") -> Path:
+    """The one check of every verb's ``--out``. Refuse ``out`` when it is a file, or a non-empty folder without
+    ``overwrite``, or (with ``overwrite``) a non-empty folder without ``marker`` (denseood's manifest; the demo
+    passes its own marker file, ``owner`` and ``not_owned``, the end of that message). ConfigError naming the
+    folder, a few of its files and the way out; ``alternative``: another way out to name ("--resume to continue
+    it"). Returns the Path (nothing is created)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{what} {out} exists and is a file, not a folder; choose another {what}")
@@ -80,9 +82,10 @@ def check_out_dir(out: str | os.PathLike, overwrite: bool, *, what: str = "--out
         alt = f", {alternative}" if alternative else ""
         raise ConfigError(f"{what} {out} already exists and is not empty ({shown}); pass --overwrite to replace the "
                           f"denseood run there{alt}, or choose another folder")
-    if read_manifest(out) is None:
-        raise ConfigError(f"{what} {out} holds files denseood did not write ({shown}; no {MANIFEST}); "
-                          f"--overwrite replaces only a folder of denseood's own outputs: choose another {what}")
+    owned = read_manifest(out) is not None if marker == MANIFEST else (out / marker).is_file()
+    if not owned:
+        tail = not_owned or f"--overwrite replaces only a folder of denseood's own outputs: choose another {what}"
+        raise ConfigError(f"{what} {out} holds files {owner} did not write ({shown}; no {marker}); {tail}")
     return out
 
 

@@ -72,16 +72,14 @@ def run(args: argparse.Namespace) -> int:
 
 def claim_out(out: Path) -> None:
     """Make ``out`` the demo's folder: create it with the marker, accept it when it has the marker or is empty,
-    refuse anything else (ConfigError naming the folder and the way out)."""
-    from ..errors import ConfigError
+    refuse anything else (:func:`denseood.outdir.check_out_dir`: ConfigError naming the folder and the way out)."""
+    from ..io import atomic_write_text
+    from ..outdir import check_out_dir
 
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; pass a folder for the demo")
-    if out.is_dir() and not (out / MARKER).is_file() and any(out.iterdir()):
-        raise ConfigError(f"--out {out} holds files the demo did not write (no {MARKER} marker); the demo only "
-                          f"writes into a folder of its own: pass another --out (e.g. --out {out}/demo)")
+    check_out_dir(out, True, marker=MARKER, owner="the demo", not_owned="the demo only writes into a folder of its "
+                  f"own: pass another --out (e.g. --out {out}/demo)")
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("written by `denseood demo`; the demo may replace what is in this folder\n")
+    atomic_write_text(out / MARKER, "written by `denseood demo`; the demo may replace what is in this folder\n")
 
 
 def _train(sz: DemoSizes, root: Path, out: Path, *, negatives: str, steps: int, init: Path | None,
@@ -146,7 +144,7 @@ def run_demo(out: str | Path = "demo_out", weights: str | Path = "weights/demo.p
     import shutil
 
     from ..data import synthetic
-    from ..io import atomic_write_bytes
+    from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
     from ..train.prompter import store_prompter_in_checkpoint, train_prompter
     from .segment import segment_images
 
@@ -193,7 +191,7 @@ def run_demo(out: str | Path = "demo_out", weights: str | Path = "weights/demo.p
                                   batch_size=min(4, sz.batch_size), crop=sz.crop, device="cpu")
         store_prompter_in_checkpoint(prompter, weights)
         miou = {"none": summ_none.get("final", {}).get("miou"), "flow": summ_flow.get("final", {}).get("miou")}
-        (runs / "miou.json").write_text(json.dumps(miou))
+        atomic_write_json(runs / "miou.json", miou)
     else:
         print(f"[2/4] using existing weights {weights} and {none_ckpt} (pass --retrain to train again)")
         miou_file = runs / "miou.json"
@@ -217,6 +215,6 @@ def run_demo(out: str | Path = "demo_out", weights: str | Path = "weights/demo.p
         from ..errors import DenseOODError
 
         raise DenseOODError(f"segment failed on {len(seg['failed'])} image(s): {seg['failed'][:3]}")
-    (out / "comparison.md").write_text(table + "\n")
+    atomic_write_text(out / "comparison.md", table + "\n")
     return {"results": res, "none_results": res_none, "table": table, "eval_dir": eval_dir, "segment_dir": seg_dir,
             "weights": weights}

@@ -46,8 +46,9 @@ def to_f16(a: np.ndarray) -> np.ndarray:
 
 
 class MapCache:
-    """This rank's score maps (float16) and ood masks (uint8 0/1/255), one ``.npy`` per frame and score, in a
-    temporary folder under ``out`` (``.denseood-eval-maps-r<rank>-<pid>-*``, removed by :meth:`close`)."""
+    """This rank's score maps (float16) and ood masks (uint8 0/1/255), one ``.npy`` per frame and score (written by
+    :func:`denseood.io.save_npy`, atomically), in a temporary folder under ``out``
+    (``.denseood-eval-maps-r<rank>-<pid>-*``, removed by :meth:`close`)."""
 
     def __init__(self, out: Path, rank: int, scores: Sequence[str]) -> None:
         self.scores = list(scores)
