@@ -290,8 +290,10 @@ def test_s2m_rows(world, tmp_path):
     assert list(iap) == ["oodis", "coco"] and [v["protocol"] for v in iap.values()] == ["oodis", "coco"]
     assert "ap" not in res["s2m"]["s2m"] and "ap" not in res["s2m"]["s2m"]["paper_protocol"]
     assert _null_paths(res["s2m"]) == []  # results.json: no null beside a real number in the object rows
-    # the thresholded baseline uses the best-F1 threshold of the jsd row (up to the streaming bin width)
-    assert res["s2m"]["threshold@bestF1"]["threshold"] == pytest.approx(res["scores"]["jsd"]["best_f1_threshold"], abs=2e-3)
+    # the thresholded baseline takes the jsd row's best-F1 threshold and pixel numbers (computed once, not again)
+    base, row = res["s2m"]["threshold@bestF1"], res["scores"]["jsd"]
+    assert base["threshold"] == row["best_f1_threshold"]
+    assert (base["pixel_ap"], base["pixel_fpr95"]) == (row["ap"], row["fpr95"])
     assert "| s2m |" in (out / "results.md").read_text()
 
 
