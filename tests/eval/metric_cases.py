@@ -89,8 +89,8 @@ PIXEL_CASES = [
     MetricCase("pixel-exact", lambda: PixelMetrics("exact"), pixel_frames, ref_pooled, NO_PIXELS, batch=True),
     MetricCase("pixel-streaming-range", lambda: PixelMetrics("streaming", bins=4096, score_range=(0.0, 4.0)),
                pixel_frames, ref_pooled, NO_PIXELS, batch=True),
-    MetricCase("pixel-streaming-auto", lambda: PixelMetrics("streaming", bins=20_000), pixel_frames, ref_pooled, NO_PIXELS,
-               batch=True, varies=("bin_width",)),
+    MetricCase("pixel-streaming-auto", lambda: PixelMetrics("streaming", bins=20_000), pixel_frames, ref_pooled,
+               NO_PIXELS, batch=True, varies=("bin_width",)),   # the grid depends on the first batch
     MetricCase("pixel-smiyc", lambda: PixelMetrics("smiyc"), pixel_frames, ref_smiyc, NO_PIXELS, batch=True),
     MetricCase("pixel-caos", lambda: PixelMetrics("caos", bins=4096, score_range=(0.0, 4.0)), pixel_frames,
                ref_caos_pooled, (DenseOODError, "all 0 images were skipped"), batch=True),
