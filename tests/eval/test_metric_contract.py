@@ -102,10 +102,12 @@ def test_compute_keeps_the_state_and_reset_forgets_it(case):
     assert_same(feed(case, m, frames).compute(), want, case.tol, case.varies)
 
 
-def test_two_ranks_reduce_to_one_rank(case):
+@pytest.mark.parametrize("split", ["interleaved", "one-rank-empty"])
+def test_two_ranks_reduce_to_one_rank(case, split):
+    """Rank r sees frames r::2 (as eval shards them), or rank 1 sees none (fewer frames than ranks)."""
     frames = case.frames()
     want = result(case, frames)
-    parts = [frames[0::2], frames[1::2]]
+    parts = [frames[0::2], frames[1::2]] if split == "interleaved" else [frames, []]
     r0, r1 = on_two_ranks(lambda r: result(case, parts[r]))
     assert_same(r1, r0, 0.0)   # every rank returns the same
     assert_same(r0, want, case.tol, case.varies)

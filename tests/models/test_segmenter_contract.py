@@ -65,12 +65,15 @@ def test_any_input_size_gives_scores_at_that_size(source, hw):
     _, _, model, _ = source
     x = _x(2, *hw)
     out = _run(model, x)
+    assert torch.equal(x, _x(2, *hw)), "the forward must not change its input"
     assert tuple(out.shape) == (2, model.num_classes, *hw)
     assert out.is_floating_point() and bool(torch.isfinite(out).all())
     if model.output_kind == "mask_scores":   # s_k in [0, Q]
         assert float(out.min()) >= 0.0
     # batch members do not see each other (no train-mode statistics, equal padding per image)
     _close(_run(model, x[1:]), out[1:], 1e-5)
+    # the engine's --channels-last memory format gives the same scores
+    _close(_run(model, x.contiguous(memory_format=torch.channels_last)), out, 1e-5)
 
 
 def test_features_present_or_refused(source):
