@@ -179,12 +179,12 @@ def test_float64_bf16_autocast_and_cpu_moves(source):
     _close(outb, want, 0.15)
     assert model.to("cpu") is model and model.device.type == "cpu"
     assert torch.equal(_run(model, x), want)
-    model.stats = {"sml_mean": torch.arange(3, dtype=torch.float64)}
+    kept, model.stats = model.stats, {"sml_mean": torch.arange(3, dtype=torch.float64)}
     try:
         st = model.stats_on("cpu")
         assert st["sml_mean"].dtype == torch.float32 and st["sml_mean"].device.type == "cpu"
     finally:
-        model.stats = {}
+        model.stats = kept
 
 
 @pytest.mark.cuda
