@@ -52,7 +52,7 @@ class Inference:
                  sliding_window: tuple[int, int] | None = None, overlap: float = 1 / 3, flip: bool = False,
                  channels_last: bool = True, compile: bool = False, window_weighting: str = "gaussian",
                  window_batch: int = 8, max_pixels: int | float | None = MAX_PIXELS):
-        from ..scores import SCORE_REQUIREMENTS, parse_scores, score_kwargs
+        from ..scores import SCORES, parse_scores, score_kwargs
 
         self.scores = parse_scores(list(scores) if not isinstance(scores, str) else scores)
         self.device = resolve_device(device)
@@ -86,7 +86,7 @@ class Inference:
                 raise ConfigError(f"torch.compile failed ({type(e).__name__}: {e}); run without --compile") from e
         self._compile_checked = not compile
 
-        self.feature_scores = [s for s in self.scores if "features" in SCORE_REQUIREMENTS.get(s, set())]
+        self.feature_scores = [s for s in self.scores if SCORES[s].features]
         self.logit_scores = [s for s in self.scores if s not in self.feature_scores]
         self.score_kwargs = {s: self._to_device(score_kwargs(s, self.model, self.device)) for s in self.scores}
         self._score_fn = None
