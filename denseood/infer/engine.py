@@ -22,6 +22,7 @@ from ..config import parse_hw
 from ..data.sample import Sample
 from ..dist import resolve_device, worker_init
 from ..errors import ConfigError, ModelOutputError
+from ..scores.names import DEFAULT_SCORE
 from .util import (MAX_PIXELS, _linear_taps, _resize_map, check_max_pixels, check_network_sizes, collate_samples,
                    dtype_name, peak_memory_mb, resolve_dtype, window_positions, window_weights)
 
@@ -47,7 +48,7 @@ class Inference:
     resolution), then upsampled (bilinear) to the image size; with sliding windows they are blended per window.
     """
 
-    def __init__(self, model: torch.nn.Module, *, scores: Sequence[str] = ("jsd",), device: str = "auto",
+    def __init__(self, model: torch.nn.Module, *, scores: Sequence[str] = (DEFAULT_SCORE,), device: str = "auto",
                  dtype: str = "auto", input_size: tuple[int, int] | None | str = "model",
                  sliding_window: tuple[int, int] | None = None, overlap: float = 1 / 3, flip: bool = False,
                  channels_last: bool = True, compile: bool = False, window_weighting: str = "gaussian",

@@ -22,11 +22,11 @@ if TYPE_CHECKING:
 #: inputs an engine may pass to every score; a score that does not take them ignores them
 _SHARED_INPUTS = {"stats", "features"}
 
-#: torch-using names re-exported from the modules that define them, imported on first access
-_LAZY = {**{n: "logit_scores" for n in ("msp", "maxlogit", "energy", "entropy", "jsd")},
-         **{n: "fitted" for n in ("sml", "mahalanobis", "fit_sml", "fit_mahalanobis")},
-         **{n: "mask_scores" for n in ("rba", "mask_msp", "mask_maxlogit")},
-         "js_divergence_to_uniform": "jsd"}
+#: torch-using names re-exported from the modules that define them (each record's function and fit function,
+#: and the divergence the NFlowJS loss shares), imported on first access
+_LAZY = {attr: module for module, attr in (ref.split(".") for rec in SCORES.values()
+                                           for ref in (rec.function, rec.fit) if ref)}
+_LAZY["js_divergence_to_uniform"] = "divergence"
 
 
 def __getattr__(name: str) -> Any:
@@ -108,7 +108,7 @@ def score_kwargs(name: str, model: Any, device: torch.device | str | None = None
         src = getattr(model, "checkpoint_meta", None)
         where = "the checkpoint" if src is not None else "the model"
         raise ConfigError(f"score {rec.name!r} needs statistics {list(rec.stats)} but {where} lacks {missing}; "
-                          f"fit them with denseood.scores.{rec.fit}(model, train_loader) and save the "
+                          f"fit them with denseood.scores.{rec.fit_name}(model, train_loader) and save the "
                           f"checkpoint again")
     if hasattr(model, "stats_on"):
         return {"stats": model.stats_on(device)}

@@ -26,7 +26,7 @@ _FIT_HINT = ("fit them on training images with denseood.scores.{fit}(model, load
 
 def _need(stats: Mapping[str, torch.Tensor] | None, score: str, what: str) -> None:
     """ConfigError unless ``stats`` holds every key the record of ``score`` lists."""
-    keys, fit = SCORES[score].stats, SCORES[score].fit
+    keys, fit = SCORES[score].stats, SCORES[score].fit_name
     if stats is None or any(k not in stats for k in keys):
         have = sorted(stats) if stats else []
         raise ConfigError(f"the checkpoint has no {what} statistics ({', '.join(keys)}; it has {have}); "

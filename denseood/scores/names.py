@@ -26,8 +26,9 @@ class ScoreRecord:
     and docs. value_range: (lo, hi) bounds every value lies in for any model, or None where the values are
     unbounded or the bounds depend on the model (png16 maps hold only scores with a range). higher_is_anomalous:
     orientation of the values (every score is written so that this holds). features: needs the decoder
-    features ``model(x, return_features=True)``. stats: keys of ``model.stats`` it reads; fit: the
-    ``denseood.scores`` function that fits them. output_kinds: the ``model.output_kind`` values it applies to.
+    features ``model(x, return_features=True)``. stats: keys of ``model.stats`` it reads; fit: the function
+    that fits them, ``"module.function"`` like ``function``. output_kinds: the ``model.output_kind`` values it
+    applies to.
     """
 
     name: str
@@ -43,8 +44,9 @@ class ScoreRecord:
     def __post_init__(self) -> None:
         if self.name != self.name.lower() or "," in self.name or not self.name.strip():
             raise ValueError(f"score name {self.name!r} must be lower case without commas")
-        if self.function.count(".") != 1:
-            raise ValueError(f"score {self.name!r}: function {self.function!r} must read 'module.function'")
+        for ref in (self.function, self.fit or "module.function"):
+            if ref.count(".") != 1:
+                raise ValueError(f"score {self.name!r}: {ref!r} must read 'module.function'")
         if bool(self.stats) != bool(self.fit):
             raise ValueError(f"score {self.name!r}: give both stats keys and the fit function, or neither")
         if not self.output_kinds or not self.output_kinds <= set(OUTPUT_KINDS):
@@ -61,6 +63,11 @@ class ScoreRecord:
         return getattr(importlib.import_module(f"{__package__}.{module}"), attr)
 
     @property
+    def fit_name(self) -> str | None:
+        """Name of the fit function in ``denseood.scores`` (e.g. "fit_sml"), None for scores without stats."""
+        return self.fit.split(".")[1] if self.fit else None
+
+    @property
     def needs(self) -> frozenset[str]:
         """Extra inputs besides the logits: a subset of {"stats", "features"}."""
         return frozenset({"stats"} if self.stats else ()) | frozenset({"features"} if self.features else ())
@@ -71,7 +78,7 @@ _RECORDS = (
     ScoreRecord("msp", "logit_scores.msp", "1 - max softmax probability, in [0, 1 - 1/C]", value_range=(0.0, 1.0)),
     ScoreRecord("maxlogit", "logit_scores.maxlogit", "negative max logit"),
     ScoreRecord("sml", "fitted.sml", "negative standardized max logit (per-class statistics from fit_sml)",
-                stats=("sml_mean", "sml_std"), fit="fit_sml"),
+                stats=("sml_mean", "sml_std"), fit="fitted.fit_sml"),
     ScoreRecord("energy", "logit_scores.energy", "free energy -T logsumexp(logits / T)"),
     # log C <= 8 holds for up to 2980 classes
     ScoreRecord("entropy", "logit_scores.entropy", "softmax entropy in nats, in [0, log C]", value_range=(0.0, 8.0)),
@@ -79,7 +86,7 @@ _RECORDS = (
                 "(NFlowJS), in (-log 2, 0]", value_range=(-math.log(2.0), 0.0)),
     ScoreRecord("mahalanobis", "fitted.mahalanobis", "min Mahalanobis distance of decoder features to the class "
                 "means (statistics from fit_mahalanobis)", features=True, stats=("maha_means", "maha_precision"),
-                fit="fit_mahalanobis"),
+                fit="fitted.fit_mahalanobis"),
     ScoreRecord("rba", "mask_scores.rba", "RbA, -sum_k tanh(s_k) of a mask transformer's class scores",
                 output_kinds=_MASK_ONLY),
     ScoreRecord("mask_msp", "mask_scores.mask_msp", "1 - max_k s_k of a mask transformer's class scores",
