@@ -10,8 +10,8 @@ summary and make the exit status 1; the other images' results are kept. An image
 the run before the model is loaded. Prompts and masks are computed at ``--work-size`` (longest side), so
 memory grows by a few bytes per input pixel.
 
-The library verb is :func:`segment_images` (no argv). The top level imports only the standard library and
-``._common``. See docs/architecture.md.
+The library verb is :func:`segment_images` (no argv). The top level imports only the standard library,
+``._common`` and ``scores.names``. See docs/architecture.md.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 The prompter is written into the checkpoint's ``extra["prompter"]`` (found there by ``--prompter learned|auto``)
 or, with ``--out``, to a prompter file of its own. The library verbs are
 ``denseood.train.prompter.train_prompter`` and ``store_prompter_in_checkpoint`` / ``LearnedPrompter.save``.
-The top level imports only the standard library and ``._common``. See docs/architecture.md.
+The top level imports only the standard library, ``._common`` and ``scores.names``. See docs/architecture.md.
 """
 from __future__ import annotations
 

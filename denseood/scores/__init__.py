@@ -86,8 +86,8 @@ def check_applicable(name: str, model: Any) -> None:
     kind = getattr(model, "output_kind", "logits")
     if kind not in rec.output_kinds:
         what = getattr(model, "describe", lambda: type(model).__name__)()
-        raise ConfigError(f"score {rec.name!r} needs a mask transformer (output_kind 'mask_scores': an hf: Mask2Former, "
-                          f"MaskFormer or OneFormer) but {what} gives {kind!r}; scores which apply: "
+        raise ConfigError(f"score {rec.name!r} needs a mask transformer (output_kind 'mask_scores': an hf: "
+                          f"Mask2Former, MaskFormer or OneFormer) but {what} gives {kind!r}; scores which apply: "
                           f"{', '.join(applicable_scores(model))}")
 
 

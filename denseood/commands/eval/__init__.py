@@ -1,7 +1,7 @@
 """``denseood eval``: anomaly scores (and S2M objects) of a model (any ``load_model`` spec) or of precomputed maps
 on a benchmark split -> results.json/.md.
 
-``add_parser``/``run`` here (standard library only at import time); the orchestration is in ``runner``
+``add_parser``/``run`` here (stdlib and ``scores.names`` only at import time); the orchestration is in ``runner``
 (:func:`~denseood.commands.eval.runner.evaluate`, :func:`~denseood.commands.eval.runner.evaluate_checkpoint`),
 the results table in ``report``, the S2M rows in ``s2m`` (:class:`~denseood.commands.eval.s2m.S2MEval`).
 See docs/architecture.md.

@@ -1,6 +1,6 @@
 """``denseood submit``: write a benchmark's submission and check it offline.
 
-``add_parser``/``run`` here (standard library only at import time); the OoDIS writer is in ``oodis``
+``add_parser``/``run`` here (stdlib and ``scores.names`` only at import time); the OoDIS writer is in ``oodis``
 (:func:`~denseood.commands.submit.oodis.write_oodis`), its check in ``verify``
 (:func:`~denseood.commands.submit.verify.verify_oodis`), the objects per frame in ``objects``, the SMIYC tree in
 ``smiyc``. See docs/architecture.md and docs/metrics.md (OoDIS submission).
