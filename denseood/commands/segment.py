@@ -10,8 +10,8 @@ summary and make the exit status 1; the other images' results are kept. An image
 the run before the model is loaded. Prompts and masks are computed at ``--work-size`` (longest side), so
 memory grows by a few bytes per input pixel.
 
-The library verb is :func:`segment_images` (no argv). The top level imports only the standard library and
-``._common``. See docs/architecture.md.
+The library verb is :func:`segment_images` (no argv). The top level imports only the standard library,
+``._common`` and ``scores.names``. See docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..scores.names import DEFAULT_SCORE, score_help
 from ._common import add_code_options, add_config, add_device, add_dtype, add_out, add_verb, nonnegative_int, positive_float, positive_int
 
 #: default of --max-pixels (= denseood.infer.MAX_PIXELS; kept here so the top level imports no torch)
@@ -40,7 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="the model: denseood checkpoint .pt | hf:DIR | torchvision:NAME:FILE | python:MODULE:FACTORY")
     add_code_options(p)
     add_out(p, "overlays/, masks/, objects.json")
-    p.add_argument("--score", default="jsd", help="anomaly score the prompts are taken from (e.g. jsd, msp, maxlogit)")
+    p.add_argument("--score", default=DEFAULT_SCORE, help=score_help("anomaly score the prompts are taken from"))
     p.add_argument("--prompter", default="auto",
                    help="learned | peak | auto (learned when the checkpoint holds one) | PATH of a prompter file")
     p.add_argument("--prompt-model", default="grabcut",
@@ -189,7 +190,7 @@ def input_size_option(spec: Any) -> Any:
     return parse_hw(spec, "--input-size")
 
 
-def segment_images(images: Sequence[str | Path], checkpoint_or_model: Any, out: str | Path, *, score: str = "jsd",
+def segment_images(images: Sequence[str | Path], checkpoint_or_model: Any, out: str | Path, *, score: str = DEFAULT_SCORE,
                    prompter: str = "auto", prompt_model: str = "grabcut", device: Any = "auto", dtype: Any = "auto",
                    batch_size: int = 2, input_size: Any = "model", overwrite: bool = False,
                    progress: bool = True, max_pixels: float | None = MAX_PIXELS, work_size: int | None = WORK_SIZE,

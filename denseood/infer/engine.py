@@ -22,6 +22,7 @@ from ..config import parse_hw
 from ..data.sample import Sample
 from ..dist import resolve_device, worker_init
 from ..errors import ConfigError, ModelOutputError
+from ..scores.names import DEFAULT_SCORE
 from .util import (MAX_PIXELS, _linear_taps, _resize_map, check_max_pixels, check_network_sizes, collate_samples,
                    dtype_name, peak_memory_mb, resolve_dtype, window_positions, window_weights)
 
@@ -47,12 +48,12 @@ class Inference:
     resolution), then upsampled (bilinear) to the image size; with sliding windows they are blended per window.
     """
 
-    def __init__(self, model: torch.nn.Module, *, scores: Sequence[str] = ("jsd",), device: str = "auto",
+    def __init__(self, model: torch.nn.Module, *, scores: Sequence[str] = (DEFAULT_SCORE,), device: str = "auto",
                  dtype: str = "auto", input_size: tuple[int, int] | None | str = "model",
                  sliding_window: tuple[int, int] | None = None, overlap: float = 1 / 3, flip: bool = False,
                  channels_last: bool = True, compile: bool = False, window_weighting: str = "gaussian",
                  window_batch: int = 8, max_pixels: int | float | None = MAX_PIXELS):
-        from ..scores import SCORE_REQUIREMENTS, parse_scores, score_kwargs
+        from ..scores import SCORES, parse_scores, score_kwargs
 
         self.scores = parse_scores(list(scores) if not isinstance(scores, str) else scores)
         self.device = resolve_device(device)
@@ -86,7 +87,7 @@ class Inference:
                 raise ConfigError(f"torch.compile failed ({type(e).__name__}: {e}); run without --compile") from e
         self._compile_checked = not compile
 
-        self.feature_scores = [s for s in self.scores if "features" in SCORE_REQUIREMENTS.get(s, set())]
+        self.feature_scores = [s for s in self.scores if SCORES[s].features]
         self.logit_scores = [s for s in self.scores if s not in self.feature_scores]
         self.score_kwargs = {s: self._to_device(score_kwargs(s, self.model, self.device)) for s in self.scores}
         self._score_fn = None

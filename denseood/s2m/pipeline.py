@@ -33,6 +33,7 @@ import torch
 
 from ..dist import resolve_device
 from ..errors import ConfigError
+from ..scores.names import DEFAULT_SCORE
 from .learned import LearnedPrompter
 from .promptable import PromptableSegmenter, build_prompt_model, resolve_dtype
 from .prompts import PeakPrompter, Prompts
@@ -179,7 +180,7 @@ class S2M:
     at full resolution. max_pixels: larger images raise ConfigError before the segmenter runs (None: no limit).
     """
 
-    def __init__(self, segmenter: Any, prompter: Any, mask_model: PromptableSegmenter, *, score: str = "jsd",
+    def __init__(self, segmenter: Any, prompter: Any, mask_model: PromptableSegmenter, *, score: str = DEFAULT_SCORE,
                  device: str | torch.device = "auto", dtype: str | torch.dtype = "auto", nms_iou: float = 0.5,
                  min_area: int = 16, input_size: Any = "model", outside_weight: float = 0.5, batch_size: int = 2,
                  work_size: int | None = WORK_SIZE, max_pixels: int | float | None = None) -> None:
@@ -341,7 +342,7 @@ def _pick_score(score: str | Sequence[str], prompter: Any) -> str:
     own = getattr(prompter, "score_name", None)
     if own in cands:
         return own
-    return "jsd" if "jsd" in cands else cands[0]
+    return DEFAULT_SCORE if DEFAULT_SCORE in cands else cands[0]
 
 
 def build_prompter(spec: str, extra: dict, score: str | Sequence[str], device: torch.device,
@@ -375,7 +376,7 @@ def build_prompter(spec: str, extra: dict, score: str | Sequence[str], device: t
 
 
 def build_s2m(model: Any, prompter: str = "auto", prompt_model: str = "grabcut", device: Any = "auto",
-              dtype: Any = "auto", score: str | Sequence[str] = "jsd", *, checkpoint: str | Path | None = None,
+              dtype: Any = "auto", score: str | Sequence[str] = DEFAULT_SCORE, *, checkpoint: str | Path | None = None,
               input_size: Any = "model", **kw: Any) -> S2M:
     """Assemble an :class:`S2M` from a checkpoint.
 

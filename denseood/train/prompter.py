@@ -21,6 +21,7 @@ from torch import nn
 from ..errors import ConfigError, DenseOODError
 from ..s2m.boxes import box_iou_np, boxes_from_mask
 from ..s2m.learned import LearnedPrompter, quantile_levels
+from ..scores.names import DEFAULT_SCORE
 
 __all__ = ["train_prompter", "calibrate_score_thresh", "store_prompter_in_checkpoint", "load_flow"]
 
@@ -45,7 +46,7 @@ def load_flow(raw: dict) -> Any:
 
 
 def train_prompter(model_ckpt: str | Path | nn.Module, dataset_root: str | Path, *, dataset: str = "synthetic",
-                   negatives: str = "flow", score: str = "jsd", steps: int = 300, batch_size: int = 4, crop: int = 256,
+                   negatives: str = "flow", score: str = DEFAULT_SCORE, steps: int = 300, batch_size: int = 4, crop: int = 256,
                    lr: float = 1e-3, device: str = "auto", seed: int = 0, backbone: str = "tiny",
                    input: str = "score", pool_size: int = 128, score_thresh: float | str = "auto", min_box_area: int = 16,
                    progress: bool = True, weights: str | Path | None = None,

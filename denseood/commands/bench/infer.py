@@ -12,6 +12,7 @@ import torch
 
 from ...errors import ConfigError
 from ...io import atomic_write_json
+from ...scores.names import DEFAULT_SCORE
 
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((512, 1024), (1024, 2048))
 
@@ -68,7 +69,7 @@ def bench_infer(arch: str = "deeplabv3plus", encoder: str = "resnet50",
             dt, _, extra = spec.partition("+")
             if extra not in ("", "compile"):
                 raise ConfigError(f"unknown dtype variant {spec!r}; use fp32|bf16|fp16 optionally with +compile")
-            eng = Inference(model, scores=("jsd",), device=str(dev), dtype=dt, input_size=None,
+            eng = Inference(model, scores=(DEFAULT_SCORE,), device=str(dev), dtype=dt, input_size=None,
                             compile=extra == "compile")
             for _ in range(warmup):
                 eng.predict(images)

@@ -1,7 +1,7 @@
 """``denseood eval``: anomaly scores (and S2M objects) of a model (any ``load_model`` spec) or of precomputed maps
 on a benchmark split -> results.json/.md.
 
-``add_parser``/``run`` here (standard library only at import time); the orchestration is in ``runner``
+``add_parser``/``run`` here (stdlib and ``scores.names`` only at import time); the orchestration is in ``runner``
 (:func:`~denseood.commands.eval.runner.evaluate`, :func:`~denseood.commands.eval.runner.evaluate_checkpoint`),
 the results table in ``report``, the S2M rows in ``s2m`` (:class:`~denseood.commands.eval.s2m.S2MEval`).
 See docs/architecture.md.
@@ -12,6 +12,7 @@ import argparse
 import math
 import sys
 
+from ...scores.names import DEFAULT_SCORE, score_help
 from .._common import (_checked, add_code_options, add_config, add_device, add_dtype, add_out, add_verb, fraction, nonnegative_int,
                        positive_float, positive_int)
 
@@ -55,7 +56,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--maps-higher-is-anomalous", default="true", choices=("true", "false"),
                    help="false: lower map values mean more anomalous (the sign is flipped)")
     p.add_argument("--score", default=None,
-                   help="comma-separated score names, e.g. msp,maxlogit,jsd (default jsd; not with --maps)")
+                   help=score_help("comma-separated score names, not with --maps", default=True))
     add_out(p, "results.json, results.md, curves")
     add_dtype(p)
     add_device(p)
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     evaluate_checkpoint(
         dataset=args.dataset, root=args.root, split=args.split, checkpoint=args.checkpoint,
         weights=args.weights, trust_code=args.trust_code,
-        scores=args.score or "jsd", dtype=args.dtype, device=args.device, input_size=args.input_size,
+        scores=args.score or DEFAULT_SCORE, dtype=args.dtype, device=args.device, input_size=args.input_size,
         sliding_window=args.sliding_window, overlap=args.overlap, flip=args.flip, compile=args.compile,
         max_pixels=args.max_pixels, s2m=args.s2m, prompter=args.prompter, prompt_model=args.prompt_model, **common)
     return 0

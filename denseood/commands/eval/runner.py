@@ -30,6 +30,7 @@ from denseood.config import parse_hw
 from denseood.errors import ConfigError, DatasetError
 from denseood.io import atomic_write_json, atomic_write_text, write_png
 from denseood.outdir import check_out_dir, open_output
+from denseood.scores.names import DEFAULT_SCORE
 
 from .passes import MapCache, threshold_pass
 from .report import SUBMISSION_NOTE, plain_json, results_markdown, thin_curve
@@ -304,7 +305,7 @@ def model_provenance(model: Any, spec: Any) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------- from names and paths
 def evaluate_checkpoint(*, dataset: str, root: str | os.PathLike, checkpoint: str | os.PathLike,
-                        out: str | os.PathLike, scores: Sequence[str] | str = "jsd", split: str | None = None,
+                        out: str | os.PathLike, scores: Sequence[str] | str = DEFAULT_SCORE, split: str | None = None,
                         protocol: str | None = None, input_size: str | tuple[int, int] | None = None,
                         sliding_window: str | tuple[int, int] | None = None,
                         min_segment_size: int | None = None, min_instance_size: int | None = None,
