@@ -46,8 +46,8 @@ def mark_best(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str, bool
     """Set ``best`` on the best cell of each column (max, or min where lower is better; ties all marked)."""
     for key, _, higher in columns:
         vals = [r["cells"][key]["value"] for r in rows if r["cells"][key]["value"] is not None]
-        if len(vals) < 2:
-            continue
+        if len(set(vals)) < 2:
+            continue  # one value, or all equal: nothing to mark
         best = max(vals) if higher else min(vals)
         for r in rows:
             r["cells"][key]["best"] = r["cells"][key]["value"] == best

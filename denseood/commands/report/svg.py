@@ -57,15 +57,16 @@ def colour_bar(colours: np.ndarray, vmin: float, vmax: float, threshold: float |
     stops = "".join(f'<stop offset="{i / (k - 1):.3f}" stop-color="rgb({r},{g},{b})"/>'
                     for i, (r, g, b) in enumerate(colours.tolist()))
     gid = f"cb{abs(hash((vmin, vmax, label))) % 10**8}"
-    parts = [f'<svg class="colourbar" viewBox="0 0 320 42" xmlns="http://www.w3.org/2000/svg">',
+    parts = [f'<svg class="colourbar" viewBox="0 0 320 50" xmlns="http://www.w3.org/2000/svg">',
              f'<defs><linearGradient id="{gid}">{stops}</linearGradient></defs>',
-             f'<rect x="10" y="4" width="300" height="12" fill="url(#{gid})" stroke="#333"/>',
-             f'<text x="10" y="30" font-size="10">{vmin:.4g}</text>',
-             f'<text x="310" y="30" font-size="10" text-anchor="end">{vmax:.4g}</text>',
-             f'<text x="160" y="40" font-size="10" text-anchor="middle">{escape(label)}</text>']
+             f'<rect x="10" y="14" width="300" height="12" fill="url(#{gid})" stroke="#333"/>',
+             f'<text x="10" y="38" font-size="10">{vmin:.4g}</text>',
+             f'<text x="310" y="38" font-size="10" text-anchor="end">{vmax:.4g}</text>',
+             f'<text x="160" y="48" font-size="10" text-anchor="middle">{escape(label)}</text>']
     if threshold is not None and vmax > vmin and vmin <= threshold <= vmax:
         x = 10 + 300 * (threshold - vmin) / (vmax - vmin)
-        parts.append(f'<line x1="{x:.1f}" y1="1" x2="{x:.1f}" y2="19" stroke="#0f0" stroke-width="2"/>'
-                     f'<text x="{x:.1f}" y="30" font-size="10" text-anchor="middle">t={threshold:.4g}</text>')
+        anchor = "start" if x < 60 else "end" if x > 260 else "middle"
+        parts.append(f'<line x1="{x:.1f}" y1="11" x2="{x:.1f}" y2="29" stroke="#0c0" stroke-width="2"/>'
+                     f'<text x="{x:.1f}" y="9" font-size="10" text-anchor="{anchor}">t = {threshold:.4g}</text>')
     parts.append("</svg>")
     return "".join(parts)
