@@ -132,6 +132,29 @@ def test_thumbnails_are_at_most_320_px_wide(run_dir):
             assert z["image"].shape[1] <= 320 and z["mask"].shape == z["image"].shape[:2]
 
 
+def test_a_page_of_100_full_hd_frames_stays_under_20_mb(run_dir, tmp_path):
+    """3 frames of 1024x2048 (a synthetic frame scaled up, a smooth map): the page per frame, times 100, < 20 MB."""
+    import cv2
+
+    from denseood.commands.eval.frames import FrameRecords
+    from denseood.commands.report.build import write_report
+
+    with np.load(next((run_dir / "frames").glob("*.npz"))) as z:
+        image = cv2.resize(z["image"], (2048, 1024), interpolation=cv2.INTER_CUBIC)
+        mask = cv2.resize(z["mask"], (2048, 1024), interpolation=cv2.INTER_NEAREST)
+    gen = np.random.default_rng(0)
+    rec = FrameRecords(tmp_path, ["s"])
+    for i in range(3):
+        amap = cv2.GaussianBlur(gen.normal(size=(1024, 2048)).astype(np.float32), (0, 0), 8) + (mask == 1)
+        rec.update(SimpleNamespace(name=f"f{i}", image=image, ood_mask=mask, instances=None), {"s": amap})
+    rec.write()
+    row = {"ap": 0.5, "fpr95": 0.5, "auroc": 0.5, "threshold_at_tpr95": 0.5, "best_f1_threshold": 0.5}
+    (tmp_path / "results.json").write_text(json.dumps({"dataset": "x", "split": "val", "n_images": 3,
+                                                       "has_labels": True, "scores": {"s": row}}))
+    size = write_report([tmp_path], tmp_path / "r.html").stat().st_size
+    assert size / 3 * 100 < 20e6, size
+
+
 def test_report_lays_two_runs_side_by_side(run_dir, tmp_path, capsys):
     other = tmp_path / "flow"
     shutil.copytree(run_dir, other)

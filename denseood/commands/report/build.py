@@ -21,7 +21,7 @@ from denseood.errors import ConfigError
 from .layout import FRAMES_DIR, FRAMES_JSON, NO_INSTANCE
 
 SIZE_BINS = ((0, 1_000, "< 1k px"), (1_000, 10_000, "1k–10k px"), (10_000, math.inf, "> 10k px"))
-MAX_VIEWS = 100      # frame views (thumbnails) embedded per run; worst frames always included
+MAX_VIEWS = 100      # frame views (thumbnails) embedded per page (shared by its runs); worst frames always included
 WORST_K = 3          # worst frames per list
 
 

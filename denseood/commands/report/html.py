@@ -164,14 +164,15 @@ def frame_view(run: Run, fr: dict[str, Any], vmin: float, vmax: float) -> dict[s
     err[hit & (mask == 1)] = (0, 200, 0)
     images = [("image", data_uri(img)), ("ground truth (orange anomaly, black void)", data_uri(gt, ".png")),
               (f"heat map ({run.primary})", data_uri(heatmap(amap, vmin, vmax))),
-              ("at the 95 %-TPR threshold: red false positive, cyan missed, green hit", data_uri(err, ".png"))]
+              ("at the 95 %-TPR threshold: red false positive, cyan missed, green hit", data_uri(err))]
     if objects is not None:
         images.append((f"S2M objects ({fr['n_objects']})", data_uri(draw_objects(img, objects.astype(np.int32)))))
     return {"id": fr["id"], "name": fr["name"], "images": images, "fp": fr["fp"], "missed": fr["missed"]}
 
 
-def run_frames(run: Run, index: int) -> dict[str, Any] | None:
-    """Per-frame table rows, worst-frame lists, frame views, colour bar and recall by size of run ``index``."""
+def run_frames(run: Run, index: int, max_views: int = MAX_VIEWS) -> dict[str, Any] | None:
+    """Per-frame table rows, worst-frame lists, frame views (the worst frames, then the first frames up to
+    ``max_views``), colour bar and recall by size of run ``index``."""
     if not run.frames:
         return None
     for i, fr in enumerate(run.frames):
@@ -184,7 +185,7 @@ def run_frames(run: Run, index: int) -> dict[str, Any] | None:
     vmax = vmax if vmax > vmin else vmin + 1e-6
     worst_fp, worst_missed = worst(run.frames, "fp"), worst(run.frames, "missed")
     shown = list(dict.fromkeys([f["id"] for f in worst_fp + worst_missed]
-                               + [f["id"] for f in run.frames][:MAX_VIEWS]))
+                               + [f["id"] for f in run.frames][:max_views]))
     by_id = {f["id"]: f for f in run.frames}
     from denseood.viz import heatmap
 
@@ -206,7 +207,8 @@ def render(runs: Sequence[Run]) -> str:
     rows, has_at = score_rows(runs)
     cols = list(SCORE_COLUMNS) + ([(f"at_{k}", h, b) for k, h, b in AT_COLUMNS] if has_at else [])
     return env.from_string(text).render(
-        runs=[{"label": r.label, "card": card(r), "frames": run_frames(r, i), "results": r.results}
+        runs=[{"label": r.label, "card": card(r), "frames": run_frames(r, i, MAX_VIEWS // len(runs)),
+              "results": r.results}
               for i, r in enumerate(runs)],
         score_rows=rows, score_columns=cols, object_rows=object_rows(runs), object_columns=OBJECT_COLUMNS,
         plots=plots(runs), several=len(runs) > 1)
