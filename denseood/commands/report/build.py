@@ -113,19 +113,21 @@ def load_run(run_dir: str | Path, label: str | None = None) -> Run:
         return run  # no labels, or a run written before 0.2 (no per-frame files): card and table only
     meta = json.loads(fj.read_text(encoding="utf-8"))
     run.threshold = float(results["scores"][run.primary]["threshold_at_tpr95"])
-    pooled: dict[str, dict[float, list[int]]] = {}
+    # pooled counts per float16 bit pattern (2 x 65536 per score, whatever the number of frames)
+    pooled = {s: np.zeros((2, 1 << 16)) for s in meta["scores"]}
     for fr in meta["frames"]:
         with run.npz(fr) as z:
             fr.update(frame_numbers(z, run.primary, run.threshold))
             for s in meta["scores"]:
-                v, g, c = histogram(z, s)
-                pooled.setdefault(s, []).append((v, np.where(g > 0, c, 0), np.where(g == 0, c, 0)))
+                bits, g, c = z[f"hv_{s}"], z[f"hg_{s}"], z[f"hc_{s}"].astype(np.float64)
+                pooled[s][0] += np.bincount(bits, np.where(g > 0, c, 0), 1 << 16)
+                pooled[s][1] += np.bincount(bits, np.where(g == 0, c, 0), 1 << 16)
         run.frames.append(fr)
-    for s, parts in pooled.items():
-        v = np.concatenate([p[0] for p in parts])
-        uv, inv = np.unique(v, return_inverse=True)
-        run.pooled[s] = (uv, np.bincount(inv, np.concatenate([p[1] for p in parts]), uv.size),
-                         np.bincount(inv, np.concatenate([p[2] for p in parts]), uv.size))
+    values = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+    for s, counts in pooled.items():
+        keep = np.flatnonzero((counts.sum(0) > 0) & ~np.isnan(values))
+        keep = keep[np.argsort(values[keep], kind="stable")]
+        run.pooled[s] = (values[keep], counts[0, keep], counts[1, keep])
     return run
 
 

@@ -190,8 +190,10 @@ def run_frames(run: Run, index: int, max_views: int = MAX_VIEWS) -> dict[str, An
     from denseood.viz import heatmap
 
     bar = heatmap(np.linspace(vmin, vmax, 64)[None], vmin, vmax)[0]
+    views = [frame_view(run, by_id[i], vmin, vmax) for i in shown]
+    n_worst = len({f["id"] for f in worst_fp + worst_missed})
     return {"rows": run.frames, "worst_fp": worst_fp, "worst_missed": worst_missed, "has_views": set(shown),
-            "views": [frame_view(run, by_id[i], vmin, vmax) for i in shown], "score": run.primary,
+            "worst_views": views[:n_worst], "views": views[n_worst:], "score": run.primary,
             "threshold": run.threshold, "colour_bar": colour_bar(bar, vmin, vmax, run.threshold, run.primary),
             "recall": recall_by_size(run.frames), "has_s2m": any(f["n_objects"] is not None for f in run.frames)}
 
