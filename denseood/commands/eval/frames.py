@@ -65,6 +65,18 @@ def best_iou(gt: np.ndarray, objects: np.ndarray, n_gt: int) -> np.ndarray:
     return iou.max(1)
 
 
+def sparse_histogram(bits: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel counts per (float16 bit pattern, group) pair that occurs: (bits uint16, groups uint16, counts uint32).
+    ``bits`` (N,) uint16, ``group`` (N,) ints (0 inlier, else an instance or NO_INSTANCE). The inliers (most
+    pixels) are counted by one dense bincount, the few anomaly pixels by a sort."""
+    inlier = group == 0
+    dense = np.bincount(bits[inlier], minlength=1 << 16)
+    neg = np.flatnonzero(dense)
+    key, n = np.unique((bits[~inlier].astype(np.uint32) << 16) | group[~inlier], return_counts=True)
+    return (np.r_[neg, key >> 16].astype(np.uint16), np.r_[np.zeros(neg.size), key & 0xFFFF].astype(np.uint16),
+            np.r_[dense[neg], n].astype(np.uint32))
+
+
 def thumbnail_size(h: int, w: int, width: int) -> tuple[int, int]:
     """(h, w) of a thumbnail at most ``width`` px wide (never enlarged)."""
     if w <= width:
@@ -100,11 +112,8 @@ class FrameRecords:
         for s in self.scores:
             m = np.asarray(maps[s], np.float32)
             arrays[f"map_{s}"] = to_f16(cv2.resize(np.nan_to_num(m), (w, h), interpolation=cv2.INTER_AREA))
-            key = (to_f16(m).view(np.uint16)[valid].astype(np.uint32) << 16) | group
-            uniq, counts = np.unique(key, return_counts=True)
-            arrays[f"hv_{s}"] = (uniq >> 16).astype(np.uint16)
-            arrays[f"hg_{s}"] = (uniq & 0xFFFF).astype(np.uint16)
-            arrays[f"hc_{s}"] = counts.astype(np.uint32)
+            bits, groups, counts = sparse_histogram(to_f16(m).view(np.uint16)[valid], group)
+            arrays.update({f"hv_{s}": bits, f"hg_{s}": groups, f"hc_{s}": counts})
         areas = np.bincount(gt[gt != NO_INSTANCE].ravel(), minlength=n_gt + 1)[1:]
         ious = None
         if objects is not None:
