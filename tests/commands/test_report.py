@@ -171,9 +171,38 @@ def test_report_lays_two_runs_side_by_side(run_dir, tmp_path, capsys):
     assert "2 runs side by side" in page
 
 
-def test_report_refuses_a_folder_without_results(tmp_path, capsys):
+def test_report_refuses_a_folder_without_results_and_an_existing_file(run_dir, tmp_path, capsys):
     assert cli_main(["report", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 2
     assert "has no results.json" in capsys.readouterr().err
+    (tmp_path / "r.html").write_text("mine")
+    assert cli_main(["report", str(run_dir), "--out", str(tmp_path / "r.html")]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err and (tmp_path / "r.html").read_text() == "mine"
+    assert cli_main(["report", str(run_dir), "--out", str(tmp_path / "r.html"), "--overwrite"]) == 0
+
+
+def test_intervals_and_a_deployment_threshold_are_shown(run_dir, tmp_path):
+    """results.json's ci95 (both layouts) beside its number, at_threshold columns and the threshold's source."""
+    from denseood.commands.report.build import write_report
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    res = json.loads((run / "results.json").read_text())
+    res["scores"]["msp"]["ci95"] = {"ap": [0.0123, 0.4567]}
+    res["scores"]["jsd"]["auroc_ci95"] = [0.25, 0.75]
+    res["scores"]["jsd"]["at_threshold"] = {"threshold": 0.125, "fpr": 0.01, "tpr": 0.5, "precision": 0.25,
+                                            "f1": 0.3, "source": "calibrate on cityscapes/val (inliers)"}
+    (run / "results.json").write_text(json.dumps(res))
+    page = write_report([run], tmp_path / "r.html").read_text()
+    msp, jsd = _cells(page, "msp"), _cells(page, "jsd")
+    assert float(jsd["at_fpr"]) == 0.01 and jsd["at_tpr"] == "0.5" and msp["at_fpr"] == ""
+    assert "[1.2, 45.7]" in page and "[25.0, 75.0]" in page
+    assert "chosen on calibrate on cityscapes/val (inliers)" in page and "0.125" in page
+
+
+def test_the_browser_test_fails_without_chromium_saying_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(pytest.fail.Exception, match="apt-get install chromium chromium-driver"):
+        _driver()
 
 
 # ----------------------------------------------------------------------------------------------- browser

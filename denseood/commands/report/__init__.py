@@ -24,6 +24,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = add_verb(subparsers, "report", help="HTML report of saved eval runs (side by side)", description=DESCRIPTION)
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="--out folder of a `denseood eval` run")
     p.add_argument("--out", required=True, help="the HTML file to write (e.g. report.html)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--label", action="append", default=None,
                    help="name of a run on the page, once per RUN_DIR in order (default: the folder names)")
     return p
@@ -38,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; pass the HTML file to write, e.g. {out / 'report.html'}")
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"--out {out} exists; pass --overwrite to replace it, or another --out")
     path = write_report(args.runs, out, args.label)
     print(f"report written to {path}")
     return 0
