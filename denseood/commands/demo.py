@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--quick trains a throw-away model: pass --weights to a scratch path, not weights/demo.pt")
     res = run_demo(args.out, args.weights, retrain=args.retrain, quick=args.quick, overwrite=args.overwrite)
     print(f"done: results in {res['eval_dir']}, overlays in {res['segment_dir'] / 'overlays'}")
+    print(f"report: {(res['eval_dir'] / 'report.html').resolve()}")
     return 0
 
 

@@ -162,8 +162,8 @@ def test_eval_component_maps_live_under_out_not_the_system_tmp(tiny_eval, tmp_pa
     assert "sIoU" in res["scores"]["msp"]
     assert seen == [str(out)]
     assert ("s2m" in res) is s2m
-    assert sorted(p.name for p in out.iterdir()) == ["denseood-manifest.json", "pr_curve.png", "results.json",
-                                                     "results.md", "roc_curve.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["denseood-manifest.json", "frames", "pr_curve.png", "report.html",
+                                                     "results.json", "results.md", "roc_curve.png"]
 
 
 def test_eval_prints_and_records_the_frame_count_per_split(tiny_eval, tmp_path, capsys):

@@ -32,6 +32,9 @@ from denseood.io import atomic_write_json, atomic_write_text, write_png
 from denseood.outdir import check_out_dir, open_output
 from denseood.scores.names import DEFAULT_SCORE
 
+from ..report.build import write_report
+from ..report.layout import REPORT_NAME
+from .frames import FrameRecords
 from .passes import MapCache, threshold_pass
 from .report import SUBMISSION_NOTE, plain_json, results_markdown, thin_curve
 
@@ -157,6 +160,7 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
         # pass 2's frame cache under --out (never the system /tmp), removed when the evaluation ends
         cached = list(scores) if components else ([s2m.score] if s2m is not None else [])
         cache = MapCache(out, rank, cached) if (has_labels and cached) else None
+        records = FrameRecords(stage, scores, enabled=has_labels)  # report.html's per-frame data (.frames)
         n_local = 0
         results: dict[str, Any] = {}
         s2m_results = None
@@ -187,9 +191,10 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
                             write_png(stage / "maps" / s / _with_suffix(rel, ".png"),
                                       blend(smp.image, heatmap(maps_np[s][j]), alpha=0.6))
                             save_score_map(stage, s, rel, maps_np[s][j], save_maps_format)
-                    if s2m_eval is not None:
-                        s2m_eval.update(smp.image, maps_np[s2m.score][j].astype(np.float32), smp.ood_mask,
-                                        smp.instances, smp.meta.get("instance_source"))
+                    objects = None if s2m_eval is None else s2m_eval.update(
+                        smp.image, maps_np[s2m.score][j].astype(np.float32), smp.ood_mask, smp.instances,
+                        smp.meta.get("instance_source"))
+                    records.update(smp, {s: maps_np[s][j] for s in scores}, objects)
                 n_local += len(samples)
 
             n_total = int(sum(dist.gather(n_local)))
@@ -214,6 +219,7 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
             if cache is not None:
                 cache.close()
 
+        records.write()  # collective: frames/frames.json on rank 0
         # ------------------------------------------------------------------------ timings over ranks
         st = dist.gather(engine.stats)
         inf_seconds = max(x["seconds"] for x in st)
@@ -266,6 +272,7 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
 
         if rank == 0:
             write_summary(stage, results, curves)
+            write_report([stage], stage / REPORT_NAME, [out.name])
             keys = ("command", "model", "checkpoint", "dataset", "split")
             run.commit({"verb": "eval", **{k: results[k] for k in keys}})
         dist.barrier()
