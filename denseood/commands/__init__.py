@@ -18,4 +18,5 @@ VERBS: dict[str, str] = {
     "bench": "denseood.commands.bench",
     "datasets": "denseood.commands.datasets",
     "submit": "denseood.commands.submit",
+    "calibrate": "denseood.commands.calibrate",  # issue 23
 }

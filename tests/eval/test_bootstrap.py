@@ -169,3 +169,58 @@ def test_95_percent_intervals_cover_the_population_value_about_95_percent_of_the
     for k, n in hits.items():
         assert 0.90 <= n / REPS <= 0.99, (k, n / REPS)
     assert narrow / REPS < 0.8, narrow / REPS
+
+
+# ----------------------------------------------------------------------------------------------- torch.distributed
+def _ddp_frames():
+    """7 frames whose score ranges grow (so the ranks' own grids differ), one all-void and one anomaly-free."""
+    rng = np.random.default_rng(2)
+    s, m, keys = _frames(rng, n=7)
+    s *= (1.0 + 0.7 * np.arange(7))[:, None, None]
+    m[3] = 255
+    m[5][m[5] == 1] = 0
+    return s, m, keys
+
+
+def _ddp_compute(s, m, keys):
+    from denseood.eval.threshold import ThresholdCounts
+
+    fh, tc = FrameHistograms(bins=512), ThresholdCounts(0.8)
+    for i in range(len(keys)):  # one frame per update, as eval with --batch-size 1
+        fh.update(s[i], m[i], [keys[i]])
+        tc.update(s[i], m[i])
+    return {"boot": fh.gathered().compute(n_boot=200, seed=1), "caos": fh.gathered().compute(200, 1, per_frame_mean=True),
+            "at": tc.compute()}
+
+
+def _ddp_worker(rank, world, init_file, out_dir):
+    import os
+    import pickle
+
+    import torch.distributed as tdist
+
+    torch.set_num_threads(1)
+    tdist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        s, m, keys = _ddp_frames()
+        res = _ddp_compute(s[rank::world], m[rank::world], keys[rank::world])
+        with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as f:
+            pickle.dump(res, f)
+    finally:
+        tdist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_single_process_intervals(tmp_path):
+    """Frames split over 2 gloo ranks (interleaved, as ShardSampler does): every rank gets exactly the 1-process
+    intervals, point estimates and threshold counts."""
+    import pickle
+
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    single = _ddp_compute(*_ddp_frames())
+    for r in (0, 1):
+        got = pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes())
+        assert got == single, (r, got, single)
+    assert single["boot"]["n_frames"] == 7 and single["boot"]["ci95"]["ap"] is not None
