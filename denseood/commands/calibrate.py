@@ -8,7 +8,8 @@ split without anomaly labels (e.g. Cityscapes train), its semantic labels (ignor
 to 2e7 inlier pixels, else from a 2**20-bin histogram (``threshold_error`` in the file). ``denseood eval
 --threshold-from`` and ``denseood segment --threshold-from`` read the file. Single process (no torchrun).
 
-The library function is :func:`calibrate`; the top level imports only the standard library and ``._common``.
+The library function is :func:`calibrate`; the top level imports only the standard library, ``._common`` and
+``scores.names``.
 See docs/metrics.md (deployment threshold) and docs/architecture.md.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..scores.names import DEFAULT_SCORE, score_help
 from ._common import (_checked, add_code_options, add_config, add_device, add_dtype, add_out, add_verb,
                       nonnegative_int, positive_float, positive_int)
 
@@ -31,7 +33,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True,
                    help="the model: denseood checkpoint .pt | hf:DIR | torchvision:NAME:FILE | python:MODULE:FACTORY")
     add_code_options(p)
-    p.add_argument("--score", default="jsd", help="the one anomaly score to calibrate (e.g. jsd, msp, maxlogit)")
+    p.add_argument("--score", default=DEFAULT_SCORE, help=score_help("the one anomaly score to calibrate", default=True))
     p.add_argument("--images", default=None, help="folder of inlier images (every pixel counts as inlier)")
     p.add_argument("--dataset", default=None, help="benchmark reader of an inlier-only split (with --root, --split)")
     p.add_argument("--root", default=None, help="dataset root (with --dataset)")
