@@ -54,18 +54,19 @@ class PixelExtras:
         top: dict[str, Any] = {}
         if self.hists:
             rows: dict[str, dict[str, Any]] = {}
-            n_frames = 0
+            n_frames = bins = 0
             for s, fh in self.hists.items():
                 r = fh.gathered().compute(self.n_boot, self.seed, per_frame_mean=self.protocol == "caos")
                 per_score[s]["ci95"] = plain_json(r["ci95"])
                 diff = {k: None if r["point"][k] is None or per_score[s].get(k) is None
                         else r["point"][k] - per_score[s][k] for k in METRICS}
                 rows[s] = {"bin_width": r["bin_width"], "n_undefined": r["n_undefined"], "point_minus_reported": diff}
-                n_frames = r["n_frames"]
+                n_frames, bins = r["n_frames"], fh.bins
+                fh.frames = {}  # free the per-frame counts before pass 2
             top["bootstrap"] = plain_json({
                 "B": self.n_boot, "seed": self.seed, "level": 0.95, "unit": "frame", "n_frames": n_frames,
                 "method": BOOTSTRAP_METHOD + (" (per-frame average: caos)" if self.protocol == "caos" else ""),
-                "bins": next(iter(self.hists.values())).bins, "scores": rows})
+                "bins": bins, "scores": rows})
         if self.counts is not None:
             t = self.threshold
             source = {"file": t["file"], "score": t["score"], "target_fpr": t["target_fpr"], **(t["source"] if
