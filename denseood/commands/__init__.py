@@ -19,4 +19,5 @@ VERBS: dict[str, str] = {
     "datasets": "denseood.commands.datasets",
     "submit": "denseood.commands.submit",
     "report": "denseood.commands.report",
+    "calibrate": "denseood.commands.calibrate",
 }

@@ -55,6 +55,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="refuse images with more pixels (H*W) than this, before any work")
     p.add_argument("--work-size", type=nonnegative_int, default=WORK_SIZE,
                    help="longest side (px) at which prompts and masks are computed (0 = full resolution)")
+    p.add_argument("--threshold-from", default=None, metavar="FILE",  # issue 23
+                   help="threshold.json of denseood calibrate: also write anomaly_masks/<stem>.png (1 = score > it)")
     add_config(p)
     return p
 
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                              prompt_model=args.prompt_model, device=args.device, dtype=args.dtype,
                              batch_size=args.batch_size, input_size=args.input_size, overwrite=args.overwrite,
                              max_pixels=args.max_pixels, work_size=args.work_size, weights=args.weights,
-                             trust_code=args.trust_code)
+                             trust_code=args.trust_code, threshold_from=args.threshold_from)  # issue 23
     print(f"segmented {summary['segmented']} of {summary['images']} images, {summary['objects']} objects -> "
           f"{summary['out']} (overlays/, masks/, objects.json)")
     if summary["failed"]:
@@ -194,7 +196,8 @@ def segment_images(images: Sequence[str | Path], checkpoint_or_model: Any, out: 
                    prompter: str = "auto", prompt_model: str = "grabcut", device: Any = "auto", dtype: Any = "auto",
                    batch_size: int = 2, input_size: Any = "model", overwrite: bool = False,
                    progress: bool = True, max_pixels: float | None = MAX_PIXELS, work_size: int | None = WORK_SIZE,
-                   weights: str | Path | None = None, trust_code: bool = False) -> dict:
+                   weights: str | Path | None = None, trust_code: bool = False,
+                   threshold_from: str | Path | None = None) -> dict:  # issue 23: anomaly_masks/ at its threshold
     """Segment OOD objects in ``images`` (files or folders) and write the outputs of the module docstring to ``out``.
 
     checkpoint_or_model: a ``load_model`` spec or a Segmenter; weights / trust_code: as in ``load_model``. prompter / prompt_model / score / device / dtype: as in
@@ -215,6 +218,8 @@ def segment_images(images: Sequence[str | Path], checkpoint_or_model: Any, out: 
     from ..scores import parse_scores
 
     parse_scores(score)  # a bad --score fails before any image is read and before --out is created
+    from .calibrate import threshold_for
+    threshold = threshold_for(threshold_from, score)  # issue 23
     paths = collect_images(list(images))
     stems = unique_stems(paths)
     check_sizes(paths, max_pixels)
@@ -230,7 +235,7 @@ def segment_images(images: Sequence[str | Path], checkpoint_or_model: Any, out: 
         summary = _segment(run.dir, paths, stems, checkpoint_or_model, score=score, prompter=prompter,
                            prompt_model=prompt_model, device=device, dtype=dtype, batch_size=int(batch_size),
                            input_size=input_size, progress=progress, max_pixels=max_pixels, work_size=work_size,
-                           spec=spec)
+                           spec=spec, threshold=threshold)  # issue 23
         run.commit({"verb": "segment", "model": {"spec": str(spec) if spec is not None else type(
             checkpoint_or_model).__name__}, "images": len(paths)})
     return {**summary, "out": out}
@@ -274,7 +279,7 @@ def _run_chunk(s2m: Any, chunk: list[tuple[Path, str]], failed: list[tuple[Path,
 def _segment(stage: Path, paths: list[Path], stems: list[str], checkpoint_or_model: Any, *, score: str,
              prompter: str, prompt_model: str, device: Any, dtype: Any, batch_size: int, input_size: Any,
              progress: bool, max_pixels: float | None, work_size: int | None,
-             spec: str | Path | None = None) -> dict:
+             spec: str | Path | None = None, threshold: float | None = None) -> dict:  # issue 23
     """The work of :func:`segment_images`, writing into the staging folder ``stage``."""
     import numpy as np
     from tqdm import tqdm
@@ -300,6 +305,8 @@ def _segment(stage: Path, paths: list[Path], stems: list[str], checkpoint_or_mod
             for p, stem, im, r in _run_chunk(s2m, chunk, failed):
                 write_png(out / "overlays" / f"{stem}.png", overlay(im, r))
                 write_png(out / "masks" / f"{stem}.png", r.instances.astype(np.uint16))
+                if threshold is not None:  # issue 23: binary anomaly mask, 1 where the score > the threshold
+                    write_png(out / "anomaly_masks" / f"{stem}.png", (r.anomaly_map > threshold).astype(np.uint8))
                 lines.append(json.dumps(record(p, r)))
                 n_obj += len(r)
             bar.update(len(chunk))

@@ -96,6 +96,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--s2m", action="store_true", help="also evaluate S2M object masks")
     p.add_argument("--prompter", default="auto", help="learned | peak | auto (learned when the denseood checkpoint holds one, else peak) | a prompter file")
     p.add_argument("--prompt-model", default="grabcut", help="grabcut | sam:TYPE:PATH")
+    p.add_argument("--bootstrap", type=nonnegative_int, default=1000, metavar="B",  # issue 23
+                   help="95 %% intervals (ci95) from B frame resamples (fixed seed); 0 turns them off")
+    p.add_argument("--threshold-from", default=None, metavar="FILE",  # issue 23
+                   help="threshold.json of denseood calibrate: adds at_threshold (fpr, tpr, precision, f1) to its score")
     add_config(p)
     return p
 
@@ -127,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
                   workers=args.workers, limit=args.limit, components=not args.no_components,
                   min_segment_size=args.min_segment_size, min_instance_size=args.min_instance_size,
                   save_maps=args.save_maps, save_maps_format=args.save_maps_format, method=args.method,
-                  streethazards_unlabeled=args.streethazards_unlabeled, echo=True)
+                  streethazards_unlabeled=args.streethazards_unlabeled, echo=True,
+                  bootstrap=args.bootstrap, threshold_from=args.threshold_from)  # issue 23
     if args.maps is not None:
         from .maps import evaluate_maps
 

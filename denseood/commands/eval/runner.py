@@ -35,6 +35,7 @@ from denseood.scores.names import DEFAULT_SCORE
 from ..report.build import write_report
 from ..report.layout import REPORT_NAME
 from .frames import FrameRecords
+from .intervals import PixelExtras
 from .passes import MapCache, threshold_pass
 from .report import SUBMISSION_NOTE, plain_json, results_markdown, thin_curve
 
@@ -99,7 +100,8 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
              compile: bool = False, components: bool = True, save_maps: bool = False, s2m: Any = None,
              overwrite: bool = False, progress: bool = True, checkpoint: str | os.PathLike | None = None,
              command: str | None = None, source: Any = None, save_maps_format: str = "npy",
-             method: str | None = None, max_pixels: float | None = 1e8) -> dict:
+             method: str | None = None, max_pixels: float | None = 1e8,
+             bootstrap: int = 1000, threshold_from: str | None = None) -> dict:  # issue 23: ci95, at_threshold
     """Evaluate ``scores`` of ``model`` on ``dataset`` (a denseood BaseDataset) and write the results to ``out``.
 
     Returns the results dict (the content of results.json; identical on every rank). Per score: ap, fpr95, auroc,
@@ -149,6 +151,7 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
         pixel = None
         if has_labels:
             pixel = {s: PixelMetrics(mode=protocol) for s in scores}
+        extras = PixelExtras(scores, protocol, bootstrap, threshold_from) if has_labels else None  # issue 23
         s2m_eval = None
         if s2m is not None:
             if not has_labels:
@@ -176,6 +179,7 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
                     masks = torch.from_numpy(masks_np).to(engine.device)
                     for s in scores:
                         pixel[s].update(maps[s], masks)
+                    extras.update(maps, masks, [smp.name for smp in samples])  # issue 23
                 maps_np = {s: maps[s].cpu().numpy() for s in scores}
                 for j, smp in enumerate(samples):
                     rel = _safe_rel(smp.name)
@@ -206,6 +210,7 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
                     per_score[s].update({k: plain_json(m[k]) for k in m})
                     curves[s] = {k: np.asarray(v) for k, v in pixel[s].curves().items()}
                     pixel[s] = None  # free the metric state before pass 2
+                extra_top = extras.finish(per_score)  # issue 23: ci95 / at_threshold rows, bootstrap block
                 # ------------------------------------------------------------ pass 2: thresholded metrics
                 baseline = None
                 if cache is not None:
@@ -254,6 +259,7 @@ def evaluate(dataset: Dataset, model: torch.nn.Module, scores: Sequence[str] | s
             "seconds": seconds,
             "scores": per_score if has_labels else {},
         }
+        results.update(extra_top if has_labels else {})  # issue 23
         convention = getattr(dataset, "convention", None)
         if convention is not None:
             results["dataset_convention"] = dict(convention)
