@@ -93,9 +93,8 @@ class Inference:
         self._score_fn = None
         self.reset_stats()
 
-    #: logit values (B*C*rows*W) per upsampled band in resize mode; None = upsample all logits at once (the
-    #: behaviour before 0.3, kept for ``denseood bench segment``)
-    tile_elements: int | None = 2 ** 22
+    #: logit values (B*C*rows*W) per upsampled band in resize mode (at least one row per band)
+    tile_elements: int = 2 ** 22
 
     # --------------------------------------------------------------------------------- bookkeeping
     def _to_device(self, obj: Any) -> Any:
@@ -185,7 +184,7 @@ class Inference:
         H, W = out_hw
         out = {s: torch.empty(b, H, W, device=logits.device) for s in self.logit_scores}
         i0, i1, lam = _linear_taps(h, H, logits.device)
-        rows = max(1, int(self.tile_elements or 0) // max(1, b * c * W))
+        rows = max(1, int(self.tile_elements) // max(1, b * c * W))
         for r0 in range(0, H, rows):
             r1 = min(H, r0 + rows)
             a, z = int(i0[r0]), int(i1[r1 - 1]) + 1
@@ -273,7 +272,7 @@ class Inference:
         t = t.to(self.device, non_blocking=True)
         x = self._normalize(t)
         out_hw = tuple(x.shape[-2:])
-        banded = self.sliding_window is None and not return_logits and self.tile_elements is not None
+        banded = self.sliding_window is None and not return_logits
         if self.sliding_window is not None:
             logits, fmaps = self._sliding(x)
         else:
