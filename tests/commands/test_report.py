@@ -85,11 +85,11 @@ def test_ground_truth_instances_and_best_iou():
     assert ground_truth_instances(mask, None).max() == 2  # components when the dataset has no ids
 
 
-def test_ci_of_reads_both_layouts_and_gives_none_when_absent():
+def test_ci_of_reads_the_ci95_layout_and_gives_none_when_absent():
     from denseood.commands.report.build import ci_of
 
     assert ci_of({"ap": 0.5, "ci95": {"ap": [0.4, 0.6]}}, "ap") == [0.4, 0.6]
-    assert ci_of({"ap": 0.5, "ap_ci95": [0.4, 0.6]}, "ap") == [0.4, 0.6]
+    assert ci_of({"ap": 0.5, "ap_ci95": [0.4, 0.6]}, "ap") is None  # one layout: docs/metrics.md
     assert ci_of({"ap": 0.5}, "ap") is None and ci_of({"ap": 0.5, "ci95": {"fpr95": [0, 1]}}, "ap") is None
 
 
@@ -181,14 +181,14 @@ def test_report_refuses_a_folder_without_results_and_an_existing_file(run_dir, t
 
 
 def test_intervals_and_a_deployment_threshold_are_shown(run_dir, tmp_path):
-    """results.json's ci95 (both layouts) beside its number, at_threshold columns and the threshold's source."""
+    """results.json's ci95 beside its number, at_threshold columns and the threshold's source."""
     from denseood.commands.report.build import write_report
 
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
     res = json.loads((run / "results.json").read_text())
     res["scores"]["msp"]["ci95"] = {"ap": [0.0123, 0.4567]}
-    res["scores"]["jsd"]["auroc_ci95"] = [0.25, 0.75]
+    res["scores"]["jsd"].setdefault("ci95", {})["auroc"] = [0.25, 0.75]
     res["scores"]["jsd"]["at_threshold"] = {"threshold": 0.125, "fpr": 0.01, "tpr": 0.5, "precision": 0.25,
                                             "f1": 0.3, "source": "calibrate on cityscapes/val (inliers)"}
     (run / "results.json").write_text(json.dumps(res))

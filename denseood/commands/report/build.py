@@ -46,14 +46,9 @@ class Run:
 
 
 def ci_of(row: dict[str, Any], key: str) -> list[float] | None:
-    """The 95 % interval of ``row[key]`` from results.json: ``row["ci95"][key]`` or ``row[key + "_ci95"]`` (or
-    ``row["ci95"]`` itself when ``row`` holds one number), as [lo, hi]; None when absent."""
-    ci = row.get("ci95")
-    if isinstance(ci, dict):
-        ci = ci.get(key)
-    elif ci is not None and key != "value":
-        ci = None
-    ci = ci if ci is not None else row.get(f"{key}_ci95")
+    """The 95 % interval of ``row[key]`` from results.json's ``row["ci95"][key]`` (the layout of docs/metrics.md),
+    as [lo, hi]; None when absent."""
+    ci = (row.get("ci95") or {}).get(key)
     if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
         return [float(ci[0]), float(ci[1])]
     return None
