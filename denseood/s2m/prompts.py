@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError
-from .boxes import box_iou_np, boxes_from_mask, check_map, nms_np, normalize_map, points_for_box
+from .boxes import check_map, nms_np, normalize_map, points_for_box
 
 __all__ = ["Prompts", "PeakPrompter", "peak_confidence"]
 
