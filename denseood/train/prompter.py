@@ -270,7 +270,8 @@ def store_prompter_in_checkpoint(prompter: LearnedPrompter, checkpoint: str | Pa
     """Rewrite the segmenter checkpoint atomically with ``extra["prompter"] = prompter.state()`` (other extra
     entries, config and metrics kept). ``checkpoint`` must be a denseood checkpoint: for an ``hf:`` /
     ``torchvision:`` / ``python:`` spec (a model file denseood does not own) a ConfigError asks for ``--out FILE``."""
-    from ..models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+    from ..models.checkpoint import read_checkpoint, save_checkpoint
+    from ..models.sources import load_checkpoint
 
     require_checkpoint_for_storage(checkpoint)
 
