@@ -222,3 +222,20 @@ def test_work_size_bounds_prompts_and_masks_and_upsamples_the_instances(rng):
     assert np.all(r.prompts.boxes[:, 2] > 80)  # prompts scaled back to image pixels
     with pytest.raises(ConfigError, match="work_size"):
         S2M(None, PeakPrompter(), GrabCutBackend(), device="cpu", dtype="fp32", work_size=-1)
+
+
+def test_s2m_reads_no_checkpoint_extra_for_a_model_of_another_source(tmp_path):
+    """``model.origin`` (not the spec string) tells S2M whether the model is a checkpoint holding ``extra``."""
+    from denseood.models.checkpoint import save_checkpoint
+    from denseood.models.segmenter import create_segmenter
+    from denseood.models.sources import load_model
+    from denseood.s2m.pipeline import _checkpoint_extra
+    from model_builders import write_factory
+
+    f = write_factory(tmp_path / "fac.py")
+    py = load_model(f"python:{f}:make")
+    py.checkpoint_meta = {"extra": {"prompter": "would be used"}}   # only the origin tells it is not a checkpoint
+    assert _checkpoint_extra(py, None) == {} and _checkpoint_extra(py, f"python:{f}:make") == {}
+    ck = load_model(save_checkpoint(create_segmenter("fpn", "resnet18", 19), tmp_path / "m.pt",
+                                    extra={"prompter": {"x": 1}}))
+    assert _checkpoint_extra(ck, None) == {"prompter": {"x": 1}}
