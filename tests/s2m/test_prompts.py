@@ -1,4 +1,4 @@
-"""Prompts container and the training-free PeakPrompter: geometry, points, flat maps; old names re-exported."""
+"""Prompts container and the training-free PeakPrompter: geometry, points, flat maps."""
 from __future__ import annotations
 
 import numpy as np
