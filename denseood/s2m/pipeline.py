@@ -312,11 +312,11 @@ def _scale_prompts(p: Prompts, sx: float, sy: float) -> Prompts:
 
 def _checkpoint_extra(model: Any, checkpoint: str | Path | None) -> dict:
     """``extra`` of the checkpoint: kept on the model by ``load_checkpoint`` (no second read of the file) unless
-    ``checkpoint`` names another file than the one the model was loaded from; ``{}`` for a non-checkpoint spec
-    (``hf:``, ``torchvision:``, ``python:``: such models hold no prompter, use ``--prompter FILE``)."""
-    from ..models.sources.spec import spec_kind
-
-    if spec_kind(checkpoint) not in (None, "checkpoint"):
+    ``checkpoint`` names another file than the one the model was loaded from; ``{}`` for a model from another
+    source (``model.origin``: ``hf:``, ``torchvision:``, ``python:``: such models hold no prompter, use
+    ``--prompter FILE``)."""
+    origin = getattr(model, "origin", None)
+    if origin is not None and origin.kind != "checkpoint" and (checkpoint is None or str(checkpoint) == origin.spec):
         return {}
     meta = getattr(model, "checkpoint_meta", None) or {}
     loaded_from = getattr(model, "checkpoint_path", None)
@@ -325,7 +325,7 @@ def _checkpoint_extra(model: Any, checkpoint: str | Path | None) -> dict:
         return dict(meta["extra"])
     path = checkpoint if checkpoint is not None else loaded_from
     if path is not None and Path(path).is_file():
-        from ..models.segmenter import read_checkpoint
+        from ..models.checkpoint import read_checkpoint
 
         return dict(read_checkpoint(path).get("extra") or {})
     return {}

@@ -70,7 +70,6 @@ def train_prompter(model_ckpt: str | Path | nn.Module, dataset_root: str | Path,
     """
     from ..models.checkpoint import read_checkpoint
     from ..models.sources import load_model
-    from ..models.sources.spec import spec_kind
     from .negatives import build_negatives
 
     _check_options(steps, batch_size, crop, score_thresh)
@@ -86,7 +85,7 @@ def train_prompter(model_ckpt: str | Path | nn.Module, dataset_root: str | Path,
         segmenter = model_ckpt
     else:
         segmenter = load_model(model_ckpt, map_location="cpu", weights=weights, trust_code=trust_code)  # any spec: .pt | hf: | torchvision: | python:
-        raw = read_checkpoint(model_ckpt) if spec_kind(model_ckpt) == "checkpoint" else {}
+        raw = read_checkpoint(segmenter.origin.path) if segmenter.origin.kind == "checkpoint" else {}
     segmenter.eval()
     engine = Inference(segmenter, scores=(score,), device=str(dev), dtype="fp32")
     neg_name, neg_options = _negative_options(negatives, raw)
@@ -329,9 +328,9 @@ def calibrate_score_thresh(prompter: LearnedPrompter, maps: list[np.ndarray], gt
 
 def require_checkpoint_for_storage(spec: str | Path) -> None:
     """ConfigError unless ``spec`` is a denseood checkpoint, which can hold the prompter in ``extra``."""
-    from ..models.sources.spec import spec_kind
+    from ..models.sources import parse_spec
 
-    kind = spec_kind(spec)
+    kind = parse_spec(spec)[0]   # before the model loads: refused before any training
     if kind != "checkpoint":
         raise ConfigError(f"train-prompter: --checkpoint {spec} is a {kind}: model, not a denseood checkpoint, so the "
                           f"prompter cannot be stored inside it; pass --out FILE (then use it with --prompter FILE)")
@@ -341,7 +340,8 @@ def store_prompter_in_checkpoint(prompter: LearnedPrompter, checkpoint: str | Pa
     """Rewrite the segmenter checkpoint atomically with ``extra["prompter"] = prompter.state()`` (other extra
     entries, config and metrics kept). ``checkpoint`` must be a denseood checkpoint: for an ``hf:`` /
     ``torchvision:`` / ``python:`` spec (a model file denseood does not own) a ConfigError asks for ``--out FILE``."""
-    from ..models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+    from ..models.checkpoint import read_checkpoint, save_checkpoint
+    from ..models.sources import load_checkpoint
 
     require_checkpoint_for_storage(checkpoint)
 

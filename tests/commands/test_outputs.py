@@ -26,12 +26,13 @@ def no_loading(monkeypatch):
     import denseood.data as data
     import denseood.models.segmenter as seg
     import denseood.models.sources as sources
+    import denseood.models.sources.registry as registry
     import denseood.s2m.pipeline as pipe
     import denseood.train.prompter as tp
     import denseood.train.trainer as trainer
 
     monkeypatch.setattr(data, "open_dataset", _loud("open_dataset"))
-    monkeypatch.setattr(seg, "load_checkpoint", _loud("load_checkpoint"))
+    monkeypatch.setattr(registry, "load_checkpoint", _loud("load_checkpoint"))
     monkeypatch.setattr(seg, "create_segmenter", _loud("create_segmenter"))
     monkeypatch.setattr(sources, "load_model", _loud("load_model"))  # every --checkpoint/--init SPEC goes through it
     monkeypatch.setattr(pipe, "build_s2m", _loud("build_s2m"))

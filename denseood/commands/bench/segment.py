@@ -68,7 +68,8 @@ def side_for(mp: float) -> int:
 def _write_checkpoint(path: Path, train_size: tuple[int, int]) -> Path:
     import torch
 
-    from ...models.segmenter import create_segmenter, save_checkpoint
+    from ...models.checkpoint import save_checkpoint
+    from ...models.segmenter import create_segmenter
 
     torch.manual_seed(0)
     model = create_segmenter("fpn", "resnet18", 19, train_size=train_size, encoder_depth=3,

@@ -302,16 +302,10 @@ def write_summary(stage: Path, results: dict, curves: dict[str, dict[str, np.nda
 def model_provenance(model: Any, spec: Any) -> dict[str, Any]:
     """results.json ``model``: ``spec`` (as given), ``source`` (``model.source``), ``model_source`` ("smp" | "hf" |
     "torchvision" | "python"; a denseood checkpoint's from its meta), ``origin`` (the external spec a fine-tuned
-    checkpoint was made from, else None) and ``output_kind``."""
-    meta = getattr(model, "checkpoint_meta", None) or {}
-    if meta:
-        kind = meta.get("model_source", "smp")
-    else:
-        from denseood.models.sources.spec import spec_kind
-
-        kind = spec_kind(spec) if spec is not None else None
+    checkpoint was made from, else None) and ``output_kind``; both of these from ``model.origin``."""
+    origin = getattr(model, "origin", None)
     return {"spec": None if spec is None else str(spec), "source": getattr(model, "source", None),
-            "model_source": kind, "origin": (meta.get("external") or {}).get("spec"),
+            "model_source": origin and origin.model_source, "origin": origin and origin.made_from,
             "output_kind": getattr(model, "output_kind", "logits"),
             "input_padding": getattr(model, "input_padding", None)}
 
