@@ -137,7 +137,7 @@ def test_a_page_of_100_full_hd_frames_stays_under_20_mb(run_dir, tmp_path):
     import cv2
 
     from denseood.commands.eval.frames import FrameRecords
-    from denseood.commands.report.build import write_report
+    from denseood.commands.report.page import write_report
 
     with np.load(next((run_dir / "frames").glob("*.npz"))) as z:
         image = cv2.resize(z["image"], (2048, 1024), interpolation=cv2.INTER_CUBIC)
@@ -182,7 +182,7 @@ def test_report_refuses_a_folder_without_results_and_an_existing_file(run_dir, t
 
 def test_intervals_and_a_deployment_threshold_are_shown(run_dir, tmp_path):
     """results.json's ci95 beside its number, at_threshold columns and the threshold's source."""
-    from denseood.commands.report.build import write_report
+    from denseood.commands.report.page import write_report
 
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)

@@ -32,7 +32,7 @@ from denseood.io import atomic_write_json, atomic_write_text, write_png
 from denseood.outdir import check_out_dir, open_output
 from denseood.scores.names import DEFAULT_SCORE
 
-from ..report.build import write_report
+from ..report.page import write_report
 from ..report.layout import REPORT_NAME
 from .frames import FrameRecords
 from .intervals import PixelExtras

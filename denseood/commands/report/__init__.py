@@ -32,7 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ...errors import ConfigError
-    from .build import write_report
+    from .page import write_report
 
     if args.label is not None and len(args.label) != len(args.runs):
         raise ConfigError(f"--label given {len(args.label)} times for {len(args.runs)} RUN_DIRs; give one per run")

@@ -159,21 +159,3 @@ def recall_by_size(frames: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append({"bin": name, "n": len(inst), "pixel_recall": sum(t for _, t in inst) / area if area else None,
                      "s2m_found": sum(v > 0.5 for v in s2m) / len(s2m) if s2m else None})
     return rows
-
-
-def unique_labels(dirs: Sequence[Path]) -> list[str]:
-    """Folder names, with the parent prepended where two runs share a name."""
-    names = [d.name or str(d) for d in dirs]
-    return [f"{d.parent.name}/{d.name}" if names.count(n) > 1 else n for d, n in zip(dirs, names)]
-
-
-def write_report(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[str] | None = None) -> Path:
-    """Render the runs in ``run_dirs`` (side by side when several) into the self-contained HTML file ``out``."""
-    from denseood.io import atomic_write_text
-
-    from .html import render
-
-    dirs = [Path(d) for d in run_dirs]
-    names = list(labels) if labels else unique_labels([d.resolve() for d in dirs])
-    runs = [load_run(d, n) for d, n in zip(dirs, names)]
-    return atomic_write_text(out, render(runs))
