@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/denseood demo
 
 test: $(STAMP)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || echo "note: the browser test (tests/commands/test_report_browser.py) fails without Chromium; install it: sudo apt-get install chromium chromium-driver"
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -2,8 +2,9 @@
 
 Public API (imported lazily so that ``import denseood`` stays cheap)::
 
-    create_segmenter, save_checkpoint, load_checkpoint   (models.segmenter)
-    load_model                                            (models.sources: PATH | hf: | torchvision: | python:)
+    create_segmenter                                      (models.segmenter)
+    save_checkpoint                                       (models.checkpoint)
+    load_model, load_checkpoint                           (models.sources: PATH | hf: | torchvision: | python:)
     anomaly_score, SCORES                                 (scores)
     Inference                                             (infer)
     S2M                                                   (s2m.pipeline)
@@ -23,10 +24,10 @@ _os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
 
 _EXPORTS = {
     "create_segmenter": "denseood.models.segmenter",
-    "save_checkpoint": "denseood.models.segmenter",
-    "load_checkpoint": "denseood.models.segmenter",
+    "save_checkpoint": "denseood.models.checkpoint",
+    "load_checkpoint": "denseood.models.sources.registry",
     "Segmenter": "denseood.models.segmenter",
-    "load_model": "denseood.models.sources.spec",
+    "load_model": "denseood.models.sources.registry",
     "anomaly_score": "denseood.scores",
     "SCORES": "denseood.scores",
     "Inference": "denseood.infer",

@@ -2,7 +2,8 @@
 
 Verbs: eval (benchmark metrics), segment (OOD object masks in a folder of images), train (NFlowJS and
 other training or fine-tuning), train-prompter (the S2M learned prompter), demo (the embedded default end to
-end), bench (speed), datasets (what is found under a root). Run "denseood VERB --help" for a verb's options.
+end), bench (speed), datasets (what is found under a root), submit (benchmark submission files), calibrate
+(a deployment threshold from inlier-only data). Run "denseood VERB --help" for a verb's options.
 
 This module only assembles the verb parsers of denseood.commands; each verb's handler is imported when
 it runs, so that "denseood --help" stays fast. See docs/architecture.md.

@@ -4,8 +4,9 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import os
+import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -58,60 +59,94 @@ def _coerce(v: Any, hint: Any, where: str) -> Any:
     if hint is None or hint is Any:
         return v
     if dataclasses.is_dataclass(hint):
-        if isinstance(v, dict):
-            return from_dict(hint, v, where)
-        if isinstance(v, hint):
-            return v
-        raise ConfigError(f"{where}: expected a mapping for {hint.__name__}, got {v!r}")
+        return _coerce_dataclass(v, hint, where)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if v is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(v, a, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {v!r} fits none of {hint}")
+    if origin in (typing.Union, types.UnionType):
+        return _coerce_union(v, hint, args, where)
     if origin is tuple:
-        if not isinstance(v, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {v!r}")
-        if args and args[-1] is not Ellipsis:
-            if len(v) != len(args):
-                raise ConfigError(f"{where}: expected {len(args)} values, got {len(v)} ({v!r})")
-            return tuple(_coerce(x, a, where) for x, a in zip(v, args))
-        return tuple(_coerce(x, args[0], where) for x in v) if args else tuple(v)
+        return _coerce_tuple(v, args, where)
     if origin in (list, dict):
         return v
-    if hint is bool:
-        if isinstance(v, bool):
-            return v
-        raise ConfigError(f"{where}: expected true/false, got {v!r}")
-    if hint is int:
-        if isinstance(v, int) and not isinstance(v, bool):
-            return v
-        if isinstance(v, float) and v.is_integer():
-            return int(v)
-        raise ConfigError(f"{where}: expected an integer, got {v!r}")
-    if hint is float:
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            return float(v)
-        if isinstance(v, str):
-            try:
-                return float(v)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected a number, got {v!r}")
-    if hint is str:
-        if isinstance(v, str):
-            return v
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            return str(v)
-        raise ConfigError(f"{where}: expected a string, got {v!r}")
+    for scalar, convert in _SCALARS:
+        if hint is scalar:
+            return convert(v, where)
     return v
+
+
+def _coerce_dataclass(v: Any, hint: type, where: str) -> Any:
+    """A nested dataclass field: a mapping is built with :func:`from_dict`, an instance passes."""
+    if isinstance(v, dict):
+        return from_dict(hint, v, where)
+    if isinstance(v, hint):
+        return v
+    raise ConfigError(f"{where}: expected a mapping for {hint.__name__}, got {v!r}")
+
+
+def _coerce_union(v: Any, hint: Any, args: tuple, where: str) -> Any:
+    """``X | Y | None``: None where allowed, else the first member type that takes ``v``."""
+    if v is None and type(None) in args:
+        return None
+    errors = []
+    for a in args:
+        if a is type(None):
+            continue
+        try:
+            return _coerce(v, a, where)
+        except ConfigError as e:
+            errors.append(str(e))
+    raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {v!r} fits none of {hint}")
+
+
+def _coerce_tuple(v: Any, args: tuple, where: str) -> tuple:
+    """``tuple[A, B]`` (exactly that many values) or ``tuple[A, ...]``: a list or tuple, each item coerced."""
+    if not isinstance(v, (list, tuple)):
+        raise ConfigError(f"{where}: expected a list of {len(args)} values, got {v!r}")
+    if args and args[-1] is not Ellipsis:
+        if len(v) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(v)} ({v!r})")
+        return tuple(_coerce(x, a, where) for x, a in zip(v, args))
+    return tuple(_coerce(x, args[0], where) for x in v) if args else tuple(v)
+
+
+def _to_bool(v: Any, where: str) -> bool:
+    if isinstance(v, bool):
+        return v
+    raise ConfigError(f"{where}: expected true/false, got {v!r}")
+
+
+def _to_int(v: Any, where: str) -> int:
+    """An int, or a float with an integer value (YAML ``1e3``); never a bool."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    raise ConfigError(f"{where}: expected an integer, got {v!r}")
+
+
+def _to_float(v: Any, where: str) -> float:
+    """A number or a numeric string (YAML 1.1 reads ``1e-3`` as a string); never a bool."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            pass
+    raise ConfigError(f"{where}: expected a number, got {v!r}")
+
+
+def _to_str(v: Any, where: str) -> str:
+    """A string, or a number written as one; never a bool."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return str(v)
+    raise ConfigError(f"{where}: expected a string, got {v!r}")
+
+
+#: the scalar field types and their checks (matched by identity, as ``hint is bool`` ...)
+_SCALARS: tuple[tuple[type, Callable[[Any, str], Any]], ...] = (
+    (bool, _to_bool), (int, _to_int), (float, _to_float), (str, _to_str))
 
 
 def load_yaml(cls: type[T], path: str | os.PathLike) -> T:

@@ -1,5 +1,6 @@
-"""The package's import rules (docs/architecture.md): each stage imports only stages below it, and no
-module-level import cycle exists. The checker parses source with ``ast``; nothing is imported."""
+"""The package's import rules (docs/architecture.md): each stage imports only stages below it, and the import
+graph, with every import anywhere in a module (function-level and ``TYPE_CHECKING`` ones too), has no circle.
+The checker parses source with ``ast``; nothing is imported."""
 from __future__ import annotations
 
 import ast
@@ -24,6 +25,12 @@ ALLOWED: dict[str, set[str]] = {
     "top": {*BELOW, "eval", "train", "commands", "top"},
 }
 
+#: TEMPORARY (issue 20 item 5): the one circle another branch ("options") is breaking by splitting the eval map
+#: writers from the map source. Remove this entry when that branch is merged; nothing else may be added here.
+TEMPORARY_CIRCLES: set[frozenset[str]] = {
+    frozenset({"denseood.commands.eval.maps", "denseood.commands.eval.runner"}),
+}
+
 
 def stage_of(module: str, package: str) -> str:
     """'pkg.s2m.prompts' -> 's2m'; core modules -> 'core'; the package itself, cli and __main__ -> 'top'."""
@@ -40,10 +47,17 @@ def module_name(path: Path, root: Path, package: str) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _owner(name: str, known: set[str]) -> str | None:
+    """The module of ``known`` that ``name`` (a module, or an attribute of one) lives in; None outside them."""
+    while name not in known and "." in name:
+        name = name.rsplit(".", 1)[0]
+    return name if name in known else None
+
+
 def _imports(tree: ast.Module, module: str, is_pkg: bool, known: set[str]):
-    """Yield (target module, lineno, module_level) for every import of the package in a parsed file."""
+    """Yield (imported module, lineno) for every import of the package anywhere in a parsed file: relative
+    imports resolved, ``from pkg import sub`` resolved to the submodule ``pkg.sub`` when it is one."""
     package = module.split(".")[0]
-    top_level = {id(n) for n in tree.body}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -59,11 +73,12 @@ def _imports(tree: ast.Module, module: str, is_pkg: bool, known: set[str]):
             continue
         for name in dict.fromkeys(names):
             if name.split(".")[0] == package:
-                yield name, node.lineno, id(node) in top_level
+                yield name, node.lineno
 
 
-def check_imports(root: Path, package: str) -> list[str]:
-    """Violations of the layer rules and module-level import cycles under the package folder ``root``."""
+def import_graph(root: Path, package: str) -> tuple[dict[str, set[str]], list[str], dict[str, Path]]:
+    """(module -> the package modules it imports anywhere, layer violations, module -> file) for the package
+    folder ``root``."""
     files = {module_name(p, root, package): p for p in sorted(root.rglob("*.py"))}
     known = set(files)
     problems: list[str] = []
@@ -72,22 +87,31 @@ def check_imports(root: Path, package: str) -> list[str]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         src = stage_of(mod, package)
         allowed = ALLOWED.get(src)
-        for target, line, module_level in _imports(tree, mod, path.name == "__init__.py", known):
+        if allowed is None:
+            problems.append(f"{path}: unknown stage {src!r}; add it to the layer table")
+            continue
+        for target, line in _imports(tree, mod, path.name == "__init__.py", known):
             dst = stage_of(target, package)
-            if allowed is None:
-                problems.append(f"{path}: unknown stage {src!r}; add it to the layer table")
-                break
             if dst not in allowed:
                 problems.append(f"{path}:{line}: {mod} ({src}) imports {target} ({dst}), which is not below it")
-            while target not in known and "." in target:
-                target = target.rsplit(".", 1)[0]
-            if module_level and target in known and target != mod:
-                graph[mod].add(target)
-    problems += [f"import cycle: {' -> '.join(c)}" for c in _cycles(graph)]
+            owner = _owner(target, known)
+            if owner is not None and owner != mod:
+                graph[mod].add(owner)
+    return graph, problems, files
+
+
+def check_imports(root: Path, package: str, allow: set[frozenset[str]] = frozenset()) -> list[str]:
+    """Layer violations and import circles (naming their files) under the package folder ``root``; circles whose
+    module set is in ``allow`` are left out."""
+    graph, problems, files = import_graph(root, package)
+    for circle in _circles(graph):
+        if frozenset(circle) not in allow:
+            rel = [str(files[m].relative_to(root.parent)) for m in circle]
+            problems.append(f"import circle: {' <-> '.join(rel)}")
     return problems
 
 
-def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components with more than one module (Tarjan), each as a sorted list."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
@@ -99,7 +123,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         index[v] = low[v] = len(index)
         stack.append(v)
         on.add(v)
-        for w in graph[v]:
+        for w in sorted(graph[v]):
             if w not in index:
                 visit(w)
                 low[v] = min(low[v], low[w])
@@ -119,12 +143,18 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     for v in sorted(graph):
         if v not in index:
             visit(v)
-    return out
+    return sorted(out)
 
 
-def test_denseood_imports_only_downward_and_has_no_cycles():
+def test_denseood_imports_only_downward_and_has_no_import_circle():
     root = Path(denseood.__file__).parent
-    assert check_imports(root, "denseood") == []
+    assert check_imports(root, "denseood", TEMPORARY_CIRCLES) == []
+
+
+def test_the_temporary_allowance_names_a_circle_that_still_exists():
+    """An allowance outlives its circle only by mistake: each entry must still be a circle of the package."""
+    graph, _, _ = import_graph(Path(denseood.__file__).parent, "denseood")
+    assert TEMPORARY_CIRCLES <= {frozenset(c) for c in _circles(graph)}
 
 
 def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
@@ -141,7 +171,8 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
 def test_checker_accepts_a_clean_synthetic_tree(tmp_path):
     root = _tree(tmp_path, {"data/reader.py": "from ..errors import E\n", "errors.py": "class E(Exception): pass\n",
                             "train/loop.py": "from ..data.reader import x\nfrom pkg.eval import m\n",
-                            "eval/m.py": "from .. import dist\n", "dist.py": ""})
+                            "eval/m.py": "from .. import dist\n", "dist.py": "",
+                            "s2m/a.py": "from . import b\n", "s2m/b.py": "def f():\n    from ..data import reader\n"})
     assert check_imports(root, "pkg") == []
 
 
@@ -158,9 +189,27 @@ def test_checker_rejects_a_deliberate_upward_import(tmp_path, rel, text, expect)
     assert len(problems) == 1 and expect in problems[0], problems
 
 
-def test_checker_rejects_a_module_level_cycle_but_not_a_deferred_import(tmp_path):
-    root = _tree(tmp_path, {"s2m/a.py": "from .b import y\nx = 1\n", "s2m/b.py": "from .a import x\ny = 2\n"})
-    assert check_imports(root, "pkg") == ["import cycle: pkg.s2m.a -> pkg.s2m.b"]
-    root2 = _tree(tmp_path / "2", {"s2m/a.py": "from .b import y\nx = 1\n",
-                                   "s2m/b.py": "def f():\n    from .a import x\n    return x\ny = 2\n"})
-    assert check_imports(root2, "pkg") == []
+@pytest.mark.parametrize("b_text", [
+    "from .a import x\ny = 2\n",                                  # module level
+    "def f():\n    from .a import x\n    return x\ny = 2\n",      # inside a function
+    "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.s2m.a import x\n",   # typing only
+    "from . import a\n",                                          # from package import submodule
+    "import pkg.s2m.a as a\n",                                    # absolute
+])
+def test_checker_rejects_a_circle_at_any_level_naming_its_files(tmp_path, b_text):
+    root = _tree(tmp_path, {"s2m/a.py": "from .b import y\nx = 1\n", "s2m/b.py": b_text})
+    assert check_imports(root, "pkg") == ["import circle: pkg/s2m/a.py <-> pkg/s2m/b.py"]
+
+
+def test_checker_finds_a_three_module_circle_through_a_package_init(tmp_path):
+    root = _tree(tmp_path, {"models/a.py": "from .sub import thing\n", "models/sub/__init__.py": "from .c import thing\n",
+                            "models/sub/c.py": "def thing():\n    from ..b import f\n", "models/b.py": "from . import a\n"})
+    assert check_imports(root, "pkg") == ["import circle: pkg/models/a.py <-> pkg/models/b.py <-> "
+                                          "pkg/models/sub/__init__.py <-> pkg/models/sub/c.py"]
+
+
+def test_an_allowance_hides_only_its_own_circle(tmp_path):
+    root = _tree(tmp_path, {"s2m/a.py": "from . import b\n", "s2m/b.py": "from . import a\n",
+                            "data/c.py": "from . import d\n", "data/d.py": "def f():\n    from . import c\n"})
+    allow = {frozenset({"pkg.s2m.a", "pkg.s2m.b"})}
+    assert check_imports(root, "pkg", allow) == ["import circle: pkg/data/c.py <-> pkg/data/d.py"]

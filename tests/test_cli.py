@@ -28,7 +28,7 @@ def _all_parsers() -> list[tuple[str, argparse.ArgumentParser]]:
 def test_every_verb_is_assembled():
     _, verbs = cli.build_parser()
     assert set(verbs) == set(VERBS) == {"eval", "segment", "train", "train-prompter", "demo", "bench", "datasets",
-                                             "submit"}
+                                             "submit", "report", "calibrate"}
 
 
 @pytest.mark.parametrize("name, parser", [pytest.param(n, p, id=n) for n, p in _all_parsers()])

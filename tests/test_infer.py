@@ -318,14 +318,17 @@ def test_resize_mode_never_upsamples_all_class_logits_to_full_size(model, monkey
     assert seen and max(seen) <= Inference.tile_elements < 19 * 2000 * 3000
 
 
+@pytest.mark.parametrize("tile_elements", [2 * 19 * 130 * 7, 2 ** 62], ids=["7-row-bands", "one-band"])
 @pytest.mark.parametrize("score", ["msp", "maxlogit", "energy", "entropy", "jsd"])
-def test_banded_scores_equal_scores_of_fully_upsampled_logits(model, rng, score, monkeypatch):
+def test_banded_scores_equal_scores_of_fully_upsampled_logits(model, rng, score, tile_elements, monkeypatch):
+    """Many band borders (7-row bands) and one band over all rows (the full-size logits of `bench segment`'s
+    baseline) both give the scores of the one-shot upsample."""
     imgs = rng.integers(0, 256, (2, 75, 130, 3), dtype=np.uint8)
     eng = Inference(model, scores=(score,), device="cpu", dtype="fp32", input_size="model")
     ref = eng.predict(imgs, return_logits=True)  # the one-shot path: logits upsampled to 75x130, then scored
     from denseood.scores import anomaly_score
     direct = anomaly_score(score, F.interpolate(ref["logits"], size=(75, 130), mode="bilinear", align_corners=False))
-    monkeypatch.setattr(Inference, "tile_elements", 2 * 19 * 130 * 7)  # 7-row bands: many band borders
+    monkeypatch.setattr(Inference, "tile_elements", tile_elements)
     got = eng.predict(imgs)[score]
     torch.testing.assert_close(got, ref[score], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got, direct, rtol=1e-5, atol=1e-5)

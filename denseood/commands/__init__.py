@@ -1,8 +1,9 @@
 """The commands layer: one module (or package) per ``denseood`` verb, on top of every stage.
 
 Each verb module defines ``add_parser(subparsers) -> argparse.ArgumentParser`` and ``run(args) -> int``;
-its top level imports only the standard library and ``_common`` so that ``denseood --help`` stays fast,
-and ``run`` imports the stages it drives. ``cli.py`` only assembles :data:`VERBS`.
+its top level imports only the standard library, ``_common`` and torch-free name modules (``scores.names``),
+so that ``denseood --help`` stays fast, and ``run`` imports the stages it drives. ``cli.py`` only assembles
+:data:`VERBS`.
 See docs/architecture.md.
 """
 from __future__ import annotations
@@ -17,4 +18,6 @@ VERBS: dict[str, str] = {
     "bench": "denseood.commands.bench",
     "datasets": "denseood.commands.datasets",
     "submit": "denseood.commands.submit",
+    "report": "denseood.commands.report",
+    "calibrate": "denseood.commands.calibrate",
 }

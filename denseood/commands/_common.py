@@ -8,9 +8,6 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-#: the anomaly score of every verb when none is named (--score)
-DEFAULT_SCORE = "jsd"
-
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows every option's default and keeps descriptions as written (plain text, line breaks kept)."""

@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--quick trains a throw-away model: pass --weights to a scratch path, not weights/demo.pt")
     res = run_demo(args.out, args.weights, retrain=args.retrain, quick=args.quick, overwrite=args.overwrite)
     print(f"done: results in {res['eval_dir']}, overlays in {res['segment_dir'] / 'overlays'}")
+    print(f"report: {(res['eval_dir'] / 'report.html').resolve()}")
     return 0
 
 
@@ -136,25 +137,12 @@ def check_weights(weights: Path, none_ckpt: Path, retrain: bool, overwrite: bool
     return train
 
 
-def run_demo(out: str | Path = "demo_out", weights: str | Path = "weights/demo.pt", retrain: bool = False,
-             quick: bool = False, overwrite: bool = False) -> dict:
-    """Run the demo. Returns {"results", "none_results", "table", "eval_dir", "segment_dir", "weights"}.
-
-    overwrite: allow training to replace an existing ``weights`` file (else it is reused or the demo refuses)."""
+def _ensure_world(sz: DemoSizes, data_root: Path) -> None:
+    """Write the synthetic world (seed 0) under ``data_root`` unless its manifest already matches ``sz``."""
     import shutil
 
     from ..data import synthetic
-    from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
-    from ..train.prompter import store_prompter_in_checkpoint, train_prompter
-    from .segment import segment_images
 
-    sz = QUICK if quick else FULL
-    out, weights = Path(out), Path(weights)
-    runs = out / "runs"
-    none_ckpt = runs / "finetune_none" / "model.pt"
-    must_train = check_weights(weights, none_ckpt, retrain, overwrite)  # before anything is written
-    claim_out(out)
-    data_root = out / "data"
     manifest = data_root / "synthetic.json"
     want = {"n_train": sz.n_train, "n_val": sz.n_val, "size": list(sz.size), "seed": 0}
     have = json.loads(manifest.read_text()) if manifest.is_file() else {}
@@ -167,29 +155,67 @@ def run_demo(out: str | Path = "demo_out", weights: str | Path = "weights/demo.p
     else:
         print(f"[1/4] synthetic road world already in {data_root}")
 
+
+def _train_models(sz: DemoSizes, data_root: Path, runs: Path, weights: Path, quick: bool) -> tuple[dict, dict]:
+    """Base model, the two fine-tunes (none / flow) and the S2M prompter, in ``runs`` (replaced); the flow
+    fine-tune with its prompter becomes ``weights``. Returns the trainer summaries (none, flow)."""
+    import shutil
+
+    from ..io import atomic_write_bytes
+    from ..train.prompter import store_prompter_in_checkpoint, train_prompter
+
     flow_small = {"flow_hidden": 16 if quick else 64, "flow_levels": 2 if quick else 3}
+    if runs.exists():
+        shutil.rmtree(runs)
+    print(f"[2/4] base FPN/ResNet-18: {sz.base_steps} steps without negatives")
+    _train(sz, data_root, runs / "base", negatives="none", steps=sz.base_steps, init=None, quick=quick,
+           fit_stats=False)
+    base = runs / "base" / "model.pt"
+    print(f"      fine-tune A: {sz.finetune_steps} steps without negatives")
+    summ_none = _train(sz, data_root, runs / "finetune_none", negatives="none", steps=sz.finetune_steps,
+                       init=base, quick=quick)
+    print(f"      fine-tune B (NFlowJS): {sz.flow_pretrain_steps} flow steps, then {sz.finetune_steps} joint steps")
+    # the short-schedule recipe measured in BENCHMARKS.md: JS weight 1 for the segmenter (the paper's 0.03
+    # hardly moves the JS term in a few hundred steps), the paper's 0.03 for the flow (so its samples stay
+    # near the inliers instead of collapsing to a pattern the segmenter rejects trivially)
+    summ_flow = _train(sz, data_root, runs / "finetune_flow", negatives="flow", steps=sz.finetune_steps,
+                       init=base, quick=quick, flow_pretrain_steps=sz.flow_pretrain_steps, lam=1.0,
+                       flow_js_weight=0.03, neg_size=(16, 64), **flow_small)
+    atomic_write_bytes(weights, (runs / "finetune_flow" / "model.pt").read_bytes())
+    print(f"      S2M prompter (score-to-prompt detector): {sz.prompter_steps} steps")
+    prompter = train_prompter(weights, data_root, negatives="flow", steps=sz.prompter_steps,
+                              batch_size=min(4, sz.batch_size), crop=sz.crop, device="cpu")
+    store_prompter_in_checkpoint(prompter, weights)
+    return summ_none, summ_flow
+
+
+def _segment_some(sz: DemoSizes, data_root: Path, weights: Path, seg_dir: Path) -> dict:
+    """``denseood segment`` (GrabCut, CPU) of the first ``sz.segment_images`` evaluation images into ``seg_dir``."""
+    from .segment import segment_images
+
+    images = sorted((data_root / "dataset_AnomalyTrack" / "images").iterdir())[: sz.segment_images]
+    print(f"[4/4] segmenting OOD objects in {len(images)} driving images -> {seg_dir}/overlays")
+    return segment_images(images, weights, seg_dir, overwrite=True, prompt_model="grabcut", device="cpu")
+
+
+def run_demo(out: str | Path = "demo_out", weights: str | Path = "weights/demo.pt", retrain: bool = False,
+             quick: bool = False, overwrite: bool = False) -> dict:
+    """Run the demo. Returns {"results", "none_results", "table", "eval_dir", "segment_dir", "weights"}.
+
+    overwrite: allow training to replace an existing ``weights`` file (else it is reused or the demo refuses)."""
+    from ..io import atomic_write_json, atomic_write_text
+
+    sz = QUICK if quick else FULL
+    out, weights = Path(out), Path(weights)
+    runs = out / "runs"
+    none_ckpt = runs / "finetune_none" / "model.pt"
+    must_train = check_weights(weights, none_ckpt, retrain, overwrite)  # before anything is written
+    claim_out(out)
+    data_root = out / "data"
+    _ensure_world(sz, data_root)
+
     if must_train:
-        if runs.exists():
-            shutil.rmtree(runs)
-        print(f"[2/4] base FPN/ResNet-18: {sz.base_steps} steps without negatives")
-        _train(sz, data_root, runs / "base", negatives="none", steps=sz.base_steps, init=None, quick=quick,
-               fit_stats=False)
-        base = runs / "base" / "model.pt"
-        print(f"      fine-tune A: {sz.finetune_steps} steps without negatives")
-        summ_none = _train(sz, data_root, runs / "finetune_none", negatives="none", steps=sz.finetune_steps,
-                           init=base, quick=quick)
-        print(f"      fine-tune B (NFlowJS): {sz.flow_pretrain_steps} flow steps, then {sz.finetune_steps} joint steps")
-        # the short-schedule recipe measured in BENCHMARKS.md: JS weight 1 for the segmenter (the paper's 0.03
-        # hardly moves the JS term in a few hundred steps), the paper's 0.03 for the flow (so its samples stay
-        # near the inliers instead of collapsing to a pattern the segmenter rejects trivially)
-        summ_flow = _train(sz, data_root, runs / "finetune_flow", negatives="flow", steps=sz.finetune_steps,
-                           init=base, quick=quick, flow_pretrain_steps=sz.flow_pretrain_steps, lam=1.0,
-                           flow_js_weight=0.03, neg_size=(16, 64), **flow_small)
-        atomic_write_bytes(weights, (runs / "finetune_flow" / "model.pt").read_bytes())
-        print(f"      S2M prompter (score-to-prompt detector): {sz.prompter_steps} steps")
-        prompter = train_prompter(weights, data_root, negatives="flow", steps=sz.prompter_steps,
-                                  batch_size=min(4, sz.batch_size), crop=sz.crop, device="cpu")
-        store_prompter_in_checkpoint(prompter, weights)
+        summ_none, summ_flow = _train_models(sz, data_root, runs, weights, quick)
         miou = {"none": summ_none.get("final", {}).get("miou"), "flow": summ_flow.get("final", {}).get("miou")}
         atomic_write_json(runs / "miou.json", miou)
     else:
@@ -208,9 +234,7 @@ def run_demo(out: str | Path = "demo_out", weights: str | Path = "weights/demo.p
     print((eval_dir / "results.md").read_text())
 
     seg_dir = out / "segment"
-    images = sorted((data_root / "dataset_AnomalyTrack" / "images").iterdir())[: sz.segment_images]
-    print(f"[4/4] segmenting OOD objects in {len(images)} driving images -> {seg_dir}/overlays")
-    seg = segment_images(images, weights, seg_dir, overwrite=True, prompt_model="grabcut", device="cpu")
+    seg = _segment_some(sz, data_root, weights, seg_dir)
     if seg["failed"]:
         from ..errors import DenseOODError
 

@@ -11,7 +11,7 @@ the run before the model is loaded. Prompts and masks are computed at ``--work-s
 memory grows by a few bytes per input pixel.
 
 The library verb is :func:`segment_images` (no argv); every value is checked once, by :class:`SegmentOptions`.
-The top level imports only the standard library and ``._common``. See docs/architecture.md.
+The top level imports only the standard library, ``._common`` and ``scores.names``. See docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ._common import (DEFAULT_SCORE, add_code_options, add_config, add_device, add_dtype, add_out, add_verb,
-                      nonnegative_int, parse_input_size, positive_float, positive_int)
+from ..scores.names import DEFAULT_SCORE, score_help
+from ._common import (add_code_options, add_config, add_device, add_dtype, add_out, add_verb, nonnegative_int,
+                      parse_input_size, positive_float, positive_int)
 
 #: default of --max-pixels (= denseood.infer.MAX_PIXELS; kept here so the top level imports no torch)
 MAX_PIXELS = 100_000_000
@@ -39,7 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="the model: denseood checkpoint .pt | hf:DIR | torchvision:NAME:FILE | python:MODULE:FACTORY")
     add_code_options(p)
     add_out(p, "overlays/, masks/, objects.json")
-    p.add_argument("--score", default=DEFAULT_SCORE, help="anomaly score the prompts are taken from (e.g. jsd, msp, maxlogit)")
+    p.add_argument("--score", default=DEFAULT_SCORE, help=score_help("anomaly score the prompts are taken from"))
     p.add_argument("--prompter", default="auto",
                    help="learned | peak | auto (learned when the checkpoint holds one) | PATH of a prompter file")
     p.add_argument("--prompt-model", default="grabcut",
@@ -53,6 +54,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="refuse images with more pixels (H*W) than this, before any work")
     p.add_argument("--work-size", type=nonnegative_int, default=WORK_SIZE,
                    help="longest side (px) at which prompts and masks are computed (0 = full resolution)")
+    p.add_argument("--threshold-from", default=None, metavar="FILE",  # issue 23
+                   help="threshold.json of denseood calibrate: also write anomaly_masks/<stem>.png (1 = score > it)")
     add_config(p)
     return p
 
@@ -80,6 +83,8 @@ class SegmentOptions:
     device / dtype -> torch.device / torch.dtype. input_size: "model" (the training size, the default), None or
     "full" (the image's own size, no resize), "HxW" / (h, w) -> "model" | None | (h, w). work_size: longest side
     for prompts and masks (0/None: full resolution). out: checked by :func:`denseood.outdir.check_out_dir`.
+    threshold_from: a threshold.json of ``denseood calibrate`` for ``score`` -> ``threshold`` (then
+    anomaly_masks/<stem>.png, 1 where the score > it), else None.
     """
 
     images: Sequence[str | Path]
@@ -98,6 +103,8 @@ class SegmentOptions:
     work_size: int | None = WORK_SIZE
     weights: str | Path | None = None
     trust_code: bool = False
+    threshold_from: str | Path | None = None
+    threshold: float | None = field(init=False, default=None)
     paths: list[Path] = field(init=False, default_factory=list)
     stems: list[str] = field(init=False, default_factory=list)
 
@@ -113,6 +120,9 @@ class SegmentOptions:
         self.out = check_out_dir(self.out, self.overwrite)
         names = parse_scores(self.score)  # a bad --score fails before any image is read and before --out is created
         self.score = names[0] if len(names) == 1 else names
+        from .calibrate import threshold_for
+
+        self.threshold = threshold_for(self.threshold_from, self.score)  # issue 23
         self.paths = collect_images(list(self.images))
         self.stems = unique_stems(self.paths)
         check_sizes(self.paths, self.max_pixels)
@@ -125,7 +135,7 @@ class SegmentOptions:
     def from_args(cls, args: argparse.Namespace) -> "SegmentOptions":
         """The options of a parsed ``denseood segment`` command line."""
         same = ("images", "checkpoint", "out", "score", "prompter", "prompt_model", "device", "dtype", "batch_size",
-                "input_size", "overwrite", "max_pixels", "work_size", "weights", "trust_code")
+                "input_size", "overwrite", "max_pixels", "work_size", "weights", "trust_code", "threshold_from")
         return cls(**{k: getattr(args, k) for k in same})
 
 
@@ -322,6 +332,8 @@ def _segment(stage: Path, opts: SegmentOptions, model: Any, spec: str | Path | N
             for p, stem, im, r in _run_chunk(s2m, chunk, failed):
                 write_png(stage / "overlays" / f"{stem}.png", overlay(im, r))
                 write_png(stage / "masks" / f"{stem}.png", r.instances.astype(np.uint16))
+                if opts.threshold is not None:  # issue 23: binary anomaly mask, 1 where the score > the threshold
+                    write_png(stage / "anomaly_masks" / f"{stem}.png", (r.anomaly_map > opts.threshold).astype(np.uint8))
                 lines.append(json.dumps(record(p, r)))
                 n_obj += len(r)
             bar.update(len(chunk))

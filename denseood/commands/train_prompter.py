@@ -3,12 +3,13 @@
 The prompter is written into the checkpoint's ``extra["prompter"]`` (found there by ``--prompter learned|auto``)
 or, with ``--out``, to a prompter file of its own. The library verbs are
 ``denseood.train.prompter.train_prompter`` and ``store_prompter_in_checkpoint`` / ``LearnedPrompter.save``.
-The top level imports only the standard library and ``._common``. See docs/architecture.md.
+The top level imports only the standard library, ``._common`` and ``scores.names``. See docs/architecture.md.
 """
 from __future__ import annotations
 
 import argparse
 
+from ..scores.names import DEFAULT_SCORE, score_help
 from ._common import add_code_options, add_config, add_device, add_verb, nonnegative_int, positive_float, positive_int
 
 
@@ -39,7 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--negatives", default="flow",
                    help="pasted negatives: flow (the checkpoint's flow, else an untrained one) | paste:DIR (objects cut "
                         "from images in DIR)")
-    p.add_argument("--score", default="jsd", help="anomaly score the prompter is trained on (e.g. jsd, msp, maxlogit)")
+    p.add_argument("--score", default=DEFAULT_SCORE, help=score_help("anomaly score the prompter is trained on"))
     p.add_argument("--steps", type=positive_int, default=300, help="optimiser steps")
     p.add_argument("--batch-size", type=positive_int, default=4, help="crops per step")
     p.add_argument("--crop", type=positive_int, default=256, help="side of the square training crops in pixels (>= 32)")

@@ -230,7 +230,8 @@ class ComponentMetrics:
 
         Returns sIoU (mean over GT components), PPV (mean precision over predicted components), mean_F1,
         F1_per_threshold (11 floats), sIoU_pred, tp/fn/fp lists, sIoU_thresholds, n_gt, n_pred, n_frames and
-        the settings. Means over zero components are NaN (e.g. PPV when nothing was predicted).
+        the settings. Means over zero components are NaN (e.g. PPV when nothing was predicted); no frame at all
+        raises DenseOODError.
         """
         sg = np.concatenate(self._siou_gt) if self._siou_gt else np.zeros(0)
         sp = np.concatenate(self._siou_pred) if self._siou_pred else np.zeros(0)

@@ -187,7 +187,7 @@ class InstanceAP:
     def compute(self) -> dict[str, Any]:
         """protocol, ap (mean over the 10 IoU thresholds), ap50, ap75, ap_per_iou (10 values), n_gt (non-ignored
         ground truth), n_pred (oodis: non-empty predictions; coco: kept predictions). AP in [0, 1], NaN
-        without ground truth."""
+        without ground truth (so with no image at all: every AP NaN, n_gt = n_pred = 0)."""
         parts = dist.gather((self._scores, self._first, self._second, self._n_gt, self._n_pred))
         t_n = len(self.thresholds)
         cat = (lambda xs: np.concatenate(xs, axis=-1) if xs else np.zeros((t_n, 0), bool))

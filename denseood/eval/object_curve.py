@@ -89,7 +89,8 @@ class ObjectScoreCurve:
         self._n += 1
 
     def compute(self) -> dict[str, Any]:
-        """best_iou, best_threshold, au_iou, mean_f1, iou_curve, f1_curve, thresholds, n_images."""
+        """best_iou, best_threshold, au_iou, mean_f1, iou_curve, f1_curve, thresholds, n_images; ConfigError when
+        no image was added."""
         parts = dist.gather((self._iou, self._dice, self._n))
         n = sum(p[2] for p in parts)
         if n == 0:

@@ -119,7 +119,8 @@ class ObjectMetrics:
 
     def compute(self) -> dict:
         """iou, iou_per_image_mean, sIoU, PPV, mean_F1, F1_per_threshold, n_gt, n_pred, n_images, intersection,
-        union and, with scores, best_iou, best_threshold, au_iou, mean_f1, instance_ap {"oodis", "coco"}."""
+        union and, with scores, best_iou, best_threshold, au_iou, mean_f1, instance_ap {"oodis", "coco"}.
+        No image at all raises DenseOODError."""
         tot = dist.all_reduce(torch.tensor([self._inter, self._union, self._n_images, self._n_scored],
                                            dtype=torch.int64)).tolist()
         per_image = self._per_image

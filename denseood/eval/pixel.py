@@ -93,7 +93,8 @@ class PixelMetrics:
     ood_mask same shape uint8 with 0 inlier / 1 anomaly / 255 void. State stays on the scores' device.
     ``compute()`` -> dict with float values: ap, auroc, fpr95 (fractions in [0, 1]), threshold_at_tpr95,
     best_f1, best_f1_threshold, n_pixels (valid pixels), n_anomaly, mode, plus mode-specific counters.
-    Collective under torch.distributed: every rank must call it.
+    With no valid pixel, or without both anomaly and inlier pixels, it raises DenseOODError (caos: when every
+    image was skipped). Collective under torch.distributed: every rank must call it.
     """
 
     def __init__(self, mode: str = "streaming", bins: int = 100_000, score_range: tuple[float, float] | None = None):

@@ -22,6 +22,7 @@ from ..config import parse_hw
 from ..data.sample import Sample
 from ..dist import resolve_device, worker_init
 from ..errors import ConfigError, ModelOutputError
+from ..scores.names import DEFAULT_SCORE
 from .util import (MAX_PIXELS, _linear_taps, _resize_map, check_max_pixels, check_network_sizes, collate_samples,
                    dtype_name, peak_memory_mb, resolve_dtype, window_positions, window_weights)
 
@@ -47,12 +48,12 @@ class Inference:
     resolution), then upsampled (bilinear) to the image size; with sliding windows they are blended per window.
     """
 
-    def __init__(self, model: torch.nn.Module, *, scores: Sequence[str] = ("jsd",), device: str = "auto",
+    def __init__(self, model: torch.nn.Module, *, scores: Sequence[str] = (DEFAULT_SCORE,), device: str = "auto",
                  dtype: str = "auto", input_size: tuple[int, int] | None | str = "model",
                  sliding_window: tuple[int, int] | None = None, overlap: float = 1 / 3, flip: bool = False,
                  channels_last: bool = True, compile: bool = False, window_weighting: str = "gaussian",
                  window_batch: int = 8, max_pixels: int | float | None = MAX_PIXELS):
-        from ..scores import SCORE_REQUIREMENTS, parse_scores, score_kwargs
+        from ..scores import SCORES, parse_scores, score_kwargs
 
         self.scores = parse_scores(list(scores) if not isinstance(scores, str) else scores)
         self.device = resolve_device(device)
@@ -86,15 +87,14 @@ class Inference:
                 raise ConfigError(f"torch.compile failed ({type(e).__name__}: {e}); run without --compile") from e
         self._compile_checked = not compile
 
-        self.feature_scores = [s for s in self.scores if "features" in SCORE_REQUIREMENTS.get(s, set())]
+        self.feature_scores = [s for s in self.scores if SCORES[s].features]
         self.logit_scores = [s for s in self.scores if s not in self.feature_scores]
         self.score_kwargs = {s: self._to_device(score_kwargs(s, self.model, self.device)) for s in self.scores}
         self._score_fn = None
         self.reset_stats()
 
-    #: logit values (B*C*rows*W) per upsampled band in resize mode; None = upsample all logits at once (the
-    #: behaviour before 0.3, kept for ``denseood bench segment``)
-    tile_elements: int | None = 2 ** 22
+    #: logit values (B*C*rows*W) per upsampled band in resize mode (at least one row per band)
+    tile_elements: int = 2 ** 22
 
     # --------------------------------------------------------------------------------- bookkeeping
     def _to_device(self, obj: Any) -> Any:
@@ -184,7 +184,7 @@ class Inference:
         H, W = out_hw
         out = {s: torch.empty(b, H, W, device=logits.device) for s in self.logit_scores}
         i0, i1, lam = _linear_taps(h, H, logits.device)
-        rows = max(1, int(self.tile_elements or 0) // max(1, b * c * W))
+        rows = max(1, int(self.tile_elements) // max(1, b * c * W))
         for r0 in range(0, H, rows):
             r1 = min(H, r0 + rows)
             a, z = int(i0[r0]), int(i1[r1 - 1]) + 1
@@ -272,7 +272,7 @@ class Inference:
         t = t.to(self.device, non_blocking=True)
         x = self._normalize(t)
         out_hw = tuple(x.shape[-2:])
-        banded = self.sliding_window is None and not return_logits and self.tile_elements is not None
+        banded = self.sliding_window is None and not return_logits
         if self.sliding_window is not None:
             logits, fmaps = self._sliding(x)
         else:

@@ -11,12 +11,15 @@ the rest of denseood (``infer.py``, ``scores/``, ``s2m/``, ``commands/``, ``trai
 - ``normalize(uint8 images)``, ``class_names``, ``class_set``, ``num_classes``, ``mean``/``std`` (for 0..1 RGB),
   ``train_size`` ((H, W) default inference size or None = image size), ``stats`` (fitted score statistics),
   ``stats_on(device)``, ``meta()`` (plain types), ``describe()`` (a short name), ``checkpoint_meta`` /
-  ``checkpoint_path`` / ``checkpoint_sha256`` (set only for denseood checkpoints), ``source`` (the load spec).
+  ``checkpoint_path`` / ``checkpoint_sha256`` (set only for denseood checkpoints), ``source`` (the load spec),
+  ``origin`` (a :class:`~denseood.models.origin.ModelOrigin`: where ``load_model`` found it; None for a model
+  built in code).
 See docs/architecture.md.
 """
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -26,6 +29,7 @@ import torch.nn as nn
 from .._version import __version__
 from ..data.classes import CLASS_SETS
 from ..errors import CheckpointError, ConfigError
+from .origin import ModelOrigin
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -63,6 +67,7 @@ class SegmenterBase(nn.Module):
         self.checkpoint_meta: dict[str, Any] | None = None
         self.checkpoint_path: str | None = None
         self.checkpoint_sha256: str | None = None
+        self.origin: ModelOrigin | None = None
 
     @property
     def device(self) -> torch.device:
@@ -129,6 +134,35 @@ class SegmenterBase(nn.Module):
                            f"(model(x, return_features=True)); {hint}. Features come from denseood checkpoints, "
                            f"hf: mask transformers (Mask2Former/MaskFormer/OneFormer pixel decoder) and python: "
                            f"factories whose forward takes return_features; use another score (e.g. msp, jsd)")
+
+
+def plain_types(obj: Any, where: str) -> Any:
+    """``obj`` in plain types + CPU tensors (tuples -> lists, numpy -> python/tensor, Path -> str), as a checkpoint
+    stores it (``models/checkpoint.py``); ConfigError naming the field ``where`` for anything else."""
+    if obj is None or type(obj) in (bool, int, float, str):
+        return obj
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    for typ in (bool, int, float, str):  # subclasses (np.float64, enums, TorchVersion) -> the plain type
+        if isinstance(obj, typ):
+            return typ(obj)
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (list, tuple)):
+        return [plain_types(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, Mapping):
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)):
+                raise ConfigError(f"checkpoint field {where} has a key of type {type(k).__name__}; use str keys")
+            out[k] = plain_types(v, f"{where}.{k}")
+        return out
+    raise ConfigError(f"checkpoint field {where} holds a {type(obj).__name__}; only plain types (dict, list, str, "
+                      f"int, float, bool, None) and tensors can be stored (weights_only loading)")
 
 
 def _triple(v: Sequence[float], name: str) -> tuple[float, float, float]:

@@ -37,9 +37,10 @@ it without unpickling arbitrary objects; ``read_checkpoint`` and ``load_checkpoi
   resuming training; left out of ``model.checkpoint_meta``).
   The three default to ``{}`` when absent.
 
-``load_checkpoint`` rebuilds the model (``create_segmenter``, or ``sources.spec.rebuild_from_record``), checks the caller's expected
-classes, loads weights and stats and sets ``checkpoint_meta``/``checkpoint_path``/``checkpoint_sha256`` (the first
-16 hex digits of the file's SHA-256). Every failure is a CheckpointError naming the file.
+``sources/registry.py: load_checkpoint`` reads the file here (``read_with_hash``), checks the caller's expected
+classes (``check_classes``), rebuilds the model with the source its ``model_source`` names and loads weights and
+stats here (``load_weights``, which sets ``checkpoint_meta``/``checkpoint_path``; ``checkpoint_sha256`` is the
+first 16 hex digits of the file's SHA-256). Every failure is a CheckpointError naming the file.
 See docs/architecture.md.
 """
 from __future__ import annotations
@@ -51,7 +52,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -59,41 +59,11 @@ from .._version import __version__
 from ..data.classes import CLASS_SETS
 from ..errors import CheckpointError, ConfigError
 from ..io import atomic_torch_save, safe_torch_load
-from .base import check_finite, state_dict_mismatch
-from .segmenter import IMAGENET_MEAN, IMAGENET_STD, Segmenter, create_segmenter
+from .base import check_finite, plain_types, state_dict_mismatch
+from .segmenter import Segmenter
 
 CHECKPOINT_FORMAT = "denseood-segmenter"
 CHECKPOINT_FORMAT_VERSION = 2
-#: ``meta["model_source"]`` values (absent = "smp")
-MODEL_SOURCES = ("smp", "hf", "torchvision", "python")
-
-
-def _plain(obj: Any, where: str) -> Any:
-    """Convert to plain types + tensors (tuples -> lists, numpy -> python/tensor, Path -> str) or raise."""
-    if obj is None or type(obj) in (bool, int, float, str):
-        return obj
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    for typ in (bool, int, float, str):  # subclasses (np.float64, enums, TorchVersion) -> the plain type
-        if isinstance(obj, typ):
-            return typ(obj)
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(obj))
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-    if isinstance(obj, Mapping):
-        out = {}
-        for k, v in obj.items():
-            if not isinstance(k, (str, int)):
-                raise ConfigError(f"checkpoint field {where} has a key of type {type(k).__name__}; use str keys")
-            out[k] = _plain(v, f"{where}.{k}")
-        return out
-    raise ConfigError(f"checkpoint field {where} holds a {type(obj).__name__}; only plain types (dict, list, str, "
-                      f"int, float, bool, None) and tensors can be stored (weights_only loading)")
 
 
 def model_meta(model: Any) -> dict:
@@ -105,11 +75,11 @@ def model_meta(model: Any) -> dict:
     if not callable(record) or not callable(getattr(model, "meta", None)):
         raise ConfigError(f"save_checkpoint expects a denseood model (a Segmenter or a model loaded by "
                           f"denseood.load_model), got {type(model).__name__}")
-    spec = str(getattr(model, "spec", None) or model.source or "")
-    kind = spec.split(":", 1)[0]
-    if kind not in MODEL_SOURCES[1:]:
-        raise ConfigError(f"save_checkpoint: cannot tell the source of {type(model).__name__} (spec {spec!r})")
-    return {**model.meta(), "model_source": kind, "external": _plain(record(), "meta.external"),
+    origin = getattr(model, "origin", None)
+    if origin is None or origin.model_source in (None, "smp"):
+        raise ConfigError(f"save_checkpoint: cannot tell the source of {type(model).__name__} (model.origin is "
+                          f"{origin!r}); load it with denseood.load_model")
+    return {**model.meta(), "model_source": origin.model_source, "external": plain_types(record(), "meta.external"),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -129,9 +99,9 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, config: dict |
         "meta": meta,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "stats": {k: v.detach().cpu() for k, v in model.stats.items()},
-        "config": _plain(config or {}, "config"),
-        "metrics": _plain(metrics or {}, "metrics"),
-        "extra": _plain(extra or {}, "extra"),
+        "config": plain_types(config or {}, "config"),
+        "metrics": plain_types(metrics or {}, "metrics"),
+        "extra": plain_types(extra or {}, "extra"),
     }
     return atomic_torch_save(ckpt, path)
 
@@ -158,10 +128,7 @@ def _load_bytes(data: bytes, path: Path, map_location: Any = "cpu") -> dict:
             raise CheckpointError(f"{path}: checkpoint field {k!r} is missing or not a dict (corrupt checkpoint)")
     for k in ("stats", "config", "metrics", "extra"):
         obj.setdefault(k, {})
-    kind = obj["meta"].get("model_source", "smp")
-    if kind not in MODEL_SOURCES:
-        raise CheckpointError(f"{path}: unknown model_source {kind!r} (valid: {', '.join(MODEL_SOURCES)}); "
-                              f"upgrade denseood")
+    kind = obj["meta"].get("model_source", "smp")   # a known one: checked where the model is rebuilt
     need = ("arch", "encoder") if kind == "smp" else ("external",)
     missing = [k for k in (*need, "num_classes", "class_names") if k not in obj["meta"]]
     if missing:
@@ -171,10 +138,10 @@ def _load_bytes(data: bytes, path: Path, map_location: Any = "cpu") -> dict:
 
 def read_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> dict:
     """Raw validated checkpoint dict (see ``save_checkpoint``). Raises CheckpointError naming ``path``."""
-    return _read_with_hash(path, map_location)[0]
+    return read_with_hash(path, map_location)[0]
 
 
-def _read_with_hash(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[dict, str]:
+def read_with_hash(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[dict, str]:
     """(validated checkpoint dict, first 16 hex digits of the file's SHA-256), reading the file once."""
     path = Path(path)
     if not path.is_file():
@@ -187,7 +154,7 @@ def _class_desc(n: int, cset: str | None) -> str:
     return f"{n} classes ({cset})" if cset else f"{n} classes"
 
 
-def _model_desc(meta: dict) -> str:
+def model_desc(meta: dict) -> str:
     """``arch/encoder`` or ``hf:...`` etc. of a checkpoint's meta (for messages)."""
     kind = meta.get("model_source", "smp")
     if kind == "smp":
@@ -195,61 +162,7 @@ def _model_desc(meta: dict) -> str:
     return str((meta.get("external") or {}).get("spec") or kind)
 
 
-def _rebuild(meta: dict, n: int, class_set: str | None, path: Path, trust_code: bool = False) -> nn.Module:
-    """The untrained model described by a checkpoint's ``meta`` (CheckpointError naming ``path``); a ``python``
-    record is refused unless ``trust_code`` (see ``sources.spec.rebuild_from_record``)."""
-    kind = meta.get("model_source", "smp")
-    mean, std = tuple(meta.get("mean", IMAGENET_MEAN)), tuple(meta.get("std", IMAGENET_STD))
-    try:
-        if kind == "smp":
-            return create_segmenter(meta["arch"], meta["encoder"], n, class_names=meta["class_names"],
-                                    class_set=class_set, mean=mean, std=std, train_size=meta.get("train_size"),
-                                    **dict(meta.get("smp_kwargs") or {}))
-        from .sources.spec import rebuild_from_record
-
-        record = meta.get("external")
-        if not isinstance(record, dict):
-            raise CheckpointError(f"checkpoint {path}: meta['external'] must be a dict (corrupt checkpoint)")
-        model = rebuild_from_record(kind, record, class_names=tuple(meta["class_names"]), class_set=class_set,
-                                    mean=mean, std=std, source=str(path), trust_code=trust_code)
-        model._set_meta(class_names=meta["class_names"], class_set=class_set, mean=mean, std=std,
-                        train_size=meta.get("train_size"), source=str(path),
-                        output_kind=meta.get("output_kind", model.output_kind))
-        return model
-    except CheckpointError:
-        raise
-    except (ConfigError, TypeError, ValueError, KeyError, AttributeError, RuntimeError) as e:   # fields of odd types
-        raise CheckpointError(f"cannot rebuild the model of checkpoint {path}: {e}") from e
-
-
-def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
-                    num_classes: int | None = None, class_set: str | None = None,
-                    trust_code: bool = False) -> nn.Module:
-    """Rebuild the model of a checkpoint file (a Segmenter, or the hf/torchvision/python model it records), load
-    weights strictly and stats; returns it in eval mode.
-
-    num_classes / class_set: what the caller's dataset expects; a different checkpoint raises CheckpointError.
-    trust_code: a checkpoint of a ``python:`` model names a module to import; without ``trust_code`` (the
-    user's ``--trust-code``) it is refused, and nothing is imported. Sets ``model.checkpoint_meta`` (meta +
-    ``metrics`` + ``config`` + ``extra`` without the training state), ``model.checkpoint_path`` and
-    ``model.checkpoint_sha256`` (16 hex).
-    """
-    path = Path(path)
-    ckpt, sha = _read_with_hash(path, "cpu")
-    meta = ckpt["meta"]
-    c_n, c_set = int(meta["num_classes"]), meta.get("class_set")
-    _check_classes(path, c_n, c_set, meta, num_classes, class_set)
-    if meta.get("model_source", "smp") != "python":   # (a python: model's code is not run twice)
-        with torch.device("meta"):   # sizes first: a stored config far larger than its weights allocates nothing
-            probe = _rebuild(meta, c_n, c_set, path)
-        _check_match(probe.state_dict(), ckpt["state_dict"], path, _model_desc(meta))
-    model = _rebuild(meta, c_n, c_set, path, trust_code=trust_code)
-    _load_weights(model, ckpt, path, _model_desc(meta))
-    model.checkpoint_sha256 = sha
-    return model.to(map_location).eval()
-
-
-def _check_classes(path: Path, c_n: int, c_set: str | None, meta: dict, num_classes: int | None,
+def check_classes(path: Path, c_n: int, c_set: str | None, meta: dict, num_classes: int | None,
                    class_set: str | None) -> None:
     """CheckpointError unless the checkpoint's classes are the ones the caller's dataset expects."""
     if class_set is not None and class_set not in CLASS_SETS:
@@ -265,7 +178,7 @@ def _check_classes(path: Path, c_n: int, c_set: str | None, meta: dict, num_clas
             f"class set (or a dataset with the checkpoint's classes)")
 
 
-def _check_match(target: Mapping[str, torch.Tensor], sd: Mapping[str, Any], path: Path, desc: str) -> None:
+def check_match(target: Mapping[str, torch.Tensor], sd: Mapping[str, Any], path: Path, desc: str) -> None:
     """CheckpointError naming the missing, unexpected, mis-shaped and non-tensor entries of state dict ``sd``
     against the model's ``target`` (which may live on the meta device)."""
     diff = state_dict_mismatch(target, sd, "checkpoint")
@@ -274,11 +187,11 @@ def _check_match(target: Mapping[str, torch.Tensor], sd: Mapping[str, Any], path
                               f"corrupt or was edited")
 
 
-def _load_weights(model: nn.Module, ckpt: dict, path: Path, desc: str) -> None:
+def load_weights(model: nn.Module, ckpt: dict, path: Path, desc: str) -> None:
     """Load a validated checkpoint's state dict strictly and its stats into ``model``; set ``checkpoint_meta`` and
     ``checkpoint_path``. CheckpointError naming ``path`` and the mismatched keys."""
     sd = ckpt["state_dict"]
-    _check_match(model.state_dict(), sd, path, desc)
+    check_match(model.state_dict(), sd, path, desc)
     check_finite(sd, f"checkpoint {path}")
     stats = ckpt.get("stats") or {}
     if not isinstance(stats, dict) or not all(isinstance(v, torch.Tensor) for v in stats.values()):
@@ -309,7 +222,7 @@ def load_weights_file(model: nn.Module, path: str | os.PathLike, *, map_location
         if kind != "python":
             raise CheckpointError(f"--weights {path} is a checkpoint of a {kind} model, not of {desc}; pass it "
                                   f"as --checkpoint {path} instead")
-        _check_classes(path, int(ckpt["meta"]["num_classes"]), ckpt["meta"].get("class_set"), ckpt["meta"],
+        check_classes(path, int(ckpt["meta"]["num_classes"]), ckpt["meta"].get("class_set"), ckpt["meta"],
                        model.num_classes, None)
     elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         sd = {k if str(k).startswith("net.") else f"net.{k}": v for k, v in obj.items()}
@@ -318,7 +231,7 @@ def load_weights_file(model: nn.Module, path: str | os.PathLike, *, map_location
         raise CheckpointError(f"--weights {path} is neither a denseood checkpoint nor a state dict (a dict of "
                               f"tensors); save one with denseood.save_checkpoint or torch.save(net.state_dict())")
     # provenance is the code the user named, never the record the file claims
-    ckpt["meta"] = {**ckpt["meta"], "model_source": "python", "external": _plain(model.checkpoint_record(), "external")}
-    _load_weights(model, ckpt, path, str(desc))
+    ckpt["meta"] = {**ckpt["meta"], "model_source": "python", "external": plain_types(model.checkpoint_record(), "external")}
+    load_weights(model, ckpt, path, str(desc))
     model.checkpoint_sha256 = hashlib.sha256(data).hexdigest()[:16]
     return model.to(map_location).eval()

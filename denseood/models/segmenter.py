@@ -3,8 +3,7 @@
 ``create_segmenter`` builds an smp model from the ``ARCHS`` registry ({name: smp class name}; an unknown name is a
 ConfigError listing the valid ones), never downloading anything (encoder weights come from a local file, see
 ``encoder_weights.py``), wrapped in :class:`Segmenter`, which returns logits at input resolution and, on request,
-the decoder features (the input of the segmentation head). The checkpoint file format lives in ``checkpoint.py``;
-its functions (and ``load_encoder_weights``) are still importable from here for one release.
+the decoder features (the input of the segmentation head). The checkpoint file format lives in ``checkpoint.py``.
 See docs/architecture.md.
 """
 from __future__ import annotations
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 
 from ..data.classes import CLASS_SETS
 from ..errors import ConfigError
-from .base import IMAGENET_MEAN, IMAGENET_STD, SegmenterBase, _pair, _triple  # noqa: F401 (re-exported)
+from .base import IMAGENET_MEAN, IMAGENET_STD, SegmenterBase, plain_types
 from .encoder_weights import _weight_file, load_encoder_weights
 
 
@@ -99,11 +98,9 @@ class Segmenter(SegmenterBase):
 
     def meta(self) -> dict[str, Any]:
         """Plain-types description used to rebuild the model (checkpoint ``meta``; see ``checkpoint.py``)."""
-        from .checkpoint import _plain  # deferred: checkpoint.py imports this module
-
         common = {k: v for k, v in super().meta().items() if k not in ("source", "output_kind")}
         return {"arch": str(self.arch), "encoder": str(self.encoder_name), **common,
-                "smp_kwargs": _plain(self.smp_kwargs, "smp_kwargs"),
+                "smp_kwargs": plain_types(self.smp_kwargs, "smp_kwargs"),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
     def describe(self) -> str:
@@ -211,22 +208,3 @@ def create_segmenter(arch: str = "fpn", encoder: str = "resnet18", num_classes: 
     return Segmenter(net, arch=key, encoder_name=encoder, num_classes=num_classes, class_names=names,
                      class_set=cset, mean=mean, std=std, train_size=train_size, smp_kwargs=smp_kwargs)
 
-
-
-
-#: names that moved to ``checkpoint.py`` / ``encoder_weights.py``, re-exported lazily for one release
-#: (checkpoint.py imports this module, so a plain import here would be a module-level cycle)
-_MOVED = {
-    "save_checkpoint": "checkpoint", "read_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
-    "CHECKPOINT_FORMAT": "checkpoint", "CHECKPOINT_FORMAT_VERSION": "checkpoint", "_plain": "checkpoint",
-    "_load_bytes": "checkpoint", "_read_with_hash": "checkpoint", "_class_desc": "checkpoint",
-    "_read_state_dict_file": "encoder_weights",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__package__}.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

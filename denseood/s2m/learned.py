@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
+from ..scores.names import DEFAULT_SCORE
 from .boxes import check_map, points_for_box
 from .prompts import Prompts
 
@@ -138,7 +139,7 @@ class LearnedPrompter:
     """
 
     def __init__(self, model: nn.Module, *, quantiles: Sequence[float] = (0.0, 1.0), ref_height: int | None = None,
-                 score_thresh: float = 0.3, input: str = "score", score_name: str = "jsd", n_neg: int = 1,
+                 score_thresh: float = 0.3, input: str = "score", score_name: str = DEFAULT_SCORE, n_neg: int = 1,
                  arch: dict | None = None, train_info: dict | None = None, device: str | torch.device = "cpu") -> None:
         if input not in INPUTS:
             raise ConfigError(f"unknown prompter input {input!r}; choose one of {list(INPUTS)}")
@@ -265,7 +266,7 @@ class LearnedPrompter:
         except RuntimeError as e:
             raise CheckpointError(f"{source}: detector weights do not match its recorded architecture {arch}: {e}") from e
         return cls(det, quantiles=m["quantiles"], ref_height=m.get("ref_height"), score_thresh=m["score_thresh"],
-                   input=m["input"], score_name=m.get("score", "jsd"), n_neg=int(m.get("n_neg", 1)), arch=arch,
+                   input=m["input"], score_name=m.get("score", DEFAULT_SCORE), n_neg=int(m.get("n_neg", 1)), arch=arch,
                    train_info=m.get("train", {}), device=device)
 
     def save(self, path: str | Path) -> Path:

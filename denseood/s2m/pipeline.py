@@ -33,6 +33,7 @@ import torch
 
 from ..dist import resolve_device
 from ..errors import ConfigError
+from ..scores.names import DEFAULT_SCORE
 from .learned import LearnedPrompter
 from .promptable import PromptableSegmenter, build_prompt_model, resolve_dtype
 from .prompts import PeakPrompter, Prompts
@@ -179,7 +180,7 @@ class S2M:
     at full resolution. max_pixels: larger images raise ConfigError before the segmenter runs (None: no limit).
     """
 
-    def __init__(self, segmenter: Any, prompter: Any, mask_model: PromptableSegmenter, *, score: str = "jsd",
+    def __init__(self, segmenter: Any, prompter: Any, mask_model: PromptableSegmenter, *, score: str = DEFAULT_SCORE,
                  device: str | torch.device = "auto", dtype: str | torch.dtype = "auto", nms_iou: float = 0.5,
                  min_area: int = 16, input_size: Any = "model", outside_weight: float = 0.5, batch_size: int = 2,
                  work_size: int | None = WORK_SIZE, max_pixels: int | float | None = None) -> None:
@@ -311,11 +312,11 @@ def _scale_prompts(p: Prompts, sx: float, sy: float) -> Prompts:
 
 def _checkpoint_extra(model: Any, checkpoint: str | Path | None) -> dict:
     """``extra`` of the checkpoint: kept on the model by ``load_checkpoint`` (no second read of the file) unless
-    ``checkpoint`` names another file than the one the model was loaded from; ``{}`` for a non-checkpoint spec
-    (``hf:``, ``torchvision:``, ``python:``: such models hold no prompter, use ``--prompter FILE``)."""
-    from ..models.sources.spec import spec_kind
-
-    if spec_kind(checkpoint) not in (None, "checkpoint"):
+    ``checkpoint`` names another file than the one the model was loaded from; ``{}`` for a model from another
+    source (``model.origin``: ``hf:``, ``torchvision:``, ``python:``: such models hold no prompter, use
+    ``--prompter FILE``)."""
+    origin = getattr(model, "origin", None)
+    if origin is not None and origin.kind != "checkpoint" and (checkpoint is None or str(checkpoint) == origin.spec):
         return {}
     meta = getattr(model, "checkpoint_meta", None) or {}
     loaded_from = getattr(model, "checkpoint_path", None)
@@ -324,7 +325,7 @@ def _checkpoint_extra(model: Any, checkpoint: str | Path | None) -> dict:
         return dict(meta["extra"])
     path = checkpoint if checkpoint is not None else loaded_from
     if path is not None and Path(path).is_file():
-        from ..models.segmenter import read_checkpoint
+        from ..models.checkpoint import read_checkpoint
 
         return dict(read_checkpoint(path).get("extra") or {})
     return {}
@@ -341,7 +342,7 @@ def _pick_score(score: str | Sequence[str], prompter: Any) -> str:
     own = getattr(prompter, "score_name", None)
     if own in cands:
         return own
-    return "jsd" if "jsd" in cands else cands[0]
+    return DEFAULT_SCORE if DEFAULT_SCORE in cands else cands[0]
 
 
 def build_prompter(spec: str, extra: dict, score: str | Sequence[str], device: torch.device,
@@ -375,7 +376,7 @@ def build_prompter(spec: str, extra: dict, score: str | Sequence[str], device: t
 
 
 def build_s2m(model: Any, prompter: str = "auto", prompt_model: str = "grabcut", device: Any = "auto",
-              dtype: Any = "auto", score: str | Sequence[str] = "jsd", *, checkpoint: str | Path | None = None,
+              dtype: Any = "auto", score: str | Sequence[str] = DEFAULT_SCORE, *, checkpoint: str | Path | None = None,
               input_size: Any = "model", **kw: Any) -> S2M:
     """Assemble an :class:`S2M` from a checkpoint.
 

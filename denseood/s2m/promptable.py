@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..dist import resolve_device  # re-exported: the old name denseood.s2m.promptable.resolve_device
+from ..dist import resolve_device
 from ..errors import CheckpointError, ConfigError
 from ..io import safe_torch_load
 

@@ -5,25 +5,21 @@ holds the shared output type :class:`Prompts` and the training-free :class:`Peak
 normalised per image, connected components are found at several levels of the normalised map, nested
 components are merged across levels, and every kept component gives one box, positive points at its score
 maxima and negative points at low-score pixels inside its box. The learned detector prompter lives in
-:mod:`denseood.s2m.learned`, the box/map math in :mod:`denseood.s2m.boxes` (both re-exported here under
-their old names); its training is ``denseood.train.prompter``. See docs/architecture.md.
+:mod:`denseood.s2m.learned`, the box/map math in :mod:`denseood.s2m.boxes`; its training is
+``denseood.train.prompter``. See docs/architecture.md.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
 
 from ..errors import ConfigError
-from .boxes import box_iou_np, boxes_from_mask, check_map, nms_np, normalize_map, points_for_box
+from .boxes import check_map, nms_np, normalize_map, points_for_box
 
-__all__ = ["Prompts", "PeakPrompter", "peak_confidence", "LearnedPrompter", "build_detector", "quantile_levels", "BACKBONES", "INPUTS",
-           "box_iou_np", "boxes_from_mask", "nms_np", "normalize_map", "points_for_box"]
-
-#: names that moved to denseood.s2m.learned (which imports this module, hence the lazy re-export)
-_LEARNED = ("LearnedPrompter", "build_detector", "quantile_levels", "BACKBONES", "INPUTS")
+__all__ = ["Prompts", "PeakPrompter", "peak_confidence"]
 
 # ----------------------------------------------------------------------------------------------------------
 # the prompt container
@@ -206,10 +202,3 @@ class PeakPrompter:
             pts[j], pl[j] = points_for_box(n, boxes_a[i], regions[i], self.n_pos, self.n_neg)
         return Prompts(boxes_a[keep], conf_a[keep], pts, pl, {"prompter": "peak", "lo": lo, "hi": hi})
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LEARNED:
-        from . import learned
-
-        return getattr(learned, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

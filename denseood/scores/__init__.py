@@ -1,61 +1,50 @@
 """Anomaly scores: ``anomaly_score(name, logits, **kw)`` -> (B,H,W) float32, higher = more anomalous.
 
-``SCORES`` maps names to pure tensor functions; ``SCORE_REQUIREMENTS`` says which extra inputs a score needs
-(``stats``: fitted statistics from ``model.stats``; ``features``: decoder features from
-``model(x, return_features=True)``); ``score_kwargs(name, model)`` builds the ``stats`` argument and checks the
-score applies to the model's ``output_kind`` (``SCORE_OUTPUT_KINDS``: the mask scores ``rba``, ``mask_msp``,
-``mask_maxlogit`` need a mask transformer's per-pixel class scores; every other score works on both kinds).
+``SCORES`` maps each name to its :class:`~denseood.scores.names.ScoreRecord` (function, value range, inputs,
+model outputs it applies to, help line); the functions here read it. ``score_kwargs(name, model)`` builds the
+``stats`` argument and checks that the score applies to the model's ``output_kind``. This module and ``names``
+import no torch (CLI help reads them); the score functions (``msp``, ``fit_sml``, ...) load on first access.
 See docs/architecture.md.
 """
 from __future__ import annotations
 
+import difflib
+import importlib
 import inspect
-from typing import Any, Callable
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ConfigError
-from .fitted import fit_mahalanobis, fit_sml, mahalanobis, sml
-from .jsd import js_divergence_to_uniform
-from .logit_scores import energy, entropy, jsd, maxlogit, msp
-from .mask_scores import mask_maxlogit, mask_msp, rba
+from .names import DEFAULT_SCORE, OUTPUT_KINDS, SCORES, ScoreRecord, score_help
 
-SCORES: dict[str, Callable[..., torch.Tensor]] = {
-    "msp": msp,
-    "maxlogit": maxlogit,
-    "sml": sml,
-    "energy": energy,
-    "entropy": entropy,
-    "jsd": jsd,
-    "mahalanobis": mahalanobis,
-    "rba": rba,
-    "mask_msp": mask_msp,
-    "mask_maxlogit": mask_maxlogit,
-}
-
-#: extra inputs each score needs besides the logits
-SCORE_REQUIREMENTS: dict[str, set[str]] = {name: set() for name in SCORES}
-SCORE_REQUIREMENTS.update({"sml": {"stats"}, "mahalanobis": {"stats", "features"}})
-
-#: keys of model.stats each fitted score reads
-STATS_REQUIRED: dict[str, tuple[str, ...]] = {
-    "sml": ("sml_mean", "sml_std"),
-    "mahalanobis": ("maha_means", "maha_precision"),
-}
-_FIT_FN = {"sml": "fit_sml", "mahalanobis": "fit_mahalanobis"}
-
-#: model output kinds (``model.output_kind``) each score applies to
-SCORE_OUTPUT_KINDS: dict[str, frozenset[str]] = {name: frozenset({"logits", "mask_scores"}) for name in SCORES}
-SCORE_OUTPUT_KINDS.update({name: frozenset({"mask_scores"}) for name in ("rba", "mask_msp", "mask_maxlogit")})
+if TYPE_CHECKING:
+    import torch
 
 #: inputs an engine may pass to every score; a score that does not take them ignores them
 _SHARED_INPUTS = {"stats", "features"}
 
+#: torch-using names re-exported from the modules that define them (each record's function and fit function,
+#: and the divergence the NFlowJS loss shares), imported on first access
+_LAZY = {attr: module for module, attr in (ref.split(".") for rec in SCORES.values()
+                                           for ref in (rec.function, rec.fit) if ref)}
+_LAZY["js_divergence_to_uniform"] = "divergence"
 
-def _get(name: str) -> Callable[..., torch.Tensor]:
-    if not isinstance(name, str) or name.lower() not in SCORES:
-        raise ConfigError(f"unknown score {name!r}; valid scores: {', '.join(SCORES)}")
-    return SCORES[name.lower()]
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def get_score(name: Any) -> ScoreRecord:
+    """The record of score ``name`` (any case); ConfigError naming close matches and the valid scores."""
+    key = name.lower() if isinstance(name, str) else None
+    if key not in SCORES:
+        close = difflib.get_close_matches(key, list(SCORES), n=3) if key else []
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ConfigError(f"unknown score {name!r}; {hint}valid scores: {', '.join(SCORES)}")
+    return SCORES[key]
 
 
 def parse_scores(spec: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -65,18 +54,18 @@ def parse_scores(spec: str | list[str] | tuple[str, ...]) -> list[str]:
     if not names:
         raise ConfigError(f"no score given; valid scores: {', '.join(SCORES)}")
     for n in names:
-        _get(n)
+        get_score(n)
     return list(dict.fromkeys(names))
 
 
 def anomaly_score(name: str, logits: torch.Tensor, **kw: Any) -> torch.Tensor:
     """Score ``name`` of logits (B,C,H,W) -> (B,H,W) float32, higher = more anomalous.
 
-    kw: score options (``temperature`` for energy) and inputs from ``SCORE_REQUIREMENTS`` (``stats``,
+    kw: score options (``temperature`` for energy) and the inputs the record ``needs`` (``stats``,
     ``features``). ``stats``/``features`` are dropped for scores that do not use them, so an engine may pass
     them to every score; any other unknown keyword raises ConfigError.
     """
-    fn = _get(name)
+    fn: Callable[..., torch.Tensor] = get_score(name).fn
     params = inspect.signature(fn).parameters
     accepted = {k for k in params if k != "logits"}
     unknown = sorted(k for k in kw if k not in accepted and k not in _SHARED_INPUTS)
@@ -88,18 +77,17 @@ def anomaly_score(name: str, logits: torch.Tensor, **kw: Any) -> torch.Tensor:
 def applicable_scores(model: Any) -> list[str]:
     """Names of the scores that apply to ``model.output_kind`` (default "logits")."""
     kind = getattr(model, "output_kind", "logits")
-    return [s for s in SCORES if kind in SCORE_OUTPUT_KINDS[s]]
+    return [s for s, rec in SCORES.items() if kind in rec.output_kinds]
 
 
 def check_applicable(name: str, model: Any) -> None:
     """ConfigError unless score ``name`` applies to the model's ``output_kind``; the message lists those that do."""
-    _get(name)
-    key = name.lower()
+    rec = get_score(name)
     kind = getattr(model, "output_kind", "logits")
-    if kind not in SCORE_OUTPUT_KINDS[key]:
+    if kind not in rec.output_kinds:
         what = getattr(model, "describe", lambda: type(model).__name__)()
-        raise ConfigError(f"score {key!r} needs a mask transformer (output_kind 'mask_scores': an hf: Mask2Former, "
-                          f"MaskFormer or OneFormer) but {what} gives {kind!r}; scores which apply: "
+        raise ConfigError(f"score {rec.name!r} needs a mask transformer (output_kind 'mask_scores': an hf: "
+                          f"Mask2Former, MaskFormer or OneFormer) but {what} gives {kind!r}; scores which apply: "
                           f"{', '.join(applicable_scores(model))}")
 
 
@@ -111,27 +99,26 @@ def score_kwargs(name: str, model: Any, device: torch.device | str | None = None
     lacks the fitted statistics the score needs.
     """
     check_applicable(name, model)
-    key = name.lower()
-    if "stats" not in SCORE_REQUIREMENTS[key]:
+    rec = get_score(name)
+    if not rec.stats:
         return {}
     stats = getattr(model, "stats", None) or {}
-    missing = [k for k in STATS_REQUIRED[key] if k not in stats]
+    missing = [k for k in rec.stats if k not in stats]
     if missing:
         src = getattr(model, "checkpoint_meta", None)
         where = "the checkpoint" if src is not None else "the model"
-        raise ConfigError(f"score {key!r} needs statistics {list(STATS_REQUIRED[key])} but {where} lacks {missing}; "
-                          f"fit them with denseood.scores.{_FIT_FN[key]}(model, train_loader) and save the "
+        raise ConfigError(f"score {rec.name!r} needs statistics {list(rec.stats)} but {where} lacks {missing}; "
+                          f"fit them with denseood.scores.{rec.fit_name}(model, train_loader) and save the "
                           f"checkpoint again")
     if hasattr(model, "stats_on"):
         return {"stats": model.stats_on(device)}
+    import torch
+
     dev = torch.device(device) if device is not None else None
     return {"stats": {k: (v.to(dev) if dev is not None else v) for k, v in stats.items()}}
 
 
 __all__ = [
-    "SCORES", "SCORE_REQUIREMENTS", "STATS_REQUIRED", "SCORE_OUTPUT_KINDS", "anomaly_score", "score_kwargs",
-    "parse_scores", "applicable_scores", "check_applicable",
-    "msp", "maxlogit", "energy", "entropy", "jsd", "sml", "mahalanobis", "fit_sml", "fit_mahalanobis",
-    "rba", "mask_msp", "mask_maxlogit",
-    "js_divergence_to_uniform",
+    "SCORES", "DEFAULT_SCORE", "OUTPUT_KINDS", "ScoreRecord", "score_help", "get_score", "anomaly_score",
+    "score_kwargs", "parse_scores", "applicable_scores", "check_applicable", *_LAZY,
 ]

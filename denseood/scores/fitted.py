@@ -16,18 +16,21 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from .logit_scores import check_logits
+from .names import SCORES
 
 IGNORE = 255
 
-_FIT_HINT = ("fit them on training images with denseood.scores.fit_{fn}(model, loader) and save the checkpoint "
+_FIT_HINT = ("fit them on training images with denseood.scores.{fit}(model, loader) and save the checkpoint "
              "again (denseood.save_checkpoint)")
 
 
-def _need(stats: Mapping[str, torch.Tensor] | None, keys: tuple[str, ...], what: str, fn: str) -> None:
+def _need(stats: Mapping[str, torch.Tensor] | None, score: str, what: str) -> None:
+    """ConfigError unless ``stats`` holds every key the record of ``score`` lists."""
+    keys, fit = SCORES[score].stats, SCORES[score].fit_name
     if stats is None or any(k not in stats for k in keys):
         have = sorted(stats) if stats else []
         raise ConfigError(f"the checkpoint has no {what} statistics ({', '.join(keys)}; it has {have}); "
-                          + _FIT_HINT.format(fn=fn))
+                          + _FIT_HINT.format(fit=fit))
 
 
 def sml(logits: torch.Tensor, stats: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -36,7 +39,7 @@ def sml(logits: torch.Tensor, stats: Mapping[str, torch.Tensor] | None = None) -
     logits: (B,C,H,W) any float dtype; stats: ``sml_mean`` (C,), ``sml_std`` (C,). Returns (B,H,W) float32.
     """
     x = check_logits(logits, "sml")
-    _need(stats, ("sml_mean", "sml_std"), "SML", "sml")
+    _need(stats, "sml", "SML")
     mean = stats["sml_mean"].to(x.device, torch.float32).reshape(-1)
     std = stats["sml_std"].to(x.device, torch.float32).reshape(-1)
     if mean.numel() != x.shape[1] or std.numel() != x.shape[1]:
@@ -56,7 +59,7 @@ def mahalanobis(logits: torch.Tensor, features: torch.Tensor | None = None,
     Returns (B,H,W) float32.
     """
     x = check_logits(logits, "mahalanobis")
-    _need(stats, ("maha_means", "maha_precision"), "Mahalanobis", "mahalanobis")
+    _need(stats, "mahalanobis", "Mahalanobis")
     if features is None:
         raise ConfigError("score 'mahalanobis' needs the decoder features: call the model with "
                           "return_features=True and pass features=...")
@@ -213,6 +216,69 @@ def fit_sml(model: nn.Module, loader: Iterable, device: str | torch.device = "cp
     return stats
 
 
+def _feature_labels(sem: Any, logits: torch.Tensor, feats: torch.Tensor, device: str | torch.device) -> torch.Tensor:
+    """Class label per pixel of feats (B,F,h,w), flattened (B*h*w,) long: ``sem`` (B,H,W) resized (nearest) to
+    (h,w) (255 = ignore; other values outside 0..C-1 raise), else the argmax of the logits (B,C,H',W') resized
+    (bilinear) to (h,w)."""
+    c, size = logits.shape[1], tuple(feats.shape[-2:])
+    if sem is not None:
+        sem = torch.as_tensor(sem)
+        if sem.ndim != 3 or sem.shape[0] != feats.shape[0]:
+            raise ConfigError(f"fit_mahalanobis: 'semantic' must be (B,H,W), got {tuple(sem.shape)}")
+        lab = F.interpolate(sem[:, None].float(), size=size, mode="nearest")[:, 0].long().to(device)
+        bad = (lab != IGNORE) & ((lab < 0) | (lab >= c))
+        if bool(bad.any()):
+            vals = torch.unique(lab[bad]).tolist()[:10]
+            raise ConfigError(f"fit_mahalanobis: semantic labels {vals} outside 0..{c - 1} (255 = ignore)")
+    else:
+        small = logits if logits.shape[-2:] == size else F.interpolate(
+            logits, size=size, mode="bilinear", align_corners=False)
+        lab = small.argmax(dim=1)
+    return lab.reshape(-1)
+
+
+def _budgeted_pixels(lab: torch.Tensor, counts: torch.Tensor, budget_per_class: int,
+                     gen: torch.Generator) -> torch.Tensor | None:
+    """Indices into ``lab`` (N,) of the pixels to use, at most ``budget_per_class - counts[k]`` of class k (a
+    seeded random subset where a class has more); updates ``counts`` (C,) in place. None: no pixel left."""
+    keep = []
+    for k in torch.unique(lab).tolist():
+        if k == IGNORE or k < 0 or k >= counts.numel():
+            continue
+        budget = budget_per_class - int(counts[k])
+        if budget <= 0:
+            continue
+        idx = (lab == k).nonzero().flatten()
+        if idx.numel() > budget:
+            idx = idx[torch.randperm(idx.numel(), generator=gen)[:budget].to(idx.device)]
+        keep.append(idx)
+        counts[k] += idx.numel()
+    return torch.cat(keep) if keep else None
+
+
+def _tied_precision(sums: torch.Tensor, outer: torch.Tensor, counts: torch.Tensor,
+                    ridge: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class means (C,F) and the symmetric precision (F,F) of the tied covariance + ridge*mean_eig*I, in float64,
+    from the per-class feature sums (C,F), the summed outer products (F,F) and the pixel counts (C,)."""
+    total = int(counts.sum())
+    if total == 0:
+        raise ConfigError("fit_mahalanobis: no labelled pixels found (all ignore?)")
+    cnt = counts.to(sums.device).double()
+    means = sums / cnt.clamp_min(1)[:, None]
+    cov = (outer - (means.T * cnt) @ means) / total
+    cov = 0.5 * (cov + cov.T)
+    f = cov.shape[0]
+    scale = float(torch.diagonal(cov).mean().clamp_min(1e-12))
+    reg = cov + ridge * scale * torch.eye(f, dtype=cov.dtype, device=cov.device)
+    try:
+        prec = torch.linalg.inv(reg)
+        if not bool(torch.isfinite(prec).all()):
+            raise RuntimeError("non-finite inverse")
+    except RuntimeError:
+        prec = torch.linalg.pinv(reg, hermitian=True)
+    return means, 0.5 * (prec + prec.T)
+
+
 def fit_mahalanobis(model: nn.Module, loader: Iterable, device: str | torch.device = "cpu",
                     max_batches: int | None = None, max_pixels_per_class: int = 20000,
                     ridge: float = 1e-6, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -238,63 +304,20 @@ def fit_mahalanobis(model: nn.Module, loader: Iterable, device: str | torch.devi
                 raise ConfigError("fit_mahalanobis: model(x, return_features=True) must return (logits, features)")
             logits, feats = out[0].float(), out[1].float()
             c, f = logits.shape[1], feats.shape[1]
-            h, w = feats.shape[-2:]
             if counts is None:
                 counts = torch.zeros(c, dtype=torch.long)
                 sums = torch.zeros(c, f, dtype=torch.float64, device=device)
                 outer = torch.zeros(f, f, dtype=torch.float64, device=device)
-            if sem is not None:
-                sem = torch.as_tensor(sem)
-                if sem.ndim != 3 or sem.shape[0] != feats.shape[0]:
-                    raise ConfigError(f"fit_mahalanobis: 'semantic' must be (B,H,W), got {tuple(sem.shape)}")
-                lab = F.interpolate(sem[:, None].float(), size=(h, w), mode="nearest")[:, 0].long().to(device)
-                bad = (lab != IGNORE) & ((lab < 0) | (lab >= c))
-                if bool(bad.any()):
-                    vals = torch.unique(lab[bad]).tolist()[:10]
-                    raise ConfigError(f"fit_mahalanobis: semantic labels {vals} outside 0..{c - 1} (255 = ignore)")
-            else:
-                small = logits if logits.shape[-2:] == (h, w) else F.interpolate(
-                    logits, size=(h, w), mode="bilinear", align_corners=False)
-                lab = small.argmax(dim=1)
-            lab = lab.reshape(-1)
-            z = feats.permute(0, 2, 3, 1).reshape(-1, f)
-            keep = []
-            for k in torch.unique(lab).tolist():
-                if k == IGNORE or k < 0 or k >= c:
-                    continue
-                budget = max_pixels_per_class - int(counts[k])
-                if budget <= 0:
-                    continue
-                idx = (lab == k).nonzero().flatten()
-                if idx.numel() > budget:
-                    idx = idx[torch.randperm(idx.numel(), generator=gen)[:budget].to(idx.device)]
-                keep.append(idx)
-                counts[k] += idx.numel()
-            if not keep:
+            lab = _feature_labels(sem, logits, feats, device)
+            idx = _budgeted_pixels(lab, counts, max_pixels_per_class, gen)
+            if idx is None:
                 continue
-            idx = torch.cat(keep)
-            zk, lk = z[idx].double(), lab[idx]
+            zk, lk = feats.permute(0, 2, 3, 1).reshape(-1, f)[idx].double(), lab[idx]
             sums.index_add_(0, lk, zk)
             outer += zk.T @ zk
     if counts is None:
         raise ConfigError("fit_mahalanobis: the loader yielded no batches")
-    total = int(counts.sum())
-    if total == 0:
-        raise ConfigError("fit_mahalanobis: no labelled pixels found (all ignore?)")
-    cnt = counts.to(device).double()
-    means = sums / cnt.clamp_min(1)[:, None]
-    cov = (outer - (means.T * cnt) @ means) / total
-    cov = 0.5 * (cov + cov.T)
-    f = cov.shape[0]
-    scale = float(torch.diagonal(cov).mean().clamp_min(1e-12))
-    reg = cov + ridge * scale * torch.eye(f, dtype=cov.dtype, device=cov.device)
-    try:
-        prec = torch.linalg.inv(reg)
-        if not bool(torch.isfinite(prec).all()):
-            raise RuntimeError("non-finite inverse")
-    except RuntimeError:
-        prec = torch.linalg.pinv(reg, hermitian=True)
-    prec = 0.5 * (prec + prec.T)
+    means, prec = _tied_precision(sums, outer, counts, ridge)
     never = (counts == 0).nonzero().flatten().tolist()
     if never:
         warnings.warn(f"fit_mahalanobis: classes {never} have no pixels; they are left out of the minimum "

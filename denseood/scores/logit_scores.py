@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
-from .jsd import js_divergence_to_uniform
+from .divergence import js_divergence_to_uniform
 
 
 def check_logits(logits: torch.Tensor, name: str) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .. import dist
 from ..errors import ConfigError
-from ..scores.jsd import js_divergence_to_uniform
+from ..scores.divergence import js_divergence_to_uniform
 
 
 def _check_mask(logits: torch.Tensor, neg_mask: torch.Tensor) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from torch import nn
 from ..errors import ConfigError, DenseOODError
 from ..s2m.boxes import box_iou_np, boxes_from_mask
 from ..s2m.learned import LearnedPrompter, quantile_levels
+from ..scores.names import DEFAULT_SCORE
 
 __all__ = ["train_prompter", "calibrate_score_thresh", "store_prompter_in_checkpoint", "load_flow"]
 
@@ -45,7 +47,7 @@ def load_flow(raw: dict) -> Any:
 
 
 def train_prompter(model_ckpt: str | Path | nn.Module, dataset_root: str | Path, *, dataset: str = "synthetic",
-                   negatives: str = "flow", score: str = "jsd", steps: int = 300, batch_size: int = 4, crop: int = 256,
+                   negatives: str = "flow", score: str = DEFAULT_SCORE, steps: int = 300, batch_size: int = 4, crop: int = 256,
                    lr: float = 1e-3, device: str = "auto", seed: int = 0, backbone: str = "tiny",
                    input: str = "score", pool_size: int = 128, score_thresh: float | str = "auto", min_box_area: int = 16,
                    progress: bool = True, weights: str | Path | None = None,
@@ -66,15 +68,11 @@ def train_prompter(model_ckpt: str | Path | nn.Module, dataset_root: str | Path,
     at IoU 0.5 on it (:func:`calibrate_score_thresh`); a number fixes the cut. weights / trust_code: as in
     ``load_model`` (the user names the code on the command line). Returns the trained prompter (on CPU, eval mode).
     """
-    from tqdm import tqdm
-
     from ..models.checkpoint import read_checkpoint
     from ..models.sources import load_model
-    from ..models.sources.spec import spec_kind
     from .negatives import build_negatives
 
-    if steps < 1 or batch_size < 1 or crop < 32:
-        raise ConfigError(f"train-prompter: need steps >= 1, batch_size >= 1, crop >= 32 (got {steps}, {batch_size}, {crop})")
+    _check_options(steps, batch_size, crop, score_thresh)
     from ..dist import resolve_device
     from ..infer import Inference
 
@@ -87,33 +85,85 @@ def train_prompter(model_ckpt: str | Path | nn.Module, dataset_root: str | Path,
         segmenter = model_ckpt
     else:
         segmenter = load_model(model_ckpt, map_location="cpu", weights=weights, trust_code=trust_code)  # any spec: .pt | hf: | torchvision: | python:
-        raw = read_checkpoint(model_ckpt) if spec_kind(model_ckpt) == "checkpoint" else {}
+        raw = read_checkpoint(segmenter.origin.path) if segmenter.origin.kind == "checkpoint" else {}
     segmenter.eval()
     engine = Inference(segmenter, scores=(score,), device=str(dev), dtype="fp32")
+    neg_name, neg_options = _negative_options(negatives, raw)
+    source = build_negatives(neg_name, **neg_options)
+    ds = _training_split(dataset, dataset_root)
+    order = _pool_order(rng, len(ds), min(pool_size, max(len(ds), 1) * 4, steps * batch_size))
+    pool = _score_pool(engine, score, ds, order, source, gen, input == "score+image", progress)
+    prompter = LearnedPrompter.build(backbone, input=input, quantiles=_pool_quantiles(pool.maps, rng),
+                                     ref_height=int(np.median([m.shape[0] for m in pool.maps])),
+                                     score_thresh=0.3 if score_thresh == "auto" else float(score_thresh),
+                                     score_name=score, device=dev)
+    # a fifth of the pool is held out to calibrate the confidence cut (score_thresh="auto", >= 5 images)
+    n_train = len(pool.maps) - (len(pool.maps) // 5 if (score_thresh == "auto" and len(pool.maps) >= 5) else 0)
+    t0 = time.time()
+    losses = _fit_detector(prompter, _CropSampler(pool, prompter, crop, min_box_area, rng), n_train, steps=steps,
+                           batch_size=batch_size, lr=lr, dev=dev, rng=rng, progress=progress)
+    cal = _calibrate_on_pool(prompter, pool, n_train, min_box_area) if score_thresh == "auto" else {}
+    prompter.train_info = {"steps": steps, "batch_size": batch_size, "crop": crop, "lr": lr, "seed": seed,
+                           "negatives": str(negatives), "dataset": dataset, "pool": len(pool.maps), "calibration": cal,
+                           "final_loss": float(np.mean(losses[-20:])), "seconds": round(time.time() - t0, 1)}
+    return prompter.to("cpu")
 
+
+def _check_options(steps: int, batch_size: int, crop: int, score_thresh: float | str) -> None:
+    """ConfigError unless steps >= 1, batch_size >= 1, crop >= 32 and score_thresh is "auto" or in [0, 1]."""
+    if steps < 1 or batch_size < 1 or crop < 32:
+        raise ConfigError(f"train-prompter: need steps >= 1, batch_size >= 1, crop >= 32 (got {steps}, {batch_size}, {crop})")
+    if score_thresh != "auto" and not (isinstance(score_thresh, (int, float)) and 0 <= score_thresh <= 1):
+        raise ConfigError(f"train-prompter --score-thresh must be 'auto' or a number in [0,1], got {score_thresh!r}")
+
+
+def _negative_options(negatives: str, raw: dict) -> tuple[str, dict]:
+    """(name, keywords) of ``build_negatives`` for ``--negatives`` ("flow": the checkpoint's flow,
+    :func:`load_flow`; "paste:DIR"): 1 to 3 per image, sides in the checkpoint config's ``neg_size``
+    (default 16..128 px). raw: the checkpoint dict ({} for a model that is not a denseood checkpoint)."""
     neg_spec = str(negatives)
     size = (raw.get("config") or {}).get("neg_size") or (16, 128)
     opts = {"per_image": (1, 3), "size_range": (int(size[0]), int(size[1]))}
     if neg_spec == "flow":
-        source = build_negatives("flow", flow=load_flow(raw), **opts)
-    elif neg_spec.startswith("paste:"):
-        source = build_negatives(neg_spec, **opts)
-    else:
-        raise ConfigError(f"train-prompter --negatives must be 'flow' or 'paste:DIR', got {negatives!r}")
+        return "flow", {"flow": load_flow(raw), **opts}
+    if neg_spec.startswith("paste:"):
+        return neg_spec, opts
+    raise ConfigError(f"train-prompter --negatives must be 'flow' or 'paste:DIR', got {negatives!r}")
 
+
+def _training_split(dataset: str, dataset_root: str | Path) -> Any:
+    """The training split of ``dataset`` at ``dataset_root``; ConfigError when it has no images."""
     from ..data import open_dataset
 
     ds = open_dataset(dataset, dataset_root, "train")
     if len(ds) == 0:
         raise ConfigError(f"dataset {dataset!r} at {dataset_root} has no training images")
+    return ds
 
-    # 1) pool of (score map, pasted mask[, image]) at native resolution
-    n_pool = min(pool_size, max(len(ds), 1) * 4, steps * batch_size)
-    perm = rng.permutation(len(ds))
-    order = perm[:n_pool] if len(ds) >= n_pool else np.resize(perm, n_pool)
-    maps: list[np.ndarray] = []
-    masks: list[np.ndarray] = []
-    imgs: list[np.ndarray] = []
+
+def _pool_order(rng: np.random.Generator, n_images: int, n_pool: int) -> np.ndarray:
+    """``n_pool`` image indices: a random permutation of the ``n_images``, repeated when it is shorter."""
+    perm = rng.permutation(n_images)
+    return perm[:n_pool] if n_images >= n_pool else np.resize(perm, n_pool)
+
+
+@dataclass
+class _Pool:
+    """The prompter's training pool at native resolution: per image the segmenter's score map ((H,W) float16),
+    the pasted mask ((H,W) bool) and, for the "score+image" input, the pasted image ((H,W,3) uint8; else empty)."""
+
+    maps: list[np.ndarray]
+    masks: list[np.ndarray]
+    imgs: list[np.ndarray]
+
+
+def _score_pool(engine: Any, score: str, ds: Any, order: np.ndarray, source: Any, gen: torch.Generator,
+                keep_images: bool, progress: bool) -> _Pool:
+    """Paste negatives (``source``, drawing from ``gen``) into the images ``order`` of ``ds`` and score each
+    pasted image with ``engine`` (an ``Inference``) exactly as at test time."""
+    from tqdm import tqdm
+
+    pool = _Pool([], [], [])
     it = tqdm(order, desc="scoring pasted images", disable=not progress, leave=False)
     for idx in it:
         s = ds[int(idx)]
@@ -124,31 +174,34 @@ def train_prompter(model_ckpt: str | Path | nn.Module, dataset_root: str | Path,
             pasted, _, neg = source.paste(img, lab_t, gen)
         u8 = (pasted[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
         amap = engine.predict(u8[None].numpy())[score][0].float().cpu().numpy()
-        maps.append(amap.astype(np.float16))
-        masks.append(neg[0].cpu().numpy().astype(bool))
-        if input == "score+image":
-            imgs.append(u8.numpy())
-    ref_height = int(np.median([m.shape[0] for m in maps]))
+        pool.maps.append(amap.astype(np.float16))
+        pool.masks.append(neg[0].cpu().numpy().astype(bool))
+        if keep_images:
+            pool.imgs.append(u8.numpy())
+    return pool
 
+
+def _pool_quantiles(maps: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """Quantiles (:func:`quantile_levels`) of the pool's pixel scores, from about 4e6 random pixels at most."""
     n_px = sum(m.size for m in maps)
     sel = rng.random(n_px) < min(1.0, 4e6 / max(1, n_px))
     allv = np.concatenate([m.reshape(-1).astype(np.float32) for m in maps])[sel]
-    quantiles = np.quantile(allv.astype(np.float64), quantile_levels())
+    return np.quantile(allv.astype(np.float64), quantile_levels())
 
-    if score_thresh != "auto" and not (isinstance(score_thresh, (int, float)) and 0 <= score_thresh <= 1):
-        raise ConfigError(f"train-prompter --score-thresh must be 'auto' or a number in [0,1], got {score_thresh!r}")
-    prompter = LearnedPrompter.build(backbone, input=input, quantiles=quantiles, ref_height=ref_height,
-                                     score_thresh=0.3 if score_thresh == "auto" else float(score_thresh),
-                                     score_name=score, device=dev)
-    det = prompter.model
-    det.train()
-    opt = torch.optim.AdamW(det.parameters(), lr=lr, weight_decay=1e-4)
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
 
-    def sample_crop(j: int) -> tuple[torch.Tensor, dict]:
-        amap, m = maps[j].astype(np.float32), masks[j]
+class _CropSampler:
+    """Random training crops of the pool: ``crop`` x ``crop`` (70 % centred on a pasted object), random
+    horizontal flips and, half of the time, the pasted objects' contrast shrunk by a factor in [0.3, 1]; each
+    as the prompter's input with its target boxes."""
+
+    def __init__(self, pool: _Pool, prompter: LearnedPrompter, crop: int, min_box_area: int,
+                 rng: np.random.Generator):
+        self.pool, self.prompter, self.crop, self.min_box_area, self.rng = pool, prompter, crop, min_box_area, rng
+
+    def __call__(self, j: int) -> tuple[torch.Tensor, dict]:
+        """Crop of pool image ``j`` -> (input (C,h,w) float32, {"boxes": (K,4) float xyxy, "labels": (K,) 0})."""
+        rng, crop, prompter, imgs = self.rng, self.crop, self.prompter, self.pool.imgs
+        amap, m = self.pool.maps[j].astype(np.float32), self.pool.masks[j]
         h, w = amap.shape
         ch, cw = min(crop, h), min(crop, w)
         ys, xs = np.nonzero(m)
@@ -175,21 +228,36 @@ def train_prompter(model_ckpt: str | Path | nn.Module, dataset_root: str | Path,
         s = prompter.scale_for(h)
         x = prompter.make_input(np.ascontiguousarray(n), None if im is None else np.ascontiguousarray(im), scale=s,
                                 calibrated=True)
-        sh, sw = x.shape[-2:]
-        b = boxes_from_mask(np.ascontiguousarray(mm), min_box_area) * s
-        b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, sw)
-        b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, sh)
-        b = b[(b[:, 2] - b[:, 0] >= 1) & (b[:, 3] - b[:, 1] >= 1)]
+        b = self._boxes(mm, s, tuple(x.shape[-2:]))
         return x, {"boxes": torch.from_numpy(b), "labels": torch.zeros(len(b), dtype=torch.int64)}
 
-    # hold out a part of the pool to calibrate the confidence cut (score_thresh="auto")
-    n_cal = len(maps) // 5 if (score_thresh == "auto" and len(maps) >= 5) else 0
-    n_train = len(maps) - n_cal
+    def _boxes(self, mm: np.ndarray, s: float, shape: tuple[int, int]) -> np.ndarray:
+        """(K,4) xyxy boxes of the components of crop mask ``mm`` (>= min_box_area px), scaled by ``s`` and
+        clipped to the input ``shape`` (h, w); boxes thinner than 1 px dropped."""
+        sh, sw = shape
+        b = boxes_from_mask(np.ascontiguousarray(mm), self.min_box_area) * s
+        b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, sw)
+        b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, sh)
+        return b[(b[:, 2] - b[:, 0] >= 1) & (b[:, 3] - b[:, 1] >= 1)]
+
+
+def _fit_detector(prompter: LearnedPrompter, sampler: _CropSampler, n_train: int, *, steps: int, batch_size: int,
+                  lr: float, dev: torch.device, rng: np.random.Generator, progress: bool) -> list[float]:
+    """Train the prompter's detector on crops of the first ``n_train`` pool images (AdamW, linear warm-up over
+    a twentieth of the steps, then cosine decay; gradients clipped at 10). Returns the loss of every step;
+    DenseOODError when it is not finite."""
+    from tqdm import tqdm
+
+    det = prompter.model
+    det.train()
+    opt = torch.optim.AdamW(det.parameters(), lr=lr, weight_decay=1e-4)
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
     losses: list[float] = []
-    t0 = time.time()
     bar = tqdm(range(steps), desc="train prompter", disable=not progress)
     for step in bar:
-        batch = [sample_crop(int(rng.integers(n_train))) for _ in range(batch_size)]
+        batch = [sampler(int(rng.integers(n_train))) for _ in range(batch_size)]
         xs_ = [b[0].to(dev) for b in batch]
         tg = [{k: v.to(dev) for k, v in b[1].items()} for b in batch]
         loss_d = det(xs_, tg)
@@ -204,16 +272,17 @@ def train_prompter(model_ckpt: str | Path | nn.Module, dataset_root: str | Path,
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     det.eval()
-    cal: dict = {}
-    if score_thresh == "auto":
-        idx = range(n_train, len(maps)) if n_cal else range(len(maps))
-        prompter.score_thresh, cal = calibrate_score_thresh(
-            prompter, [maps[j].astype(np.float32) for j in idx], [boxes_from_mask(masks[j], min_box_area) for j in idx],
-            [imgs[j] for j in idx] if imgs else None)
-    prompter.train_info = {"steps": steps, "batch_size": batch_size, "crop": crop, "lr": lr, "seed": seed,
-                           "negatives": neg_spec, "dataset": dataset, "pool": len(maps), "calibration": cal,
-                           "final_loss": float(np.mean(losses[-20:])), "seconds": round(time.time() - t0, 1)}
-    return prompter.to("cpu")
+    return losses
+
+
+def _calibrate_on_pool(prompter: LearnedPrompter, pool: _Pool, n_train: int, min_box_area: int) -> dict:
+    """Set ``prompter.score_thresh`` for box F1 on the held-out pool images (from ``n_train`` on; the whole pool
+    when none is held out) and return the calibration figures (:func:`calibrate_score_thresh`)."""
+    idx = range(n_train, len(pool.maps)) if n_train < len(pool.maps) else range(len(pool.maps))
+    prompter.score_thresh, cal = calibrate_score_thresh(
+        prompter, [pool.maps[j].astype(np.float32) for j in idx],
+        [boxes_from_mask(pool.masks[j], min_box_area) for j in idx], [pool.imgs[j] for j in idx] if pool.imgs else None)
+    return cal
 
 
 def calibrate_score_thresh(prompter: LearnedPrompter, maps: list[np.ndarray], gt_boxes: list[np.ndarray],
@@ -259,9 +328,9 @@ def calibrate_score_thresh(prompter: LearnedPrompter, maps: list[np.ndarray], gt
 
 def require_checkpoint_for_storage(spec: str | Path) -> None:
     """ConfigError unless ``spec`` is a denseood checkpoint, which can hold the prompter in ``extra``."""
-    from ..models.sources.spec import spec_kind
+    from ..models.sources import parse_spec
 
-    kind = spec_kind(spec)
+    kind = parse_spec(spec)[0]   # before the model loads: refused before any training
     if kind != "checkpoint":
         raise ConfigError(f"train-prompter: --checkpoint {spec} is a {kind}: model, not a denseood checkpoint, so the "
                           f"prompter cannot be stored inside it; pass --out FILE (then use it with --prompter FILE)")
@@ -271,7 +340,8 @@ def store_prompter_in_checkpoint(prompter: LearnedPrompter, checkpoint: str | Pa
     """Rewrite the segmenter checkpoint atomically with ``extra["prompter"] = prompter.state()`` (other extra
     entries, config and metrics kept). ``checkpoint`` must be a denseood checkpoint: for an ``hf:`` /
     ``torchvision:`` / ``python:`` spec (a model file denseood does not own) a ConfigError asks for ``--out FILE``."""
-    from ..models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+    from ..models.checkpoint import read_checkpoint, save_checkpoint
+    from ..models.sources import load_checkpoint
 
     require_checkpoint_for_storage(checkpoint)
 

@@ -356,7 +356,8 @@ class Trainer:
         self.save("model.pt", metrics=final_metrics, with_state=False)
         best = self.out / "best.pt"
         if best.is_file() and self.cfg.fit_stats:
-            from ..models.checkpoint import load_checkpoint, save_checkpoint
+            from ..models.checkpoint import save_checkpoint
+            from ..models.sources import load_checkpoint
 
             bm = load_checkpoint(best).to(self.device)   # written by save(..., with_state=False): no extra
             self._fit_stats(bm)

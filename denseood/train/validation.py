@@ -9,6 +9,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset, Subset
 
 from .. import dist
+from ..scores.names import DEFAULT_SCORE
 from .config import IGNORE
 
 
@@ -26,7 +27,7 @@ def validate_segmenter(model: nn.Module, val_set: Dataset, num_classes: int, dev
     from ..infer import Inference, ShardSampler
 
     model.eval()
-    inf = Inference(model, scores=("jsd",), device=str(device), dtype="fp32", input_size=None, channels_last=False)
+    inf = Inference(model, scores=(DEFAULT_SCORE,), device=str(device), dtype="fp32", input_size=None, channels_last=False)
     sem = SemanticMetrics(num_classes, ignore_index=IGNORE)
     pix = PixelMetrics(mode="exact")
     n_anom = torch.zeros(2, dtype=torch.float64)  # frames seen, anomaly pixels seen
@@ -40,7 +41,7 @@ def validate_segmenter(model: nn.Module, val_set: Dataset, num_classes: int, dev
                 sem.update(pred[i], s.semantic)
             if s.ood_mask is not None:
                 n_anom[1] += float((s.ood_mask == 1).sum())
-                pix.update(maps["jsd"][i].cpu(), s.ood_mask)
+                pix.update(maps[DEFAULT_SCORE][i].cpu(), s.ood_mask)
             n_anom[0] += 1
     semantic = sem.compute()
     dist.all_reduce_sum(n_anom)

@@ -27,6 +27,8 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert "none | msp" in printed and "flow (NFlowJS) | jsd" in printed
     assert ("raise AP by" in printed) != ("NOT there" in printed)
     assert printed.count((tmp_path / "d" / "eval" / "results.md").read_text().splitlines()[0]) == 1
+    report = (tmp_path / "d" / "eval" / "report.html").resolve()
+    assert f"report: {report}" in printed.splitlines() and report.is_file()  # make demo ends by printing it
     overlays = sorted((tmp_path / "d" / "segment" / "overlays").glob("*.png"))
     lines = (tmp_path / "d" / "segment" / "objects.json").read_text().strip().splitlines()
     assert len(overlays) == len(lines) == 2

@@ -32,7 +32,8 @@ def world(tmp_path_factory):
     """Synthetic root + a tiny FPN/ResNet-18 trained 20 SGD steps, with SML and Mahalanobis stats fitted."""
     from denseood.data import open_dataset
     from denseood.data.synthetic import write
-    from denseood.models.segmenter import create_segmenter, save_checkpoint
+    from denseood.models.checkpoint import save_checkpoint
+    from denseood.models.segmenter import create_segmenter
     from denseood.scores import fit_mahalanobis, fit_sml
 
     threads = torch.get_num_threads()
@@ -77,7 +78,7 @@ def _reference_maps(world):
     (maxlogit rather than msp: a saturated float32 softmax ties many pixels at exactly 0, and a reference in
     another precision would break those ties differently.)"""
     from denseood.data import open_dataset
-    from denseood.models.segmenter import load_checkpoint
+    from denseood.models.sources.registry import load_checkpoint
 
     model = load_checkpoint(world["ckpt"])
     ds = open_dataset("synthetic", world["root"], "val")
@@ -242,7 +243,8 @@ def test_unknown_score_fails_before_data(world, tmp_path, capsys):
 
 
 def test_class_set_mismatch(world, tmp_path, capsys):
-    from denseood.models.segmenter import create_segmenter, save_checkpoint
+    from denseood.models.checkpoint import save_checkpoint
+    from denseood.models.segmenter import create_segmenter
 
     ck = tmp_path / "sh12.pt"
     save_checkpoint(create_segmenter("fpn", "resnet18", 12, class_set="streethazards"), ck)
@@ -274,8 +276,10 @@ def test_s2m_rows(world, tmp_path):
     assert list(iap) == ["oodis", "coco"] and [v["protocol"] for v in iap.values()] == ["oodis", "coco"]
     assert "ap" not in res["s2m"]["s2m"] and "ap" not in res["s2m"]["s2m"]["paper_protocol"]
     assert _null_paths(res["s2m"]) == []  # results.json: no null beside a real number in the object rows
-    # the thresholded baseline uses the best-F1 threshold of the jsd row (up to the streaming bin width)
-    assert res["s2m"]["threshold@bestF1"]["threshold"] == pytest.approx(res["scores"]["jsd"]["best_f1_threshold"], abs=2e-3)
+    # the thresholded baseline takes the jsd row's best-F1 threshold and pixel numbers (computed once, not again)
+    base, row = res["s2m"]["threshold@bestF1"], res["scores"]["jsd"]
+    assert base["threshold"] == row["best_f1_threshold"]
+    assert (base["pixel_ap"], base["pixel_fpr95"]) == (row["ap"], row["fpr95"])
     assert "| s2m |" in (out / "results.md").read_text()
 
 
@@ -325,7 +329,7 @@ def test_s2m_one_pixel_metric_one_cache(world, tmp_path, monkeypatch, components
 def test_bf16_autocast_changes_ap_little(world, tmp_path):
     from denseood.data import open_dataset
     from denseood.commands.eval.runner import evaluate
-    from denseood.models.segmenter import load_checkpoint
+    from denseood.models.sources.registry import load_checkpoint
 
     ds = open_dataset("synthetic", world["root"], "val")
     model = load_checkpoint(world["ckpt"], num_classes=19, class_set="cityscapes")
@@ -342,7 +346,7 @@ def test_unlabelled_split_writes_submission_maps(world, tmp_path):
     from denseood.data import open_dataset
     from denseood.infer import Inference
     from denseood.io import read_hdf5, write_image
-    from denseood.models.segmenter import load_checkpoint
+    from denseood.models.sources.registry import load_checkpoint
 
     val = open_dataset("synthetic", world["root"], "val")
     root = tmp_path / "smiyc"
@@ -417,7 +421,8 @@ def test_streethazards_unlabeled_convention_is_recorded_and_changes_ap(tmp_path,
     import cv2
 
     from denseood.commands.eval.runner import evaluate_checkpoint
-    from denseood.models.segmenter import create_segmenter, save_checkpoint
+    from denseood.models.checkpoint import save_checkpoint
+    from denseood.models.segmenter import create_segmenter
 
     rng = np.random.default_rng(0)
     d = tmp_path / "sh" / "test"
@@ -445,9 +450,9 @@ def test_streethazards_unlabeled_convention_is_recorded_and_changes_ap(tmp_path,
 
 
 def test_max_pixels_refuses_a_large_frame_before_the_model_loads(world, tmp_path, capsys, monkeypatch):
-    import denseood.models.checkpoint as ck
+    import denseood.models.sources.registry as reg
 
-    monkeypatch.setattr(ck, "load_checkpoint", lambda *a, **k: (_ for _ in ()).throw(AssertionError("model loaded")))
+    monkeypatch.setattr(reg, "load_checkpoint", lambda *a, **k: (_ for _ in ()).throw(AssertionError("model loaded")))
     rc = cli_main(["eval", "--dataset", "synthetic", "--root", str(world["root"]), "--checkpoint", str(world["ckpt"]),
                    "--out", str(tmp_path / "o"), "--max-pixels", "100", "--device", "cpu", "--workers", "0"])
     err = capsys.readouterr().err

@@ -147,7 +147,7 @@ def test_eval_overwrite_of_a_submission_leaves_no_frame_of_the_other_model(world
     assert main([*argv, "--checkpoint", str(world["ckpt"]), "--overwrite", "--limit", "1"]) == 0
     assert sorted(p.name for p in sub.iterdir()) == ["airplane0000.hdf5"]
     assert not (read_hdf5(sub / "airplane0000.hdf5") == a_map).all()  # B's map, not A's
-    assert set(_check_manifest(out)["files"]) == {"results.json", "results.md",
+    assert set(_check_manifest(out)["files"]) == {"results.json", "results.md", "report.html",
                                                   "submission/anomaly_p/m/AnomalyTrack-all/airplane0000.hdf5"}
 
 
@@ -174,7 +174,9 @@ def test_two_concurrent_evals_one_fails_at_once_naming_the_other(world, tmp_path
         _, err = a.communicate(timeout=120)
     assert a.returncode == 0, err
     man = _check_manifest(out)
-    assert set(man["files"]) == {"results.json", "results.md", "pr_curve.png", "roc_curve.png"}
+    assert {f for f in man["files"] if not f.startswith("frames/")} == {"results.json", "results.md", "pr_curve.png",
+                                                                        "roc_curve.png", "report.html"}
+    assert "frames/frames.json" in man["files"]  # the report's per-frame records
     assert not (out / LOCK).exists()
 
 
@@ -259,7 +261,7 @@ def test_a_killed_evals_temporary_folders_are_removed_and_do_not_count(world, tm
     (out / LOCK).write_text(f"{dead}\n")  # the killed run's lock file (its flock died with it)
     assert main(_eval(world, out, "--no-components")) == 0  # looks empty: no --overwrite needed
     assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST, "pr_curve.png", "results.json", "results.md",
-                                                            "roc_curve.png"])
+                                                            "roc_curve.png", "frames", "report.html"])
 
 
 # ----------------------------------------------------------------------------------------------- item 8

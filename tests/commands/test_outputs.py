@@ -26,12 +26,13 @@ def no_loading(monkeypatch):
     import denseood.data as data
     import denseood.models.segmenter as seg
     import denseood.models.sources as sources
+    import denseood.models.sources.registry as registry
     import denseood.s2m.pipeline as pipe
     import denseood.train.prompter as tp
     import denseood.train.trainer as trainer
 
     monkeypatch.setattr(data, "open_dataset", _loud("open_dataset"))
-    monkeypatch.setattr(seg, "load_checkpoint", _loud("load_checkpoint"))
+    monkeypatch.setattr(registry, "load_checkpoint", _loud("load_checkpoint"))
     monkeypatch.setattr(seg, "create_segmenter", _loud("create_segmenter"))
     monkeypatch.setattr(sources, "load_model", _loud("load_model"))  # every --checkpoint/--init SPEC goes through it
     monkeypatch.setattr(pipe, "build_s2m", _loud("build_s2m"))
@@ -162,8 +163,8 @@ def test_eval_component_maps_live_under_out_not_the_system_tmp(tiny_eval, tmp_pa
     assert "sIoU" in res["scores"]["msp"]
     assert seen == [str(out)]
     assert ("s2m" in res) is s2m
-    assert sorted(p.name for p in out.iterdir()) == ["denseood-manifest.json", "pr_curve.png", "results.json",
-                                                     "results.md", "roc_curve.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["denseood-manifest.json", "frames", "pr_curve.png", "report.html",
+                                                     "results.json", "results.md", "roc_curve.png"]
 
 
 def test_eval_prints_and_records_the_frame_count_per_split(tiny_eval, tmp_path, capsys):

@@ -85,7 +85,7 @@ def test_tools_segment_script_forwards():
 
 def test_segment_images_python_api(tmp_path, rng, ckpt):
     from denseood.commands.segment import segment_images
-    from denseood.models.segmenter import load_checkpoint
+    from denseood.models.sources.registry import load_checkpoint
 
     d = tmp_path / "imgs"
     d.mkdir()

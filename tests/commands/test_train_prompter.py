@@ -16,7 +16,7 @@ from s2m_helpers import _ckpt_master, ckpt, write_synthetic_train  # noqa: E402,
 
 @pytest.mark.slow
 def test_train_prompter_few_steps(tmp_path, ckpt):
-    from denseood.models.segmenter import read_checkpoint
+    from denseood.models.checkpoint import read_checkpoint
 
     ck = ckpt
     root = write_synthetic_train(tmp_path / "syn", n=2)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -107,13 +108,47 @@ def _scored_cases(rng):
     return cases
 
 
+def _near_hits(rng, n=4):
+    """Frames whose predictions are the ground-truth objects shifted by 0-2 pixels, plus a false positive: the
+    instance AP is far from 0 and its IoU thresholds matter."""
+    cases = []
+    for _ in range(n):
+        _, gt = make_image(rng)
+        ids = cv2.connectedComponents((gt == 1).astype(np.uint8), connectivity=8)[1]
+        masks = [np.roll(ids == k, tuple(rng.integers(0, 3, 2)), axis=(0, 1)) for k in range(1, ids.max() + 1)]
+        fp = np.zeros(gt.shape, bool)
+        fp[:6, -6:] = True
+        masks = np.array(masks + [fp], bool)
+        cases.append((masks, gt, rng.random(len(masks))))
+    return cases
+
+
+def _painted(masks, sc, shape):
+    """Reference painting: each pixel takes the highest score of the masks covering it (0 where none)."""
+    out = np.zeros(shape, np.float64)
+    for m, v in zip(masks, sc):
+        out[m] = np.maximum(out[m], v)
+    return out
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_s2m_protocol_equals_object_curve_and_instance_ap(seed):
-    from denseood.eval import InstanceAPReport, ObjectScoreCurve, paint_objects
-    from denseood.eval.components import connected_components
-    cases = _scored_cases(np.random.default_rng(seed))
+def test_s2m_protocol_against_independent_references(seed, capsys):
+    """ObjectMetrics(protocol="s2m") against code that shares none of its classes: the S2M curve against the
+    reference of tests/eval/test_object_curve.py on maps painted here, COCO AP against pycocotools with ground-truth
+    objects from scipy's 8-connected labelling, IoU / union terms against numpy counts. OoDIS AP is the
+    InstanceAP(protocol="oodis") value; that class is checked against the official OoDIS scorer in
+    tests/eval/test_instance_ap_oodis.py."""
+    from scipy import ndimage
+    from test_instance_ap import coco_reference
+    from test_object_curve import reference
+
+    from denseood.eval.instance_ap import InstanceAP
+
+    rng = np.random.default_rng(seed)
+    cases = _scored_cases(rng) + _near_hits(rng)
     om = ObjectMetrics(protocol="s2m", step=0.05, min_instance_size=5, ap_min_size=4)
-    curve, iap = ObjectScoreCurve(0.05), InstanceAPReport(min_size=4)
+    maps, labels, coco_images, oodis = [], [], [], InstanceAP(protocol="oodis", min_size=4)
+    inter = union = 0
     for i, (masks, gt, sc) in enumerate(cases):
         if i % 2 and len(masks):  # label map form: earlier masks win overlaps, id k+1 has sc[k]
             pred = np.zeros(gt.shape, np.int32)
@@ -123,15 +158,25 @@ def test_s2m_protocol_equals_object_curve_and_instance_ap(seed):
         else:
             pred, ref_masks = masks, masks
         om.update(pred, gt, scores=torch.from_numpy(sc) if i % 3 == 0 else sc)
-        curve.update(paint_objects(pred, sc, gt.shape), gt)
-        iap.update(ref_masks, sc, connected_components(gt == 1)[1], gt == 255)
-    res, ref, ap = om.compute(), curve.compute(), iap.compute()
-    for k in ("best_iou", "best_threshold", "au_iou", "mean_f1"):
-        assert res[k] == ref[k], k
-    assert set(res["instance_ap"]) == {"oodis", "coco"}
-    for proto in ("oodis", "coco"):
-        assert res["instance_ap"][proto]["protocol"] == proto
-        assert res["instance_ap"][proto]["ap"] == ap[proto]["ap"] and res["instance_ap"][proto]["ap50"] == ap[proto]["ap50"]
+        maps.append(_painted(ref_masks, sc, gt.shape))
+        labels.append(gt)
+        gt_ids = ndimage.label(gt == 1, structure=np.ones((3, 3), int))[0]
+        coco_images.append((ref_masks, sc, gt_ids, gt == 255))
+        oodis.update(ref_masks, sc, gt_ids, gt == 255)
+        any_pred = ref_masks.any(0) & (gt != 255)
+        inter += int((any_pred & (gt == 1)).sum())
+        union += int((any_pred | (gt == 1)).sum())
+    res = om.compute()
+    best, best_t, area, f1 = reference(maps, labels, 0.05)
+    assert res["best_iou"] == pytest.approx(best, abs=1e-12) and res["best_threshold"] == pytest.approx(best_t, abs=1e-9)
+    assert res["au_iou"] == pytest.approx(area, abs=1e-9) and res["mean_f1"] == pytest.approx(f1, abs=1e-12)
+    coco = coco_reference(coco_images, 4)
+    capsys.readouterr()  # pycocotools prints progress
+    assert res["instance_ap"]["coco"]["ap"] == pytest.approx(float(coco.mean()), abs=1e-6)
+    assert res["instance_ap"]["coco"]["ap50"] == pytest.approx(float(coco[0]), abs=1e-6)
+    assert res["instance_ap"]["oodis"]["ap"] == oodis.compute()["ap"]
+    assert [v["protocol"] for v in res["instance_ap"].values()] == ["oodis", "coco"]
+    assert (res["intersection"], res["union"]) == (inter, union) and res["iou"] == pytest.approx(inter / union)
     assert res["n_images"] == len(cases)
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from denseood.errors import CheckpointError
-from denseood.models.checkpoint import load_checkpoint, save_checkpoint
-from denseood.models.sources import load_model
+from denseood.models.checkpoint import save_checkpoint
+from denseood.models.sources import load_checkpoint, load_model
 from model_builders import tiny_lraspp, tiny_segformer, write_factory
 
 

@@ -15,8 +15,8 @@ import torch
 
 from denseood.cli import main as cli_main
 from denseood.errors import CheckpointError
-from denseood.models.checkpoint import load_checkpoint, save_checkpoint
-from denseood.models.sources import load_model
+from denseood.models.checkpoint import save_checkpoint
+from denseood.models.sources import load_checkpoint, load_model
 from model_builders import write_factory
 
 REPO = Path(__file__).resolve().parents[2]

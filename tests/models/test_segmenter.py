@@ -8,8 +8,9 @@ import torchvision
 
 from denseood.data.classes import CITYSCAPES_CLASSES, STREETHAZARDS_CLASSES
 from denseood.errors import CheckpointError, ConfigError
-from denseood.models.segmenter import (ARCHS, Segmenter, create_segmenter, load_checkpoint, read_checkpoint,
-                                       save_checkpoint)
+from denseood.models.checkpoint import read_checkpoint, save_checkpoint
+from denseood.models.segmenter import ARCHS, Segmenter, create_segmenter
+from denseood.models.sources.registry import load_checkpoint
 
 
 class Obj:

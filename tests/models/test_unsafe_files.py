@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from denseood.errors import CheckpointError, ConfigError
-from denseood.models.checkpoint import load_checkpoint, read_checkpoint
+from denseood.models.checkpoint import read_checkpoint
 from denseood.models.encoder_weights import load_encoder_weights
 from denseood.models.segmenter import create_segmenter
+from denseood.models.sources.registry import load_checkpoint
 
 from models.unsafe_pickle import assert_refused, write_malicious
 

@@ -81,7 +81,8 @@ def iou_mask(a: np.ndarray, b: np.ndarray) -> float:
 
 def tiny_checkpoint(path: Path, train_size=(64, 128), seed: int = 0, extra: dict | None = None) -> Path:
     """A random-init FPN/resnet18 segmenter saved as a denseood checkpoint."""
-    from denseood.models.segmenter import create_segmenter, save_checkpoint
+    from denseood.models.checkpoint import save_checkpoint
+    from denseood.models.segmenter import create_segmenter
 
     torch.manual_seed(seed)
     model = create_segmenter("fpn", "resnet18", 19, train_size=train_size, encoder_depth=3,

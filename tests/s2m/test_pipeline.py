@@ -102,7 +102,7 @@ def test_segment_from_map_no_prompts_and_size_check(rng):
 
 def test_s2m_end_to_end_tiny_segmenter_batched(tmp_path, rng, ckpt):
     from denseood.infer import Inference
-    from denseood.models.segmenter import load_checkpoint
+    from denseood.models.sources.registry import load_checkpoint
 
     ck = ckpt
     model = load_checkpoint(ck)
@@ -143,7 +143,7 @@ def test_build_s2m_prompter_choices(tmp_path, capsys, ckpt):
     with pytest.raises(ConfigError, match="trained on 'jsd'"):
         build_s2m(ck, "learned", "grabcut", "cpu", "fp32", "msp")
     # a Segmenter object + the checkpoint path (as the eval runner can pass it), and a prompter file
-    from denseood.models.segmenter import load_checkpoint
+    from denseood.models.sources.registry import load_checkpoint
 
     s = build_s2m(load_checkpoint(ck), "learned", "grabcut", torch.device("cpu"), torch.float32, "jsd", checkpoint=ck)
     assert isinstance(s.prompter, LearnedPrompter)
@@ -155,8 +155,8 @@ def test_build_s2m_prompter_choices(tmp_path, capsys, ckpt):
 def test_build_s2m_picks_the_score_from_candidates_without_rereading(monkeypatch, ckpt):
     """Given the evaluation's score names, S2M runs on the learned prompter's own score (else jsd, else the first),
     and a model from load_checkpoint is not read from disk a second time."""
-    import denseood.models.segmenter as seg
-    from denseood.models.segmenter import load_checkpoint
+    import denseood.models.checkpoint as ck_format
+    from denseood.models.sources.registry import load_checkpoint
     from denseood.train.prompter import store_prompter_in_checkpoint
 
     assert build_s2m(ckpt, "peak", "grabcut", "cpu", "fp32", ["msp", "jsd"]).score == "jsd"
@@ -167,7 +167,7 @@ def test_build_s2m_picks_the_score_from_candidates_without_rereading(monkeypatch
     def no_read(*a, **k):
         raise AssertionError("checkpoint read a second time")
 
-    monkeypatch.setattr(seg, "read_checkpoint", no_read)
+    monkeypatch.setattr(ck_format, "read_checkpoint", no_read)
     s = build_s2m(model, "learned", "grabcut", "cpu", "fp32", ["jsd", "msp", "maxlogit"], checkpoint=ckpt)
     assert isinstance(s.prompter, LearnedPrompter) and s.score == "msp"
     with pytest.raises(ConfigError, match="trained on 'msp'"):
@@ -222,3 +222,20 @@ def test_work_size_bounds_prompts_and_masks_and_upsamples_the_instances(rng):
     assert np.all(r.prompts.boxes[:, 2] > 80)  # prompts scaled back to image pixels
     with pytest.raises(ConfigError, match="work_size"):
         S2M(None, PeakPrompter(), GrabCutBackend(), device="cpu", dtype="fp32", work_size=-1)
+
+
+def test_s2m_reads_no_checkpoint_extra_for_a_model_of_another_source(tmp_path):
+    """``model.origin`` (not the spec string) tells S2M whether the model is a checkpoint holding ``extra``."""
+    from denseood.models.checkpoint import save_checkpoint
+    from denseood.models.segmenter import create_segmenter
+    from denseood.models.sources import load_model
+    from denseood.s2m.pipeline import _checkpoint_extra
+    from model_builders import write_factory
+
+    f = write_factory(tmp_path / "fac.py")
+    py = load_model(f"python:{f}:make")
+    py.checkpoint_meta = {"extra": {"prompter": "would be used"}}   # only the origin tells it is not a checkpoint
+    assert _checkpoint_extra(py, None) == {} and _checkpoint_extra(py, f"python:{f}:make") == {}
+    ck = load_model(save_checkpoint(create_segmenter("fpn", "resnet18", 19), tmp_path / "m.pt",
+                                    extra={"prompter": {"x": 1}}))
+    assert _checkpoint_extra(ck, None) == {"prompter": {"x": 1}}

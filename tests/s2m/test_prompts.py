@@ -1,4 +1,4 @@
-"""Prompts container and the training-free PeakPrompter: geometry, points, flat maps; old names re-exported."""
+"""Prompts container and the training-free PeakPrompter: geometry, points, flat maps."""
 from __future__ import annotations
 
 import numpy as np
@@ -100,15 +100,3 @@ def test_prompts_container():
     s = q.select([1])
     assert len(s) == 1 and s.confidence[0] == pytest.approx(0.7)
     assert q.to_json()["point_labels"] == [[1, 0], [1, -1]]
-
-
-def test_old_names_stay_importable_from_prompts():
-    import denseood.s2m.prompts as old
-    from denseood.s2m import boxes, learned
-
-    for name in ("box_iou_np", "nms_np", "normalize_map", "points_for_box", "boxes_from_mask"):
-        assert getattr(old, name) is getattr(boxes, name)
-    for name in ("LearnedPrompter", "build_detector", "quantile_levels", "BACKBONES", "INPUTS"):
-        assert getattr(old, name) is getattr(learned, name)
-    with pytest.raises(AttributeError):
-        old.train_prompter  # moved to denseood.train.prompter (s2m does not import train)

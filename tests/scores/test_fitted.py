@@ -157,7 +157,9 @@ def test_fit_mahalanobis_bad_labels(rng):
 
 
 def test_fit_on_segmenter_end_to_end(tmp_path):
-    from denseood.models.segmenter import create_segmenter, load_checkpoint, save_checkpoint
+    from denseood.models.checkpoint import save_checkpoint
+    from denseood.models.segmenter import create_segmenter
+    from denseood.models.sources.registry import load_checkpoint
 
     torch.manual_seed(0)
     model = create_segmenter("fpn", "resnet18", num_classes=3).eval()

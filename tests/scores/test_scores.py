@@ -6,7 +6,7 @@ import torch
 from scipy.special import logsumexp, softmax, xlogy
 
 from denseood.errors import ConfigError
-from denseood.scores import SCORE_REQUIREMENTS, SCORES, anomaly_score, parse_scores, score_kwargs
+from denseood.scores import SCORES, anomaly_score, parse_scores, score_kwargs
 
 
 # ------------------------------------------------------------------------------------ NumPy references
@@ -103,9 +103,9 @@ def test_score_orientation_uniform_is_more_anomalous():
 def test_registry_and_errors(rng):
     assert set(SCORES) == {"msp", "maxlogit", "sml", "energy", "entropy", "jsd", "mahalanobis",
                            "rba", "mask_msp", "mask_maxlogit"}
-    assert SCORE_REQUIREMENTS["sml"] == {"stats"}
-    assert SCORE_REQUIREMENTS["mahalanobis"] == {"stats", "features"}
-    assert SCORE_REQUIREMENTS["msp"] == set()
+    assert SCORES["sml"].needs == {"stats"}
+    assert SCORES["mahalanobis"].needs == {"stats", "features"}
+    assert SCORES["msp"].needs == set()
     x = torch.randn(1, 3, 4, 4)
     with pytest.raises(ConfigError) as e:
         anomaly_score("nope", x)

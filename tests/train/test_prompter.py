@@ -18,7 +18,7 @@ from s2m_helpers import tiny_checkpoint  # noqa: E402
 
 
 def test_learned_prompter_state_roundtrip_through_checkpoint(tmp_path, rng):
-    from denseood.models.segmenter import read_checkpoint
+    from denseood.models.checkpoint import read_checkpoint
 
     torch.manual_seed(0)
     q = np.linspace(0.01, 0.4, 11)

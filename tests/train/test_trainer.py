@@ -117,7 +117,7 @@ def test_resume_reproduces_next_step_exactly(synth_root, tmp_path):
 
 
 def test_checkpoint_is_loadable_by_eval_loader(synth_root, tmp_path):
-    from denseood.models.segmenter import load_checkpoint
+    from denseood.models.sources.registry import load_checkpoint
 
     t = Trainer(tiny_cfg(synth_root, tmp_path / "r", steps=2, fit_stats=True, stats_batches=1), progress=False)
     t.fit()
@@ -135,7 +135,8 @@ def test_crop_larger_than_images(synth_root, tmp_path):
 
 
 def test_init_with_other_class_set(synth_root, tmp_path):
-    from denseood.models.segmenter import create_segmenter, save_checkpoint
+    from denseood.models.checkpoint import save_checkpoint
+    from denseood.models.segmenter import create_segmenter
 
     ck = save_checkpoint(create_segmenter("fpn", "resnet18", 12), tmp_path / "sh.pt")
     with pytest.raises(CheckpointError, match="12"):

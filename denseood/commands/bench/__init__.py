@@ -60,11 +60,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_device(q)
     _json(q)
 
-    q = sub.add_parser("segment", help="peak RSS of `denseood segment` per image size, new vs pre-0.3 behaviour",
+    q = sub.add_parser("segment", help="peak RSS of `denseood segment` per image size, banded vs full-size logits",
                        formatter_class=HelpFormatter)
     q.add_argument("--sizes", default="4,16,64", help="comma-separated image sizes in megapixels (square JPEGs)")
-    q.add_argument("--legacy-max-mp", type=nonnegative_float, default=16,
-                   help="also run the pre-0.3 behaviour for sizes up to this many megapixels (0 = never)")
+    q.add_argument("--full-logits-max-mp", type=nonnegative_float, default=16,
+                   help="also run the full-size-logits baseline for sizes up to this many megapixels (0 = never)")
     q.add_argument("--train-size", default="64x128", help="HxW train size of the tiny random segmenter")
     q.add_argument("--work-size", type=positive_int, default=2048, help="segment --work-size")
     _json(q)

@@ -12,6 +12,7 @@ import torch
 
 from ...errors import ConfigError
 from ...io import atomic_write_json
+from ...scores.names import DEFAULT_SCORE
 
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((512, 1024), (1024, 2048))
 
@@ -23,6 +24,51 @@ def default_dtypes(device: torch.device, compile: bool = False) -> list[str]:
     else:
         base = ["fp32", *(["bf16"] if torch.cuda.is_bf16_supported() else []), "fp16"]
     return base + ([f"{d}+compile" for d in base] if compile else [])
+
+
+def _dtype_variants(dtypes: Sequence[str]) -> list[tuple[str, str, bool]]:
+    """'fp32' | 'bf16' | 'fp16', optionally with '+compile' -> [(spec, dtype, compile)]; ConfigError otherwise."""
+    out = []
+    for spec in dtypes:
+        dt, _, extra = spec.partition("+")
+        if extra not in ("", "compile"):
+            raise ConfigError(f"unknown dtype variant {spec!r}; use fp32|bf16|fp16 optionally with +compile")
+        out.append((spec, dt, extra == "compile"))
+    return out
+
+
+def _bench_model(arch: str, encoder: str, num_classes: int, checkpoint: str | None, weights: str | None,
+                 trust_code: bool) -> tuple[torch.nn.Module, str, str | None]:
+    """(model, arch, encoder) of the rows: the ``checkpoint`` spec's model (arch = its describe(), encoder None)
+    or a random smp ``arch``/``encoder`` one."""
+    from ...models.segmenter import create_segmenter
+    from ...models.sources import load_model
+
+    if checkpoint is not None:
+        model = load_model(checkpoint, map_location="cpu", weights=weights, trust_code=trust_code)
+        return model, model.describe(), None
+    return create_segmenter(arch, encoder, num_classes), arch, encoder
+
+
+def _time_setting(model: torch.nn.Module, images: torch.Tensor, dev: torch.device, dt: str, compile: bool,
+                  warmup: int, iters: int) -> tuple[float, float]:
+    """Seconds of ``iters`` timed ``Inference.predict`` calls (jsd, after ``warmup`` untimed ones) and the
+    engine's peak memory (MB) for one dtype setting."""
+    from ...infer import Inference
+
+    eng = Inference(model, scores=(DEFAULT_SCORE,), device=str(dev), dtype=dt, input_size=None, compile=compile)
+    for _ in range(warmup):
+        eng.predict(images)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.empty_cache()
+    eng.reset_stats()
+    t = time.perf_counter()
+    for _ in range(iters):
+        eng.predict(images)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return time.perf_counter() - t, eng.stats["peak_mem_mb"]
 
 
 def bench_infer(arch: str = "deeplabv3plus", encoder: str = "resnet50",
@@ -42,51 +88,26 @@ def bench_infer(arch: str = "deeplabv3plus", encoder: str = "resnet50",
     CPU: process peak RSS, monotonic over the run), speedup_vs_fp32 (same size, same run).
     """
     from ...dist import resolve_device
-    from ...infer import Inference
-    from ...models.segmenter import create_segmenter
-    from ...models.sources import load_model
 
     dev = resolve_device(device)
-    if dtypes is None:
-        dtypes = default_dtypes(dev, compile)
+    variants = _dtype_variants(default_dtypes(dev, compile) if dtypes is None else dtypes)
     if iters is None:
         iters = 20 if dev.type == "cuda" else 3
     if iters < 1 or batch_size < 1:
         raise ConfigError(f"iters and batch size must be >= 1, got {iters}, {batch_size}")
-    if checkpoint is not None:
-        model = load_model(checkpoint, map_location="cpu", weights=weights, trust_code=trust_code)
-        arch, encoder = model.describe(), None
-    else:
-        model = create_segmenter(arch, encoder, num_classes)
+    model, arch, encoder = _bench_model(arch, encoder, num_classes, checkpoint, weights, trust_code)
     rows: list[dict] = []
     gen = np.random.default_rng(0)
     for h, w in sizes:
         images = torch.from_numpy(gen.integers(0, 256, (batch_size, h, w, 3), dtype=np.uint8))
         if dev.type == "cuda":
             images = images.pin_memory()
-        for spec in dtypes:
-            dt, _, extra = spec.partition("+")
-            if extra not in ("", "compile"):
-                raise ConfigError(f"unknown dtype variant {spec!r}; use fp32|bf16|fp16 optionally with +compile")
-            eng = Inference(model, scores=("jsd",), device=str(dev), dtype=dt, input_size=None,
-                            compile=extra == "compile")
-            for _ in range(warmup):
-                eng.predict(images)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-                torch.cuda.empty_cache()
-            eng.reset_stats()
-            t = time.perf_counter()
-            for _ in range(iters):
-                eng.predict(images)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            sec = time.perf_counter() - t
-            st = eng.stats
-            row = {"arch": arch, "encoder": encoder, "size": [h, w], "dtype": dt, "compile": extra == "compile",
+        for spec, dt, compiled in variants:
+            sec, peak = _time_setting(model, images, dev, dt, compiled, warmup, iters)
+            row = {"arch": arch, "encoder": encoder, "size": [h, w], "dtype": dt, "compile": compiled,
                    "device": str(dev), "batch_size": batch_size, "iters": iters,
                    "images_per_s": batch_size * iters / sec, "ms_per_image": 1000.0 * sec / (batch_size * iters),
-                   "peak_mem_mb": st["peak_mem_mb"]}
+                   "peak_mem_mb": peak}
             rows.append(row)
             if progress:
                 print(f"  {h}x{w} {spec:<14} {row['images_per_s']:8.2f} img/s  {row['peak_mem_mb']:8.0f} MB", flush=True)

@@ -130,18 +130,15 @@ def _timed(fn) -> tuple[Any, float, float]:
     return out, dt, mem.peak_mb
 
 
-def bench_metrics(frames: int = 50, size: tuple[int, int] = (1024, 2048), seed: int = 0) -> dict:
-    """Run the metric benchmark and return its figures (seconds, Mpx/s, MiB, metric values, ratios)."""
-    from ...eval import ComponentMetrics, PixelMetrics
+_Frames = list[tuple[np.ndarray, np.ndarray]]
 
-    h, w = (int(v) for v in size)
-    if frames < 1 or h < 8 or w < 8:
-        raise ConfigError(f"bench metrics needs frames >= 1 and a size of at least 8x8, got {frames} frames of {h}x{w}")
-    rng = np.random.default_rng(seed)
-    data = [synthetic_frame(rng, h, w) for _ in range(frames)]
-    mpx = frames * h * w / 1e6
-    out: dict[str, Any] = dict(frames=frames, size=[h, w], megapixels=mpx,
-                               valid_pixels=int(sum(int((m != 255).sum()) for _, m in data)))
+
+def _pixel_figures(data: _Frames, mpx: float) -> dict[str, Any]:
+    """Streaming, exact and smiyc PixelMetrics and the former smiyc path: seconds, Mpx/s, MiB, metric values;
+    the smiyc speed-up over the former path and whether their values are equal."""
+    from ...eval import PixelMetrics
+
+    out: dict[str, Any] = {}
 
     def run_pixel(mode: str):
         pm = PixelMetrics(mode)
@@ -159,31 +156,39 @@ def bench_metrics(frames: int = 50, size: tuple[int, int] = (1024, 2048), seed: 
     out["speedup_smiyc_vs_legacy"] = dt / out["smiyc"]["seconds"]
     out["smiyc_equals_legacy"] = all(out["smiyc"][k] == out["smiyc_legacy"][k]
                                      for k in ("ap", "auroc", "fpr95", "best_f1_threshold"))
+    return out
 
+
+def _sklearn_figures(data: _Frames, mpx: float, pixel: dict[str, Any]) -> dict[str, Any]:
+    """scikit-learn AP + AUROC on the pooled valid pixels (``{"sklearn": None}`` without scikit-learn), its
+    time against streaming / exact (``pixel``: :func:`_pixel_figures`) and the differences of the values."""
     try:
         from sklearn.metrics import average_precision_score, roc_auc_score
     except ImportError:  # scikit-learn is a test-only dependency
-        out["sklearn"] = None
-    else:
-        y = np.concatenate([(m[m != 255] == 1) for _, m in data])
-        x = np.concatenate([s[m != 255] for s, m in data])
+        return {"sklearn": None}
+    y = np.concatenate([(m[m != 255] == 1) for _, m in data])
+    x = np.concatenate([s[m != 255] for s, m in data])
 
-        def run_sklearn():
-            return average_precision_score(y, x), roc_auc_score(y, x)
+    def run_sklearn():
+        return average_precision_score(y, x), roc_auc_score(y, x)
 
-        (ap, auroc), dt, mem = _timed(run_sklearn)
-        out["sklearn"] = dict(seconds=dt, mpx_per_s=mpx / dt, peak_mb=mem, ap=float(ap), auroc=float(auroc))
-        del x, y
-        out["speedup_streaming_vs_sklearn"] = out["sklearn"]["seconds"] / out["streaming"]["seconds"]
-        out["speedup_exact_vs_sklearn"] = out["sklearn"]["seconds"] / out["exact"]["seconds"]
-        out["abs_diff_exact_vs_sklearn_ap"] = abs(out["exact"]["ap"] - ap)
-        out["abs_diff_exact_vs_sklearn_auroc"] = abs(out["exact"]["auroc"] - auroc)
-    out["abs_diff_streaming_vs_exact_ap"] = abs(out["streaming"]["ap"] - out["exact"]["ap"])
-    out["abs_diff_streaming_vs_exact_auroc"] = abs(out["streaming"]["auroc"] - out["exact"]["auroc"])
-    out["abs_diff_streaming_vs_exact_fpr95"] = abs(out["streaming"]["fpr95"] - out["exact"]["fpr95"])
+    (ap, auroc), dt, mem = _timed(run_sklearn)
+    out: dict[str, Any] = {"sklearn": dict(seconds=dt, mpx_per_s=mpx / dt, peak_mb=mem, ap=float(ap), auroc=float(auroc))}
+    del x, y
+    out["speedup_streaming_vs_sklearn"] = out["sklearn"]["seconds"] / pixel["streaming"]["seconds"]
+    out["speedup_exact_vs_sklearn"] = out["sklearn"]["seconds"] / pixel["exact"]["seconds"]
+    out["abs_diff_exact_vs_sklearn_ap"] = abs(pixel["exact"]["ap"] - ap)
+    out["abs_diff_exact_vs_sklearn_auroc"] = abs(pixel["exact"]["auroc"] - auroc)
+    return out
 
-    n_comp = min(20, frames)
-    thr = out["exact"]["best_f1_threshold"]
+
+def _component_figures(data: _Frames, rng: np.random.Generator, thr: float) -> dict[str, Any]:
+    """ComponentMetrics at threshold ``thr`` on up to 20 frames, clean and with 2 % salt pixels (drawn from
+    ``rng``) above every score."""
+    from ...eval import ComponentMetrics
+
+    out: dict[str, Any] = {}
+    n_comp = min(20, len(data))
     salt_value = float(max(s.max() for s, _ in data[:n_comp])) + 1.0
     for name, salt in (("clean", 0.0), ("salt2pct", 0.02)):
         frames_c = []
@@ -202,6 +207,26 @@ def bench_metrics(frames: int = 50, size: tuple[int, int] = (1024, 2048), seed: 
         res, dt, mem = _timed(run_comp)
         out[f"components_{name}"] = dict(frames=n_comp, seconds=dt, peak_mb=mem, sIoU=res["sIoU"], PPV=res["PPV"],
                                          mean_F1=res["mean_F1"], n_gt=res["n_gt"], n_pred=res["n_pred"])
+    return out
+
+
+def bench_metrics(frames: int = 50, size: tuple[int, int] = (1024, 2048), seed: int = 0) -> dict:
+    """Run the metric benchmark and return its figures (seconds, Mpx/s, MiB, metric values, ratios)."""
+    h, w = (int(v) for v in size)
+    if frames < 1 or h < 8 or w < 8:
+        raise ConfigError(f"bench metrics needs frames >= 1 and a size of at least 8x8, got {frames} frames of {h}x{w}")
+    rng = np.random.default_rng(seed)
+    data = [synthetic_frame(rng, h, w) for _ in range(frames)]
+    mpx = frames * h * w / 1e6
+    out: dict[str, Any] = dict(frames=frames, size=[h, w], megapixels=mpx,
+                               valid_pixels=int(sum(int((m != 255).sum()) for _, m in data)))
+    out.update(_pixel_figures(data, mpx))
+    out.update(_sklearn_figures(data, mpx, out))
+    out["abs_diff_streaming_vs_exact_ap"] = abs(out["streaming"]["ap"] - out["exact"]["ap"])
+    out["abs_diff_streaming_vs_exact_auroc"] = abs(out["streaming"]["auroc"] - out["exact"]["auroc"])
+    out["abs_diff_streaming_vs_exact_fpr95"] = abs(out["streaming"]["fpr95"] - out["exact"]["fpr95"])
+    thr = out["exact"]["best_f1_threshold"]
+    out.update(_component_figures(data, rng, thr))
     out["threshold"] = thr
     return out
 

@@ -3,10 +3,13 @@
 One synthetic JPEG per size (a smooth gradient with a few discs, square) and a tiny random FPN/resnet18
 segmenter checkpoint (19 classes, a small train size) are written to a temporary folder; every size runs
 ``segment_images`` (GrabCut backend, peak prompter, CPU fp32) in a fresh Python process that reports its own
-peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``). The same is repeated with the pre-0.3 behaviour (full-size
-logits, prompts and masks at full resolution; the private ``segment._LEGACY`` flag) for sizes up to
-``legacy_max_mp``. Growth is the ratio (peak RSS difference) / (pixel difference) between the smallest and
-the largest size of each variant, in bytes per input pixel. See docs/architecture.md.
+peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``). Variants: "banded" is ``denseood segment`` as shipped (logit
+scores band by band, ``Inference.tile_elements`` values per band); "full-logits", the baseline, is the same code
+with ``Inference.tile_elements`` set huge in that child process only, so one band holds the full-size (B,C,H,W)
+float32 logits (what resize mode did before banding). Everything else (``work_size``, overlays) is the same in
+both, so the difference is the banding alone. The baseline runs for sizes up to ``full_logits_max_mp``. Growth
+is the ratio (peak RSS difference) / (pixel difference) between the smallest and the largest size of each
+variant, in bytes per input pixel. See docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -23,12 +26,17 @@ import numpy as np
 from ...errors import ConfigError
 from ...io import atomic_write_json
 
-#: what each child process runs: argv = image, checkpoint, out, legacy (0/1), work size
+#: the bench's variants: ours, then the baseline (one band = full-size logits)
+VARIANTS: tuple[str, ...] = ("banded", "full-logits")
+
+#: what each child process runs: argv = image, checkpoint, out, full logits (0/1), work size
 _CHILD = """
 import json, resource, sys, time
 import denseood.commands.segment as S
-img, ck, out, legacy, work = sys.argv[1:6]
-S._LEGACY = legacy == "1"
+from denseood.infer import Inference
+img, ck, out, full, work = sys.argv[1:6]
+if full == "1":  # the baseline: one band of B*C*H*W logit values, i.e. the full-size logits at once
+    Inference.tile_elements = 2 ** 62
 t = time.perf_counter()
 s = S.segment_images([img], ck, out, prompter="peak", prompt_model="grabcut", device="cpu", dtype="fp32",
                      batch_size=1, progress=False, max_pixels=None, work_size=int(work))
@@ -60,7 +68,8 @@ def side_for(mp: float) -> int:
 def _write_checkpoint(path: Path, train_size: tuple[int, int]) -> Path:
     import torch
 
-    from ...models.segmenter import create_segmenter, save_checkpoint
+    from ...models.checkpoint import save_checkpoint
+    from ...models.segmenter import create_segmenter
 
     torch.manual_seed(0)
     model = create_segmenter("fpn", "resnet18", 19, train_size=train_size, encoder_depth=3,
@@ -68,8 +77,8 @@ def _write_checkpoint(path: Path, train_size: tuple[int, int]) -> Path:
     return save_checkpoint(model, path, config={"note": "bench segment"})
 
 
-def _child(image: Path, ck: Path, out: Path, legacy: bool, work_size: int, timeout: float | None) -> dict:
-    cmd = [sys.executable, "-c", _CHILD, str(image), str(ck), str(out), "1" if legacy else "0", str(work_size)]
+def _child(image: Path, ck: Path, out: Path, full_logits: bool, work_size: int, timeout: float | None) -> dict:
+    cmd = [sys.executable, "-c", _CHILD, str(image), str(ck), str(out), "1" if full_logits else "0", str(work_size)]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     line = next((x for x in p.stdout.splitlines() if x.startswith("BENCH ")), None)
     if p.returncode != 0 or line is None:
@@ -86,11 +95,11 @@ def growth(rows: Sequence[dict]) -> float | None:
     return (ok[-1]["peak_rss_mb"] - ok[0]["peak_rss_mb"]) * 2**20 / (ok[-1]["pixels"] - ok[0]["pixels"])
 
 
-def bench_segment(sizes_mp: Sequence[float] = (4, 16, 64), legacy_max_mp: float = 16,
+def bench_segment(sizes_mp: Sequence[float] = (4, 16, 64), full_logits_max_mp: float = 16,
                   train_size: tuple[int, int] = (64, 128), work_size: int = 2048, timeout: float | None = 1800,
                   progress: bool = True) -> dict:
-    """Returns {"rows": [...], "growth_bytes_per_pixel": {variant: float | None}}. Each row: variant ("new" |
-    "legacy"), megapixels, size "HxW", pixels, jpeg_mb, and peak_rss_mb, seconds, objects or error."""
+    """Returns {"rows": [...], "growth_bytes_per_pixel": {variant: float | None}}. Each row: variant ("banded" |
+    "full-logits"), megapixels, size "HxW", pixels, jpeg_mb, and peak_rss_mb, seconds, objects or error."""
     if not sizes_mp or min(sizes_mp) <= 0:
         raise ConfigError(f"bench segment: sizes must be positive megapixel counts, got {list(sizes_mp)}")
     rows: list[dict] = []
@@ -101,10 +110,10 @@ def bench_segment(sizes_mp: Sequence[float] = (4, 16, 64), legacy_max_mp: float 
             side = side_for(mp)
             image = tmp / f"img_{k}.jpg"
             cv2.imwrite(str(image), synthetic_image(side, side, k), [cv2.IMWRITE_JPEG_QUALITY, 90])
-            for variant in ("new", "legacy"):
-                if variant == "legacy" and mp > legacy_max_mp:
+            for variant in VARIANTS:
+                if variant == "full-logits" and mp > full_logits_max_mp:
                     continue
-                res = _child(image, ck, tmp / f"out_{k}_{variant}", variant == "legacy", work_size, timeout)
+                res = _child(image, ck, tmp / f"out_{k}_{variant}", variant == "full-logits", work_size, timeout)
                 row = {"variant": variant, "megapixels": round(side * side / 1e6, 3), "size": f"{side}x{side}",
                        "pixels": side * side, "jpeg_mb": round(image.stat().st_size / 2**20, 2)}
                 if "error" in res:
@@ -117,21 +126,21 @@ def bench_segment(sizes_mp: Sequence[float] = (4, 16, 64), legacy_max_mp: float 
                     print(format_row(row), file=sys.stderr, flush=True)
             image.unlink()
     return {"rows": rows, "growth_bytes_per_pixel": {v: growth([r for r in rows if r["variant"] == v])
-                                                     for v in ("new", "legacy")}}
+                                                     for v in VARIANTS}}
 
 
 def format_row(r: dict) -> str:
     tail = r["error"] if "error" in r else f"{r['peak_rss_mb']:9.1f} MiB  {r['seconds']:7.2f} s  {r['objects']} objects"
-    return f"{r['variant']:<7} {r['megapixels']:>8.3f} MP  {r['size']:>12}  {tail}"
+    return f"{r['variant']:<11} {r['megapixels']:>8.3f} MP  {r['size']:>12}  {tail}"
 
 
 def run(args: Any) -> int:
     from ...config import parse_hw
 
     sizes = [float(v) for v in str(args.sizes).split(",") if v.strip()]
-    res = bench_segment(sizes, legacy_max_mp=args.legacy_max_mp, train_size=parse_hw(args.train_size, "--train-size"),
+    res = bench_segment(sizes, full_logits_max_mp=args.full_logits_max_mp, train_size=parse_hw(args.train_size, "--train-size"),
                         work_size=args.work_size)
-    print("variant  megapixels          size  peak RSS / time / objects")
+    print("variant      megapixels          size  peak RSS / time / objects")
     for r in res["rows"]:
         print(format_row(r))
     for v, g in res["growth_bytes_per_pixel"].items():

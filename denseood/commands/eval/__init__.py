@@ -1,7 +1,7 @@
 """``denseood eval``: anomaly scores (and S2M objects) of a model (any ``load_model`` spec) or of precomputed maps
 on a benchmark split -> results.json/.md.
 
-``add_parser``/``run`` here (standard library only at import time); every value is checked once, by
+``add_parser``/``run`` here (stdlib and ``scores.names`` only at import time); every value is checked once, by
 :class:`~denseood.commands.eval.options.EvalOptions`; the orchestration is in ``runner``
 (:func:`~denseood.commands.eval.runner.evaluate`, :func:`~denseood.commands.eval.runner.evaluate_checkpoint`),
 the two passes in ``passes``, the per-frame files in ``writers``, ``--maps`` in ``maps``, the results table in
@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import math
 
-from .._common import (DEFAULT_SCORE, _checked, add_code_options, add_config, add_device, add_dtype, add_out, add_verb,
-                       fraction, nonnegative_int, positive_float, positive_int)
+from ...scores.names import score_help
+from .._common import (_checked, add_code_options, add_config, add_device, add_dtype, add_out, add_verb, fraction,
+                       nonnegative_int, positive_float, positive_int)
 
 finite_float = _checked("a finite number", float, math.isfinite)
 MAP_FORMATS = ("npy", "npz", "h5", "png16")  # = denseood.data.maps.SAVE_FORMATS (checked by a test)
@@ -54,7 +55,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--maps-higher-is-anomalous", default="true", choices=("true", "false"),
                    help="false: lower map values mean more anomalous (the sign is flipped)")
     p.add_argument("--score", default=None,
-                   help=f"comma-separated score names, e.g. msp,maxlogit,jsd (default {DEFAULT_SCORE}; not with --maps)")
+                   help=score_help("comma-separated score names, not with --maps", default=True))
     add_out(p, "results.json, results.md, curves")
     add_dtype(p)
     add_device(p)
@@ -92,6 +93,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--s2m", action="store_true", help="also evaluate S2M object masks")
     p.add_argument("--prompter", default="auto", help="learned | peak | auto (learned when the denseood checkpoint holds one, else peak) | a prompter file")
     p.add_argument("--prompt-model", default="grabcut", help="grabcut | sam:TYPE:PATH")
+    p.add_argument("--bootstrap", type=nonnegative_int, default=1000, metavar="B",  # issue 23
+                   help="95 %% intervals (ci95) from B frame resamples (fixed seed); 0 turns them off")
+    p.add_argument("--threshold-from", default=None, metavar="FILE",  # issue 23
+                   help="threshold.json of denseood calibrate: adds at_threshold (fpr, tpr, precision, f1) to its score")
     add_config(p)
     return p
 

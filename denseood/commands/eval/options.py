@@ -24,7 +24,9 @@ from denseood.infer.util import MAX_PIXELS, check_network_sizes, resolve_dtype
 from denseood.outdir import check_out_dir
 from denseood.scores import parse_scores
 
-from .._common import DEFAULT_SCORE, parse_input_size
+from denseood.scores.names import DEFAULT_SCORE
+
+from .._common import parse_input_size
 from .writers import check_method, check_save_format
 
 PROTOCOLS = ("streaming", "exact", "smiyc", "caos")
@@ -50,6 +52,8 @@ class EvalOptions:
     checkpoint's training size, the default), None or "full" (the image's own size, no resize), "HxW" / (h, w)
     -> "model" | None | (h, w); sliding_window: "HxW" / (h, w) window on the full image (then input_size is None).
     min_segment_size / min_instance_size / streethazards_unlabeled: reader options (None = the benchmark's).
+    bootstrap / threshold_from: ci95 from B frame resamples (0: none) and at_threshold of a threshold.json (checked
+    by :class:`~.intervals.PixelExtras`; issue 23).
     device / dtype: "auto" | "cpu" | "cuda[:N]" and "auto" | "fp32" | "bf16" | "fp16" -> torch objects.
     out: the results folder (a file, or a non-empty folder without ``overwrite``, is refused here).
     """
@@ -93,6 +97,8 @@ class EvalOptions:
     echo: bool = False
     progress: bool = True
     command: str | None = None
+    bootstrap: int = 1000
+    threshold_from: str | os.PathLike | None = None
 
     def __post_init__(self) -> None:
         self._check_source()
@@ -172,7 +178,7 @@ class EvalOptions:
                 "maps_offset", "overwrite", "protocol", "batch_size", "workers", "limit", "input_size",
                 "sliding_window", "overlap", "flip", "compile", "max_pixels", "min_segment_size",
                 "min_instance_size", "streethazards_unlabeled", "save_maps", "save_maps_format", "method", "s2m",
-                "prompter", "prompt_model", "device", "dtype")
+                "prompter", "prompt_model", "device", "dtype", "bootstrap", "threshold_from")
         return cls(**{k: getattr(args, k) for k in same}, scores=args.score, components=not args.no_components,
                    maps_higher_is_anomalous=args.maps_higher_is_anomalous == "true", echo=True)
 

@@ -134,6 +134,9 @@ class EvalRun:
     curves: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     s2m_results: dict[str, Any] | None = None
     from_maps: bool = False  # the engine is a MapSource (results.json gets maps_input)
+    extras: Any = None  # issue 23: .intervals.PixelExtras (labelled splits)
+    records: Any = None  # .frames.FrameRecords, report.html's per-frame data
+    extra_top: dict[str, Any] = field(default_factory=dict)  # issue 23: results.json bootstrap / threshold_from
 
 
 def _safe_rel(name: str) -> Path:
@@ -162,6 +165,7 @@ def inference_pass(run: EvalRun) -> None:
             masks = torch.from_numpy(masks_np).to(run.engine.device)
             for s in scores:
                 run.pixel[s].update(maps[s], masks)
+            run.extras.update(maps, masks, [smp.name for smp in samples])  # issue 23
         maps_np = {s: maps[s].cpu().numpy() for s in scores}
         for j, smp in enumerate(samples):
             _frame_outputs(run, smp, {s: maps_np[s][j] for s in scores},
@@ -184,9 +188,10 @@ def _frame_outputs(run: EvalRun, smp: Any, maps: dict[str, np.ndarray], mask: np
         for s in scores:
             write_png(stage / "maps" / s / _with_suffix(rel, ".png"), blend(smp.image, heatmap(maps[s]), alpha=0.6))
             save_score_map(stage, s, rel, maps[s], opts.save_maps_format)
-    if run.s2m_eval is not None:
-        run.s2m_eval.update(smp.image, maps[run.s2m.score].astype(np.float32), smp.ood_mask, smp.instances,
-                            smp.meta.get("instance_source"))
+    objects = None if run.s2m_eval is None else run.s2m_eval.update(
+        smp.image, maps[run.s2m.score].astype(np.float32), smp.ood_mask, smp.instances,
+        smp.meta.get("instance_source"))
+    run.records.update(smp, maps, objects)
 
 
 def metrics_pass(run: EvalRun) -> None:
@@ -200,6 +205,7 @@ def metrics_pass(run: EvalRun) -> None:
         run.per_score[s].update({k: plain_json(m[k]) for k in m})
         run.curves[s] = {k: np.asarray(v) for k, v in run.pixel[s].curves().items()}
         run.pixel[s] = None  # free the metric state before pass 2
+    run.extra_top = run.extras.finish(run.per_score)  # issue 23: ci95 / at_threshold rows, bootstrap block
     baseline = None
     if run.cache is not None:
         min_seg, min_inst = run.component_sizes

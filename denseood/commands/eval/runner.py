@@ -31,6 +31,10 @@ from denseood.errors import ConfigError
 from denseood.io import atomic_write_json, atomic_write_text
 from denseood.outdir import open_output
 
+from ..report.layout import REPORT_NAME
+from ..report.page import write_report
+from .frames import FrameRecords
+from .intervals import PixelExtras
 from .options import EvalOptions
 from .passes import EvalRun, MapCache, inference_pass, metrics_pass
 from .report import SUBMISSION_NOTE, results_markdown, thin_curve
@@ -79,9 +83,11 @@ def evaluate(dataset: Dataset, model: torch.nn.Module | None, options: EvalOptio
         finally:
             if run.cache is not None:
                 run.cache.close()
+        run.records.write()  # collective: frames/frames.json on rank 0
         results = report(run, model, t0)
         if dist.rank() == 0:
             write_summary(out_run.dir, results, run.curves)
+            write_report([out_run.dir], out_run.dir / REPORT_NAME, [opts.out.name])
             keys = ("command", "model", "checkpoint", "dataset", "split")
             out_run.commit({"verb": "eval", **{k: results[k] for k in keys}})
         dist.barrier()
@@ -112,6 +118,8 @@ def start_run(dataset: Dataset, model: Any, opts: EvalOptions, stage: Path, *, s
               f"{getattr(dataset, 'split', None)}", file=sys.stderr, flush=True)
     if has_labels:
         run.pixel = {s: PixelMetrics(mode=run.protocol) for s in opts.scores}
+        run.extras = PixelExtras(opts.scores, run.protocol, opts.bootstrap, opts.threshold_from)  # issue 23
+    run.records = FrameRecords(stage, opts.scores, enabled=has_labels)  # report.html's per-frame data (.frames)
     if s2m is not None:
         from .s2m import S2MEval
 
@@ -155,6 +163,7 @@ def report(run: EvalRun, model: Any, t0: float) -> dict[str, Any]:
         "seconds": seconds,
         "scores": run.per_score if has_labels else {},
     }
+    results.update(run.extra_top)  # issue 23: bootstrap / threshold_from blocks
     results.update(_extras(run))
     return results
 
@@ -206,16 +215,10 @@ def write_summary(stage: Path, results: dict, curves: dict[str, dict[str, np.nda
 def model_provenance(model: Any, spec: Any) -> dict[str, Any]:
     """results.json ``model``: ``spec`` (as given), ``source`` (``model.source``), ``model_source`` ("smp" | "hf" |
     "torchvision" | "python"; a denseood checkpoint's from its meta), ``origin`` (the external spec a fine-tuned
-    checkpoint was made from, else None) and ``output_kind``."""
-    meta = getattr(model, "checkpoint_meta", None) or {}
-    if meta:
-        kind = meta.get("model_source", "smp")
-    else:
-        from denseood.models.sources.spec import spec_kind
-
-        kind = spec_kind(spec) if spec is not None else None
+    checkpoint was made from, else None) and ``output_kind``; both of these from ``model.origin``."""
+    origin = getattr(model, "origin", None)
     return {"spec": None if spec is None else str(spec), "source": getattr(model, "source", None),
-            "model_source": kind, "origin": (meta.get("external") or {}).get("spec"),
+            "model_source": origin and origin.model_source, "origin": origin and origin.made_from,
             "output_kind": getattr(model, "output_kind", "logits"),
             "input_padding": getattr(model, "input_padding", None)}
 

@@ -20,6 +20,7 @@ import numpy as np
 from denseood.data.maps import FORMAT_SIDECAR, H5_KEY, SAVE_FORMATS, to_float16, write_map
 from denseood.errors import ConfigError
 from denseood.io import atomic_write_json, write_hdf5
+from denseood.scores.names import SCORES
 
 #: folder name the official evaluator stores a split's maps under (``cfg.name_for_persistence`` or ``cfg.name``
 #: in road_anomaly_benchmark/datasets/tracks*.py: AnomalyTrack-test frames are AnomalyTrack-all frames, every
@@ -30,7 +31,7 @@ SMIYC_PERSISTENCE = {("smiyc-anomaly", "test"): "AnomalyTrack-all", ("smiyc-anom
                      ("smiyc-laf", "test"): "LostAndFound-test", ("smiyc-laf", "testNoKnown"): "LostAndFound-test",
                      ("smiyc-laf", "train"): "LostAndFound-train"}
 #: value range of the scores png16 can hold: pixel = round((value - lo) * floor(65535 / (hi - lo)))
-PNG16_RANGES = {"msp": (0.0, 1.0), "jsd": (-math.log(2.0), 0.0), "entropy": (0.0, 8.0)}
+PNG16_RANGES = {name: rec.value_range for name, rec in SCORES.items() if rec.value_range is not None}
 
 
 def png16_scale(score: str) -> tuple[float, float]:

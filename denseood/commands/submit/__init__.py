@@ -1,6 +1,6 @@
 """``denseood submit``: write a benchmark's submission and check it offline.
 
-``add_parser``/``run`` here (standard library only at import time); the OoDIS writer is in ``oodis``
+``add_parser``/``run`` here (stdlib and ``scores.names`` only at import time); the OoDIS writer is in ``oodis``
 (:func:`~denseood.commands.submit.oodis.write_oodis`), its check in ``verify``
 (:func:`~denseood.commands.submit.verify.verify_oodis`), the objects per frame in ``objects``, the SMIYC tree in
 ``smiyc``. See docs/architecture.md and docs/metrics.md (OoDIS submission).
@@ -11,6 +11,7 @@ import argparse
 import math
 import sys
 
+from ...scores.names import DEFAULT_SCORE, score_help
 from .._common import (_checked, add_code_options, add_device, add_dtype, add_out, add_verb, nonnegative_int,
                        positive_float, positive_int)
 
@@ -52,7 +53,7 @@ def _oodis_parser(sub) -> None:
                    help="--objects components: the anomaly-map value above which a pixel is part of an object")
     p.add_argument("--min-size", type=positive_int, default=10,
                    help="--objects components: drop components smaller than this (pixels)")
-    p.add_argument("--score", default="jsd", help="anomaly score the objects are taken from")
+    p.add_argument("--score", default=DEFAULT_SCORE, help=score_help("anomaly score the objects are taken from"))
     p.add_argument("--prompter", default="auto", help="--objects s2m: learned | peak | auto | a prompter file")
     p.add_argument("--prompt-model", default="grabcut", help="--objects s2m: grabcut | sam:TYPE:PATH")
     p.add_argument("--name", default="denseood", help="description.txt name:")
@@ -81,7 +82,7 @@ def _smiyc_parser(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="the model (any load_model spec)")
     add_code_options(p)
     add_out(p, "submission/anomaly_p/<method>/<dataset>/<frame id>.hdf5, results.json")
-    p.add_argument("--score", default="jsd", help="comma-separated anomaly scores (one <method> folder each)")
+    p.add_argument("--score", default=DEFAULT_SCORE, help=score_help("comma-separated anomaly scores (one <method> folder each)"))
     p.add_argument("--method", default=None, help="the <method> folder (default: the score name)")
     add_dtype(p)
     add_device(p)

@@ -21,6 +21,7 @@ import numpy as np
 
 from denseood.data.oodis import CLASS_ID, FOLDERS, OoDISFrame, find_frames, mask_prefix, read_expected_files
 from denseood.errors import ConfigError, OutputError
+from denseood.scores.names import DEFAULT_SCORE
 
 OBJECTS = ("s2m", "components")
 WORK = "oodis"      # the unzipped submission under --out
@@ -36,7 +37,7 @@ class OoDISOptions:
     checkpoint: str
     out: Path
     objects: str = "s2m"
-    score: str = "jsd"
+    score: str = DEFAULT_SCORE
     threshold: float | None = None
     min_size: int = 10
     prompter: str = "auto"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -139,15 +140,22 @@ _GROUND = np.zeros(256, bool)
 _GROUND[[ROAD, SIDEWALK, TERRAIN]] = True
 
 
-def _place_anomalies(img: np.ndarray, sem: np.ndarray, cam: _Cam, L: _Layout, rng: np.random.Generator,
-                     y_limit: float, occluders: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Draw 1..4 anomalies far to near into ``img`` (H,W,3 float32) with soft shadows.
+class _Placed(NamedTuple):
+    """One placed anomaly: its box (columns x0..x0+bw, rows y0..y1 = y0+bh; pixels), the projected centre column
+    ``cx`` and its shape ``m`` ((bh,bw) bool)."""
 
-    A placement is kept only when the object stands on ground pixels (road/sidewalk/terrain under its base), no
-    nearer inlier object (``occluders``: (N,5) x0,y0,x1,y1,Z) overlaps its box, and it hides no more than half of an
-    earlier anomaly. Returns (instances (H,W) int32 visible ids 1..K, anomaly mask (H,W) bool)."""
+    x0: int
+    y0: int
+    y1: int
+    bw: int
+    bh: int
+    cx: float
+    m: np.ndarray
+
+
+def _anomaly_sizes(rng: np.random.Generator, cam: _Cam, y_limit: float) -> list[tuple[float, int, int]]:
+    """1..4 anomaly sizes (ground row yg, box width bw, box height bh; pixels), far first."""
     H, W = cam.H, cam.W
-    inst = np.zeros((H, W), np.int32)
     n = int(rng.integers(1, 5))
     dmin = max(5.0, 20.0 * H / 512.0)
     dmax = np.sqrt(H * W / 4.0)
@@ -162,69 +170,111 @@ def _place_anomalies(img: np.ndarray, sem: np.ndarray, cam: _Cam, L: _Layout, rn
         yg = float(np.clip(yg, max(cam.yh + 2, bh * 0.6), y_limit))
         specs.append((yg, bw, bh))
     specs.sort(key=lambda t: t[0])  # far first, so later (nearer) anomalies occlude earlier ones
-    k = 0
-    for yg, bw, bh in specs:
-        areas_before = np.bincount(inst.ravel(), minlength=k + 1) if k else None
-        n_try = 12
-        for attempt in range(n_try):
-            last = attempt == n_try - 1 and k == 0  # the first anomaly is always placed
-            Z = cam.f * cam.ch / max(yg - cam.yh, 1e-3)
-            s = cam.s(Z)
-            half = bw / s / 2
-            if rng.random() < 0.78:  # on the road
-                lo, hi = L.X_l + half, L.X_r - half
-            else:                    # beside it: sidewalk / terrain
-                if rng.random() < 0.5:
-                    lo, hi = L.X_l - L.sw_l - L.tw_l, L.X_l - half
-                else:
-                    lo, hi = L.X_r + half, L.X_r + L.sw_r + L.tw_r
-            X = rng.uniform(lo, hi) if hi > lo else (lo + hi) / 2
-            cx = float(np.clip(cam.x(X, Z), bw * 0.5, W - bw * 0.5))
-            x0 = int(round(cx - bw / 2))
-            y1 = int(round(min(yg, H)))
-            y0 = y1 - bh
-            x0, y0 = max(0, min(x0, W - bw)), max(0, y0)
-            bh_e, bw_e = y1 - y0, bw
-            if bh_e < 3:
-                continue
-            if not last:
-                base = _GROUND[sem[y1 - 1, x0:x0 + bw_e]]
-                if base.mean() < 0.6:
-                    yg = float(np.clip(yg + rng.uniform(-0.04, 0.04) * H, cam.yh + 2, y_limit))
-                    continue
-                if len(occluders):
-                    o = occluders
-                    iw = np.clip(np.minimum(o[:, 2], x0 + bw_e) - np.maximum(o[:, 0], x0), 0, None)
-                    ih = np.clip(np.minimum(o[:, 3], y1) - np.maximum(o[:, 1], y0), 0, None)
-                    if np.any((o[:, 4] < Z) & (iw * ih > 0.03 * bw_e * bh_e)):
-                        yg = float(np.clip(yg + rng.uniform(-0.04, 0.04) * H, cam.yh + 2, y_limit))
-                        continue
-            m = _anomaly_mask(rng, bh_e, bw_e)
-            if k:
-                cur = inst[y0:y0 + bh_e, x0:x0 + bw_e]
-                lost = np.bincount(cur[m].ravel(), minlength=k + 1)
-                vis = areas_before - lost
-                if np.any(vis[1:] < 0.5 * areas_before[1:]):
-                    yg = float(np.clip(yg + rng.uniform(-0.05, 0.05) * H, cam.yh + 2, y_limit))
-                    continue
-            break
+    return specs
+
+
+def _ground_x(rng: np.random.Generator, L: _Layout, half: float) -> float:
+    """Lateral position X (metres) of an object ``2 * half`` metres wide: on the road (78 %) or on the sidewalk /
+    terrain beside it."""
+    if rng.random() < 0.78:  # on the road
+        lo, hi = L.X_l + half, L.X_r - half
+    else:                    # beside it: sidewalk / terrain
+        if rng.random() < 0.5:
+            lo, hi = L.X_l - L.sw_l - L.tw_l, L.X_l - half
         else:
+            lo, hi = L.X_r + half, L.X_r + L.sw_r + L.tw_r
+    return rng.uniform(lo, hi) if hi > lo else (lo + hi) / 2
+
+
+def _stands_free(sem: np.ndarray, occluders: np.ndarray, x0: int, y0: int, y1: int, bw: int, bh: int,
+                 Z: float) -> bool:
+    """Whether the box stands on ground pixels (>= 60 % of its base row) and no nearer inlier object overlaps
+    more than 3 % of it."""
+    base = _GROUND[sem[y1 - 1, x0:x0 + bw]]
+    if base.mean() < 0.6:
+        return False
+    if len(occluders):
+        o = occluders
+        iw = np.clip(np.minimum(o[:, 2], x0 + bw) - np.maximum(o[:, 0], x0), 0, None)
+        ih = np.clip(np.minimum(o[:, 3], y1) - np.maximum(o[:, 1], y0), 0, None)
+        if np.any((o[:, 4] < Z) & (iw * ih > 0.03 * bw * bh)):
+            return False
+    return True
+
+
+def _hides_earlier(inst: np.ndarray, areas_before: np.ndarray, k: int, x0: int, y0: int, m: np.ndarray) -> bool:
+    """Whether shape ``m`` at (x0, y0) would hide more than half of one of the ``k`` anomalies in ``inst``."""
+    bh, bw = m.shape
+    cur = inst[y0:y0 + bh, x0:x0 + bw]
+    lost = np.bincount(cur[m].ravel(), minlength=k + 1)
+    vis = areas_before - lost
+    return bool(np.any(vis[1:] < 0.5 * areas_before[1:]))
+
+
+def _place_one(rng: np.random.Generator, cam: _Cam, L: _Layout, sem: np.ndarray, inst: np.ndarray, k: int,
+               yg: float, bw: int, bh: int, y_limit: float, occluders: np.ndarray) -> _Placed | None:
+    """Up to 12 tries to place a (bh,bw) anomaly whose base is near row ``yg``, nudging ``yg`` after each refusal;
+    None when every try fails (the first anomaly, ``k == 0``, skips the checks on its last try)."""
+    H, W = cam.H, cam.W
+    areas_before = np.bincount(inst.ravel(), minlength=k + 1) if k else None
+    n_try = 12
+    for attempt in range(n_try):
+        last = attempt == n_try - 1 and k == 0  # the first anomaly is always placed
+        Z = cam.f * cam.ch / max(yg - cam.yh, 1e-3)
+        X = _ground_x(rng, L, bw / cam.s(Z) / 2)
+        cx = float(np.clip(cam.x(X, Z), bw * 0.5, W - bw * 0.5))
+        x0 = int(round(cx - bw / 2))
+        y1 = int(round(min(yg, H)))
+        y0 = y1 - bh
+        x0, y0 = max(0, min(x0, W - bw)), max(0, y0)
+        bh_e, bw_e = y1 - y0, bw
+        if bh_e < 3:
+            continue
+        if not last and not _stands_free(sem, occluders, x0, y0, y1, bw_e, bh_e, Z):
+            yg = float(np.clip(yg + rng.uniform(-0.04, 0.04) * H, cam.yh + 2, y_limit))
+            continue
+        m = _anomaly_mask(rng, bh_e, bw_e)
+        if k and _hides_earlier(inst, areas_before, k, x0, y0, m):
+            yg = float(np.clip(yg + rng.uniform(-0.05, 0.05) * H, cam.yh + 2, y_limit))
+            continue
+        return _Placed(x0, y0, y1, bw_e, bh_e, cx, m)
+    return None
+
+
+def _paint_anomaly(img: np.ndarray, rng: np.random.Generator, p: _Placed) -> None:
+    """Texture of a placed anomaly, shaded top to bottom, over a soft contact shadow on the ground, into ``img``."""
+    H, W = img.shape[:2]
+    x0, y0, y1, bw_e, bh_e, cx, m = p
+    tex = _anomaly_texture(rng, bh_e, bw_e)
+    shade = np.linspace(rng.uniform(1.0, 1.15), rng.uniform(0.7, 0.9), bh_e, dtype=np.float32)[:, None, None]
+    tex = tex * shade
+    # soft contact shadow on the ground under the object
+    sy0, sy1 = max(0, y1 - int(bh_e * 0.25) - 2), min(H, y1 + int(bh_e * 0.15) + 3)
+    sx0, sx1 = max(0, x0 - bw_e // 6 - 2), min(W, x0 + bw_e + bw_e // 6 + 2)
+    sh = np.zeros((sy1 - sy0, sx1 - sx0), np.float32)
+    cv2.ellipse(sh, (int((cx - sx0) * _ONE), int((y1 - sy0) * _ONE)),
+                (int(bw_e * 0.55 * _ONE), int(max(1.5, bh_e * 0.1) * _ONE)), 0, 0, 360, 1.0, -1, cv2.LINE_8, _SHIFT)
+    kz = 2 * int(max(1, bh_e * 0.04)) + 1
+    sh = cv2.GaussianBlur(sh, (kz, kz), 0) * rng.uniform(0.3, 0.6)
+    img[sy0:sy1, sx0:sx1] *= (1 - sh)[..., None]
+    reg = img[y0:y0 + bh_e, x0:x0 + bw_e]
+    reg[m] = tex[m]
+
+
+def _place_anomalies(img: np.ndarray, sem: np.ndarray, cam: _Cam, L: _Layout, rng: np.random.Generator,
+                     y_limit: float, occluders: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Draw 1..4 anomalies far to near into ``img`` (H,W,3 float32) with soft shadows.
+
+    A placement is kept only when the object stands on ground pixels (road/sidewalk/terrain under its base), no
+    nearer inlier object (``occluders``: (N,5) x0,y0,x1,y1,Z) overlaps its box, and it hides no more than half of an
+    earlier anomaly. Returns (instances (H,W) int32 visible ids 1..K, anomaly mask (H,W) bool)."""
+    inst = np.zeros((cam.H, cam.W), np.int32)
+    k = 0
+    for yg, bw, bh in _anomaly_sizes(rng, cam, y_limit):
+        p = _place_one(rng, cam, L, sem, inst, k, yg, bw, bh, y_limit, occluders)
+        if p is None:
             continue  # could not place it without hiding an earlier anomaly; the image keeps >= 1 anomaly
         k += 1
-        tex = _anomaly_texture(rng, bh_e, bw_e)
-        shade = np.linspace(rng.uniform(1.0, 1.15), rng.uniform(0.7, 0.9), bh_e, dtype=np.float32)[:, None, None]
-        tex = tex * shade
-        # soft contact shadow on the ground under the object
-        sy0, sy1 = max(0, y1 - int(bh_e * 0.25) - 2), min(H, y1 + int(bh_e * 0.15) + 3)
-        sx0, sx1 = max(0, x0 - bw_e // 6 - 2), min(W, x0 + bw_e + bw_e // 6 + 2)
-        sh = np.zeros((sy1 - sy0, sx1 - sx0), np.float32)
-        cv2.ellipse(sh, (int((cx - sx0) * _ONE), int((y1 - sy0) * _ONE)),
-                    (int(bw_e * 0.55 * _ONE), int(max(1.5, bh_e * 0.1) * _ONE)), 0, 0, 360, 1.0, -1, cv2.LINE_8, _SHIFT)
-        kz = 2 * int(max(1, bh_e * 0.04)) + 1
-        sh = cv2.GaussianBlur(sh, (kz, kz), 0) * rng.uniform(0.3, 0.6)
-        img[sy0:sy1, sx0:sx1] *= (1 - sh)[..., None]
-        reg = img[y0:y0 + bh_e, x0:x0 + bw_e]
-        reg[m] = tex[m]
-        inst[y0:y0 + bh_e, x0:x0 + bw_e][m] = k
+        _paint_anomaly(img, rng, p)
+        inst[p.y0:p.y0 + p.bh, p.x0:p.x0 + p.bw][p.m] = k
     return inst, inst > 0
-

@@ -13,57 +13,65 @@ from .render import (_CAR_COLOURS, _CLOTH_COLOURS, _ONE, _SHIFT, _SKIN, BICYCLE,
                      RIDER, TLIGHT, TRAIN, TRUCK, TSIGN, VEG, _Cam, _Canvas, _col, _pick, _shade)
 
 
-def _draw_vehicle(cv: _Canvas, cam: _Cam, X: float, Z: float, kind: int, front: bool, rng) -> None:
-    """Box vehicle seen from behind (or front when ``front``) with its camera-facing side; kind in CAR/TRUCK/BUS/TRAIN."""
-    w, h, length = {CAR: (1.8, 1.5, 4.4), TRUCK: (2.5, 3.6, 9.0), BUS: (2.55, 3.1, 12.0), TRAIN: (2.65, 3.5, 25.0)}[kind]
-    w *= rng.uniform(0.93, 1.07)
-    h *= rng.uniform(0.92, 1.08)
+_TYRE = (20, 20, 22)
+_Colour = tuple[int, int, int]
+
+
+def _vehicle_colours(rng: np.random.Generator, kind: int) -> tuple[_Colour, _Colour]:
+    """(body, glass) RGB colours of a vehicle of ``kind`` (CAR/TRUCK/BUS/TRAIN)."""
     if kind == CAR:
         colour = _pick(rng, _CAR_COLOURS, 10)
     elif kind == TRAIN:
         colour = _col(rng, [(230, 230, 225), (200, 30, 35), (240, 200, 40), (40, 110, 60), (60, 110, 180)][rng.integers(5)], 10)
     else:
         colour = _col(rng, [(235, 235, 235), (200, 40, 30), (40, 80, 160), (240, 190, 40), (60, 130, 60), (150, 150, 155)][rng.integers(6)], 12)
-    glass = _col(rng, (35, 45, 55), 8)
-    tyre = (20, 20, 22)
-    s = cam.s(Z)
-    cx, yg = float(cam.x(X, Z)), float(cam.y(Z))
-    side_dark = _shade(colour, 0.8)
-    # the long side facing the camera
-    Xs = X - w / 2 if X > w / 2 else (X + w / 2 if X < -w / 2 else None)
-    if Xs is not None:
-        zz = np.array([Z, Z + length, Z + length, Z])
-        hb = 0.25 if kind == CAR else 0.35
-        htop = h * (0.68 if kind == CAR else 1.0)
-        cv.poly(np.stack([cam.x(Xs, zz), cam.y(zz, [hb, hb, htop, htop])], -1), side_dark, kind)
-        if kind == CAR:
-            z2 = np.array([Z + 0.25 * length, Z + 0.78 * length, Z + 0.7 * length, Z + 0.35 * length])
-            cv.poly(np.stack([cam.x(Xs, z2), cam.y(z2, [htop, htop, h, h])], -1), glass, CAR)
-        else:
-            z2 = np.array([Z + 0.8, Z + length - 0.5, Z + length - 0.5, Z + 0.8])
-            cv.poly(np.stack([cam.x(Xs, z2), cam.y(z2, [h * 0.55, h * 0.55, h * 0.85, h * 0.85])], -1),
-                    glass if kind != TRUCK else _shade(colour, 0.7), kind)
-        for zw in ((Z + 0.8, Z + length - 0.9) if kind != TRAIN else (Z + 2.5, Z + 4.5, Z + length - 4.5)):
-            r = 0.33 * cam.s(zw) if kind == CAR else 0.5 * cam.s(zw)
-            cv.circle(float(cam.x(Xs, zw)), float(cam.y(zw, r / cam.s(zw))), r, tyre, kind)
-    # face
-    x0, x1 = cx - w * s / 2, cx + w * s / 2
+    return colour, _col(rng, (35, 45, 55), 8)
+
+
+def _draw_vehicle_side(cv: _Canvas, cam: _Cam, Xs: float, Z: float, h: float, length: float, kind: int,
+                       colour: _Colour, glass: _Colour) -> None:
+    """The long side (``length`` m from depth ``Z``, ``h`` m high) at lateral position ``Xs`` (metres) facing the
+    camera: body, windows and wheels."""
+    zz = np.array([Z, Z + length, Z + length, Z])
+    hb = 0.25 if kind == CAR else 0.35
+    htop = h * (0.68 if kind == CAR else 1.0)
+    cv.poly(np.stack([cam.x(Xs, zz), cam.y(zz, [hb, hb, htop, htop])], -1), _shade(colour, 0.8), kind)
     if kind == CAR:
-        cv.rect(x0 + 0.05 * s, yg - 0.35 * s, x0 + 0.35 * s, yg, tyre, CAR)
-        cv.rect(x1 - 0.35 * s, yg - 0.35 * s, x1 - 0.05 * s, yg, tyre, CAR)
-        cv.rect(x0, yg - 1.0 * h * 0.7 * s, x1, yg - 0.25 * s, colour, CAR)
-        ytop, ymid = yg - h * s, yg - h * 0.68 * s
-        cv.poly([[x0 + 0.05 * w * s, ymid], [x1 - 0.05 * w * s, ymid], [x1 - 0.16 * w * s, ytop], [x0 + 0.16 * w * s, ytop]], colour, CAR)
-        cv.poly([[x0 + 0.12 * w * s, ymid - 0.03 * s], [x1 - 0.12 * w * s, ymid - 0.03 * s],
-                 [x1 - 0.2 * w * s, ytop + 0.06 * s], [x0 + 0.2 * w * s, ytop + 0.06 * s]], glass, CAR)
-        lamp = (255, 245, 220) if front else (200, 20, 20)
-        ly = yg - 0.75 * s
-        cv.rect(x0 + 0.04 * s, ly, x0 + 0.3 * s, ly + 0.12 * s, lamp, CAR)
-        cv.rect(x1 - 0.3 * s, ly, x1 - 0.04 * s, ly + 0.12 * s, lamp, CAR)
-        cv.rect(cx - 0.26 * s, yg - 0.5 * s, cx + 0.26 * s, yg - 0.38 * s, (235, 235, 235), CAR)
-        return
-    cv.rect(x0 + 0.1 * s, yg - 0.55 * s, x0 + 0.5 * s, yg, tyre, kind)
-    cv.rect(x1 - 0.5 * s, yg - 0.55 * s, x1 - 0.1 * s, yg, tyre, kind)
+        z2 = np.array([Z + 0.25 * length, Z + 0.78 * length, Z + 0.7 * length, Z + 0.35 * length])
+        cv.poly(np.stack([cam.x(Xs, z2), cam.y(z2, [htop, htop, h, h])], -1), glass, CAR)
+    else:
+        z2 = np.array([Z + 0.8, Z + length - 0.5, Z + length - 0.5, Z + 0.8])
+        cv.poly(np.stack([cam.x(Xs, z2), cam.y(z2, [h * 0.55, h * 0.55, h * 0.85, h * 0.85])], -1),
+                glass if kind != TRUCK else _shade(colour, 0.7), kind)
+    for zw in ((Z + 0.8, Z + length - 0.9) if kind != TRAIN else (Z + 2.5, Z + 4.5, Z + length - 4.5)):
+        r = 0.33 * cam.s(zw) if kind == CAR else 0.5 * cam.s(zw)
+        cv.circle(float(cam.x(Xs, zw)), float(cam.y(zw, r / cam.s(zw))), r, _TYRE, kind)
+
+
+def _draw_car_face(cv: _Canvas, cx: float, yg: float, s: float, w: float, h: float, front: bool,
+                   colour: _Colour, glass: _Colour) -> None:
+    """Rear (or front) of a car centred on column ``cx`` standing on row ``yg``, ``s`` pixels per metre."""
+    x0, x1 = cx - w * s / 2, cx + w * s / 2
+    cv.rect(x0 + 0.05 * s, yg - 0.35 * s, x0 + 0.35 * s, yg, _TYRE, CAR)
+    cv.rect(x1 - 0.35 * s, yg - 0.35 * s, x1 - 0.05 * s, yg, _TYRE, CAR)
+    cv.rect(x0, yg - 1.0 * h * 0.7 * s, x1, yg - 0.25 * s, colour, CAR)
+    ytop, ymid = yg - h * s, yg - h * 0.68 * s
+    cv.poly([[x0 + 0.05 * w * s, ymid], [x1 - 0.05 * w * s, ymid], [x1 - 0.16 * w * s, ytop], [x0 + 0.16 * w * s, ytop]], colour, CAR)
+    cv.poly([[x0 + 0.12 * w * s, ymid - 0.03 * s], [x1 - 0.12 * w * s, ymid - 0.03 * s],
+             [x1 - 0.2 * w * s, ytop + 0.06 * s], [x0 + 0.2 * w * s, ytop + 0.06 * s]], glass, CAR)
+    lamp = (255, 245, 220) if front else (200, 20, 20)
+    ly = yg - 0.75 * s
+    cv.rect(x0 + 0.04 * s, ly, x0 + 0.3 * s, ly + 0.12 * s, lamp, CAR)
+    cv.rect(x1 - 0.3 * s, ly, x1 - 0.04 * s, ly + 0.12 * s, lamp, CAR)
+    cv.rect(cx - 0.26 * s, yg - 0.5 * s, cx + 0.26 * s, yg - 0.38 * s, (235, 235, 235), CAR)
+
+
+def _draw_large_face(cv: _Canvas, cx: float, yg: float, s: float, w: float, h: float, kind: int, front: bool,
+                     colour: _Colour, glass: _Colour) -> None:
+    """Rear (or front) of a truck, bus or train (cargo doors, windscreen, destination sign, pantograph)."""
+    x0, x1 = cx - w * s / 2, cx + w * s / 2
+    cv.rect(x0 + 0.1 * s, yg - 0.55 * s, x0 + 0.5 * s, yg, _TYRE, kind)
+    cv.rect(x1 - 0.5 * s, yg - 0.55 * s, x1 - 0.1 * s, yg, _TYRE, kind)
     cv.rect(x0, yg - h * s, x1, yg - 0.35 * s, colour, kind)
     if kind == TRUCK:
         if front:
@@ -87,6 +95,23 @@ def _draw_vehicle(cv: _Canvas, cam: _Cam, X: float, Z: float, kind: int, front: 
         cv.line(cx - 0.5 * s, top, cx, top - 0.7 * s, pc, TRAIN, max(1, 0.05 * s))
         cv.line(cx + 0.5 * s, top, cx, top - 0.7 * s, pc, TRAIN, max(1, 0.05 * s))
         cv.line(cx - 0.6 * s, top - 0.7 * s, cx + 0.6 * s, top - 0.7 * s, pc, TRAIN, max(1, 0.05 * s))
+
+
+def _draw_vehicle(cv: _Canvas, cam: _Cam, X: float, Z: float, kind: int, front: bool, rng) -> None:
+    """Box vehicle seen from behind (or front when ``front``) with its camera-facing side; kind in CAR/TRUCK/BUS/TRAIN."""
+    w, h, length = {CAR: (1.8, 1.5, 4.4), TRUCK: (2.5, 3.6, 9.0), BUS: (2.55, 3.1, 12.0), TRAIN: (2.65, 3.5, 25.0)}[kind]
+    w *= rng.uniform(0.93, 1.07)
+    h *= rng.uniform(0.92, 1.08)
+    colour, glass = _vehicle_colours(rng, kind)
+    s = cam.s(Z)
+    cx, yg = float(cam.x(X, Z)), float(cam.y(Z))
+    Xs = X - w / 2 if X > w / 2 else (X + w / 2 if X < -w / 2 else None)
+    if Xs is not None:
+        _draw_vehicle_side(cv, cam, Xs, Z, h, length, kind, colour, glass)
+    if kind == CAR:
+        _draw_car_face(cv, cx, yg, s, w, h, front, colour, glass)
+    else:
+        _draw_large_face(cv, cx, yg, s, w, h, kind, front, colour, glass)
 
 
 def _draw_person(cv: _Canvas, cam: _Cam, X: float, Z: float, rng, cls: int = PERSON, y_base: float | None = None,

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from ...errors import CheckpointError, ConfigError
 from ..base import IMAGENET_MEAN, IMAGENET_STD, SegmenterBase, check_finite, match_classes
+from ..origin import ModelOrigin, Source, origin_of
 
 #: model types whose outputs are per-query masks (AutoModelForUniversalSegmentation)
 UNIVERSAL_TYPES = ("mask2former", "maskformer", "oneformer")
@@ -350,3 +351,29 @@ def rebuild_hf(record: dict[str, Any], *, class_names: tuple[str, ...], class_se
                         source=source, task_inputs=task)
     model.spec = str(record.get("spec") or source)
     return model
+
+
+# ------------------------------------------------------------------------------------------ the registry's row
+def _parse(spec: str, rest: str) -> tuple[str, ...]:
+    if not rest:
+        raise ConfigError(f"model spec {spec!r} lacks the folder: use hf:DIR")
+    return (rest,)
+
+
+def _load(parts: tuple[str, ...], *, map_location: Any, num_classes: int | None, class_set: str | None,
+          **_: Any) -> HFSegmenter:
+    return load_hf(parts[0], map_location=map_location, num_classes=num_classes, class_set=class_set)
+
+
+def _rebuild(meta: dict[str, Any], *, class_set: str | None, source: str, **_: Any) -> HFSegmenter:
+    return rebuild_hf(meta["external"], class_names=tuple(meta["class_names"]), class_set=class_set,
+                      mean=tuple(meta.get("mean", IMAGENET_MEAN)), std=tuple(meta.get("std", IMAGENET_STD)),
+                      source=source)
+
+
+def _describe(spec: str, parts: tuple[str, ...], model: HFSegmenter) -> ModelOrigin:
+    return origin_of("hf", spec, model, str(Path(parts[0]).expanduser()))
+
+
+SOURCE = Source("hf", "hf:DIR (a transformers model folder written by save_pretrained, loaded offline)",
+                _parse, _load, _rebuild, _describe)

@@ -34,6 +34,8 @@ import torch.nn.functional as F
 
 from ...errors import CheckpointError, ConfigError
 from ..base import IMAGENET_MEAN, IMAGENET_STD, SegmenterBase, match_classes
+from ..checkpoint import load_weights_file
+from ..origin import ModelOrigin, Source, origin_of
 
 #: keys of the YAML file beside the module (and attributes read from the returned module)
 META_KEYS = ("class_names", "mean", "std", "train_size", "output_kind")
@@ -106,6 +108,11 @@ def import_module(spec: str) -> tuple[Any, Path | None]:
     return mod, (Path(f) if f else None)
 
 
+def _is_file(module: str) -> bool:
+    """Whether a ``python:`` MODULE names a file (a ``.py`` path, or an existing file) rather than a dotted name."""
+    return module.endswith(".py") or Path(module).expanduser().is_file()
+
+
 def read_yaml_meta(module_file: Path | None) -> tuple[dict[str, Any], Path | None]:
     """Metadata from ``<module>.yaml`` or ``denseood.yaml`` beside ``module_file`` ({} when neither exists)."""
     if module_file is None:
@@ -171,8 +178,7 @@ def load_python(module: str, factory: str, *, map_location: Any = "cpu", num_cla
     names, cset = match_classes(names, n, num_classes=num_classes, class_set=class_set,
                                 where=f"python:{module}:{factory}")
     model = PythonSegmenter(net, meta=meta, class_names=names, class_set=cset, source=f"python:{module}:{factory}")
-    is_file = module.endswith(".py") or Path(module).expanduser().is_file()
-    model.module_name = str(Path(module).expanduser().resolve()) if is_file else module
+    model.module_name = str(Path(module).expanduser().resolve()) if _is_file(module) else module
     model.factory_name = factory
     return model.to(map_location).eval()
 
@@ -181,7 +187,7 @@ def rebuild_python(record: dict[str, Any], *, class_names: tuple[str, ...], clas
                    source: str) -> PythonSegmenter:
     """Import the recorded module, call its factory again (with the recorded classes) and wrap the module; the
     caller loads the checkpoint's weights strictly over the factory's. Runs code named by a file: only reached
-    through ``rebuild_from_record(..., trust_code=True)`` (``--trust-code``); prints what it imports first."""
+    through the registry's rebuild with ``trust_code`` (``--trust-code``); prints what it imports first."""
     module, factory = str(record.get("module") or ""), str(record.get("factory") or "")
     if not module or not factory or not factory.isidentifier():
         raise CheckpointError(f"{source}: the python: record lacks a valid module or factory (corrupt checkpoint)")
@@ -193,3 +199,49 @@ def rebuild_python(record: dict[str, Any], *, class_names: tuple[str, ...], clas
     model.module_name, model.factory_name = module, factory
     model.spec = str(record.get("spec") or source)
     return model
+
+
+def _shown(value: Any) -> str:
+    """A value read from a file, quoted on one line for a message (at most 120 characters)."""
+    text = repr(str(value))
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def untrusted_code_error(record: dict[str, Any], source: str) -> CheckpointError:
+    """The refusal of a checkpoint that records a ``python:`` model (its code is never run on the file's word)."""
+    return CheckpointError(
+        f"{source} was saved from a python: model and names code to import (module {_shown(record.get('module'))}, "
+        f"factory {_shown(record.get('factory'))}); denseood never runs code named by a file. If you trust that "
+        f"code, name it yourself: --checkpoint python:MODULE:FACTORY --weights {source} (or add --trust-code)")
+
+
+# ------------------------------------------------------------------------------------------ the registry's row
+def _parse(spec: str, rest: str) -> tuple[str, ...]:
+    module, sep, factory = rest.rpartition(":")
+    if not sep or not module or not factory or not factory.isidentifier():
+        raise ConfigError(f"model spec {spec!r} must be python:MODULE:FACTORY (FACTORY a function name)")
+    return module, factory
+
+
+def _load(parts: tuple[str, ...], *, map_location: Any, num_classes: int | None, class_set: str | None,
+          weights: str | Path | None = None, **_: Any) -> PythonSegmenter:
+    """``load_python``, then the ``--weights`` file (a checkpoint of this model or a bare state dict) strictly."""
+    model = load_python(*parts, map_location=map_location, num_classes=num_classes, class_set=class_set)
+    return model if weights is None else load_weights_file(model, weights, map_location=map_location)
+
+
+def _rebuild(meta: dict[str, Any], *, class_set: str | None, source: str, trust_code: bool = False,
+             **_: Any) -> PythonSegmenter:
+    if not trust_code:
+        raise untrusted_code_error(meta["external"], source)
+    return rebuild_python(meta["external"], class_names=tuple(meta["class_names"]), class_set=class_set,
+                          source=source)
+
+
+def _describe(spec: str, parts: tuple[str, ...], model: PythonSegmenter) -> ModelOrigin:
+    return origin_of("python", spec, model, model.module_name if _is_file(parts[0]) else None, module=parts[0],
+                     factory=parts[1], weights=model.checkpoint_path)
+
+
+SOURCE = Source("python", "python:MODULE:FACTORY (MODULE a dotted name or a .py file; FACTORY() returns an "
+                "nn.Module)", _parse, _load, _rebuild, _describe, takes_weights=True, runs_code=True)

@@ -20,6 +20,7 @@ import torch.nn as nn
 from ...errors import CheckpointError, ConfigError
 from ...io import safe_torch_load
 from ..base import IMAGENET_MEAN, IMAGENET_STD, SegmenterBase, check_finite, match_classes, state_dict_mismatch
+from ..origin import ModelOrigin, Source, origin_of
 
 #: NAME -> state-dict key of the final classifier weight (its first dimension is the number of classes)
 MODELS: dict[str, str] = {
@@ -116,3 +117,29 @@ def load_torchvision(name: str, path: str, *, map_location: Any = "cpu", num_cla
     net.load_state_dict(sd, strict=True)
     return TorchvisionSegmenter(net, name=name, class_names=names, class_set=cset,
                                 source=f"torchvision:{name}:{p}").to(map_location).eval()
+
+
+# ------------------------------------------------------------------------------------------ the registry's row
+def _parse(spec: str, rest: str) -> tuple[str, ...]:
+    name, sep, path = rest.partition(":")
+    if not sep or not name or not path:
+        raise ConfigError(f"model spec {spec!r} must be torchvision:NAME:STATE_DICT.pth")
+    return name, path
+
+
+def _load(parts: tuple[str, ...], *, map_location: Any, num_classes: int | None, class_set: str | None,
+          **_: Any) -> TorchvisionSegmenter:
+    return load_torchvision(*parts, map_location=map_location, num_classes=num_classes, class_set=class_set)
+
+
+def _rebuild(meta: dict[str, Any], *, class_set: str | None, source: str, **_: Any) -> TorchvisionSegmenter:
+    return rebuild_torchvision(meta["external"], class_names=tuple(meta["class_names"]), class_set=class_set,
+                               source=source)
+
+
+def _describe(spec: str, parts: tuple[str, ...], model: TorchvisionSegmenter) -> ModelOrigin:
+    return origin_of("torchvision", spec, model, str(Path(parts[1]).expanduser()), name=parts[0])
+
+
+SOURCE = Source("torchvision", "torchvision:NAME:STATE_DICT.pth (NAME e.g. deeplabv3_resnet50, "
+                "lraspp_mobilenet_v3_large)", _parse, _load, _rebuild, _describe)

@@ -24,22 +24,43 @@ def test_growth_is_the_rss_slope_between_smallest_and_largest():
     assert growth(rows[:1]) is None
 
 
-def test_bench_segment_rows_new_and_legacy(tmp_path, capsys):
+def test_bench_segment_rows_banded_and_full_logits(tmp_path, capsys):
     out = tmp_path / "b.json"
-    rc = cli_main(["bench", "segment", "--sizes", "0.004,0.01", "--legacy-max-mp", "0.005", "--train-size", "32x64",
+    rc = cli_main(["bench", "segment", "--sizes", "0.004,0.01", "--full-logits-max-mp", "0.005", "--train-size", "32x64",
                    "--json", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())
     got = [(r["variant"], r["size"]) for r in res["rows"]]
-    assert got == [("new", "63x63"), ("legacy", "63x63"), ("new", "100x100")]
+    assert got == [("banded", "63x63"), ("full-logits", "63x63"), ("banded", "100x100")]
     for r in res["rows"]:
         assert "error" not in r, r
         assert r["peak_rss_mb"] > 50 and r["seconds"] > 0 and r["objects"] >= 0 and r["pixels"] == int(r["size"].split("x")[0]) ** 2
-    new = [r for r in res["rows"] if r["variant"] == "new"]
-    assert res["growth_bytes_per_pixel"]["new"] == pytest.approx(growth(new))
-    assert res["growth_bytes_per_pixel"]["legacy"] is None
+    banded = [r for r in res["rows"] if r["variant"] == "banded"]
+    assert res["growth_bytes_per_pixel"]["banded"] == pytest.approx(growth(banded))
+    assert res["growth_bytes_per_pixel"]["full-logits"] is None
     text = capsys.readouterr().out
-    assert "growth (new)" in text and "bytes per input pixel" in text
+    assert "growth (banded)" in text and "bytes per input pixel" in text
+
+
+def test_full_logits_child_scores_in_one_band(tmp_path, monkeypatch):
+    """The baseline child sets Inference.tile_elements so that one band covers every row (full-size logits); the
+    banded child keeps the shipped value. Neither needs code outside the bench."""
+    import denseood.commands.bench.segment as B
+    from denseood.infer import Inference
+
+    src = B._CHILD
+    assert "_LEGACY" not in src and "Inference.tile_elements = " in src
+    ns: dict = {}
+    for full in ("0", "1"):
+        monkeypatch.setattr(Inference, "tile_elements", Inference.tile_elements)
+        prelude = src[:src.index("t = time.perf_counter()")]
+        monkeypatch.setattr("sys.argv", ["-c", "img", "ck", "out", full, "64"])
+        exec(prelude, ns)
+        ns[full] = Inference.tile_elements
+    assert ns["0"] == 2 ** 22
+    assert ns["1"] >= 8 * 19 * 8000 * 8000  # batch 8, 19 classes, 64 MP: still one band
+    monkeypatch.undo()
+    assert Inference.tile_elements == 2 ** 22
 
 
 def test_bench_segment_rejects_bad_sizes():
