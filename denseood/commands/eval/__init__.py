@@ -38,14 +38,8 @@ submission/anomaly_p/<method>/<dataset>/<frame id>.hdf5 (float16, dataset 'value
 Run under torchrun for a multi-GPU evaluation (each rank scores its share; the metrics are reduced)."""
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = add_verb(subparsers, "eval", help="evaluate anomaly scores (and S2M) on a benchmark", description=DESCRIPTION)
-    p.add_argument("--dataset", required=True, help=f"benchmark reader: {' | '.join(DATASETS)}")
-    p.add_argument("--root", required=True, help="dataset root in its official layout")
-    p.add_argument("--split", default=None, help="split name (default: the benchmark's validation split)")
-    p.add_argument("--checkpoint", default=None,
-                   help="the model: denseood checkpoint .pt | hf:DIR | torchvision:NAME:FILE | python:MODULE:FACTORY (exactly one of --checkpoint / --maps)")
-    add_code_options(p)
+def _add_map_options(p: argparse.ArgumentParser) -> None:
+    """--maps DIR and how its files are read."""
     p.add_argument("--maps", default=None,
                    help="folder of precomputed anomaly maps, one <frame id>.{npy,npz,h5,hdf5,png,tif} per frame, "
                         "scored instead of a checkpoint (the score is named after the folder)")
@@ -54,6 +48,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--maps-offset", type=finite_float, default=0.0, help="PNG/TIFF maps: offset added after the scale")
     p.add_argument("--maps-higher-is-anomalous", default="true", choices=("true", "false"),
                    help="false: lower map values mean more anomalous (the sign is flipped)")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = add_verb(subparsers, "eval", help="evaluate anomaly scores (and S2M) on a benchmark", description=DESCRIPTION)
+    p.add_argument("--dataset", required=True, help=f"benchmark reader: {' | '.join(DATASETS)}")
+    p.add_argument("--root", required=True, help="dataset root in its official layout")
+    p.add_argument("--split", default=None, help="split name (default: the benchmark's validation split)")
+    p.add_argument("--checkpoint", default=None,
+                   help="the model: denseood checkpoint .pt | hf:DIR | torchvision:NAME:FILE | python:MODULE:FACTORY (exactly one of --checkpoint / --maps)")
+    add_code_options(p)
+    _add_map_options(p)
     p.add_argument("--score", default=None,
                    help=score_help("comma-separated score names, not with --maps", default=True))
     add_out(p, "results.json, results.md, curves")
