@@ -43,7 +43,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_out(p, "overlays/, masks/, objects.json")
     p.add_argument("--score", default=DEFAULT_SCORE, help=score_help("anomaly score the prompts are taken from"))
     p.add_argument("--prompter", default="auto",
-                   help="learned | peak | auto (learned when the checkpoint holds one) | PATH of a prompter file")
+                   help="learned | peak | auto (learned when the checkpoint holds one) | points[:N[:Q]] (UGainS-style "
+                        "point prompts) | PATH of a prompter file")
+    p.add_argument("--objects", choices=("s2m", "queries"), default="s2m",  # issue 21
+                   help="s2m: prompter + mask model; queries: a mask transformer's own query masks (hf: universal models)")
     p.add_argument("--prompt-model", default="grabcut",
                    help="mask backend: grabcut (OpenCV, no weights) | sam:TYPE:PATH (segment-anything checkpoint)")
     add_dtype(p)
@@ -66,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
                              prompt_model=args.prompt_model, device=args.device, dtype=args.dtype,
                              batch_size=args.batch_size, input_size=args.input_size, overwrite=args.overwrite,
                              max_pixels=args.max_pixels, work_size=args.work_size, weights=args.weights,
-                             trust_code=args.trust_code, threshold_from=args.threshold_from)  # issue 23
+                             trust_code=args.trust_code, threshold_from=args.threshold_from,  # issue 23
+                             objects=args.objects)  # issue 21
     print(f"segmented {summary['segmented']} of {summary['images']} images, {summary['objects']} objects -> "
           f"{summary['out']} (overlays/, masks/, objects.json)")
     if summary["failed"]:
@@ -197,7 +201,8 @@ def segment_images(images: Sequence[str | Path], checkpoint_or_model: Any, out: 
                    batch_size: int = 2, input_size: Any = "model", overwrite: bool = False,
                    progress: bool = True, max_pixels: float | None = MAX_PIXELS, work_size: int | None = WORK_SIZE,
                    weights: str | Path | None = None, trust_code: bool = False,
-                   threshold_from: str | Path | None = None) -> dict:  # issue 23: anomaly_masks/ at its threshold
+                   threshold_from: str | Path | None = None,  # issue 23: anomaly_masks/ at its threshold
+                   objects: str = "s2m") -> dict:  # issue 21: "queries" = denseood.s2m.queries.QueryObjects
     """Segment OOD objects in ``images`` (files or folders) and write the outputs of the module docstring to ``out``.
 
     checkpoint_or_model: a ``load_model`` spec or a Segmenter; weights / trust_code: as in ``load_model``. prompter / prompt_model / score / device / dtype: as in
@@ -235,7 +240,7 @@ def segment_images(images: Sequence[str | Path], checkpoint_or_model: Any, out: 
         summary = _segment(run.dir, paths, stems, checkpoint_or_model, score=score, prompter=prompter,
                            prompt_model=prompt_model, device=device, dtype=dtype, batch_size=int(batch_size),
                            input_size=input_size, progress=progress, max_pixels=max_pixels, work_size=work_size,
-                           spec=spec, threshold=threshold)  # issue 23
+                           spec=spec, threshold=threshold, objects=objects)  # issue 23, 21
         run.commit({"verb": "segment", "model": {"spec": str(spec) if spec is not None else type(
             checkpoint_or_model).__name__}, "images": len(paths)})
     return {**summary, "out": out}
@@ -279,7 +284,7 @@ def _run_chunk(s2m: Any, chunk: list[tuple[Path, str]], failed: list[tuple[Path,
 def _segment(stage: Path, paths: list[Path], stems: list[str], checkpoint_or_model: Any, *, score: str,
              prompter: str, prompt_model: str, device: Any, dtype: Any, batch_size: int, input_size: Any,
              progress: bool, max_pixels: float | None, work_size: int | None,
-             spec: str | Path | None = None, threshold: float | None = None) -> dict:  # issue 23
+             spec: str | Path | None = None, threshold: float | None = None, objects: str = "s2m") -> dict:  # issue 23, 21
     """The work of :func:`segment_images`, writing into the staging folder ``stage``."""
     import numpy as np
     from tqdm import tqdm
@@ -288,9 +293,15 @@ def _segment(stage: Path, paths: list[Path], stems: list[str], checkpoint_or_mod
     from ..s2m.pipeline import build_s2m
 
     out = stage
-    s2m = build_s2m(checkpoint_or_model, prompter, prompt_model, device, dtype, score, checkpoint=spec,
-                    input_size=input_size_option(input_size), batch_size=batch_size, max_pixels=max_pixels,
-                    work_size=None if _LEGACY else work_size)
+    if objects == "queries":  # issue 21: no prompter, no mask model
+        from ..s2m.queries import build_query_objects
+
+        s2m = build_query_objects(checkpoint_or_model, device, dtype, score, input_size=input_size_option(input_size),
+                                  batch_size=batch_size, max_pixels=max_pixels)
+    else:
+        s2m = build_s2m(checkpoint_or_model, prompter, prompt_model, device, dtype, score, checkpoint=spec,
+                        input_size=input_size_option(input_size), batch_size=batch_size, max_pixels=max_pixels,
+                        work_size=None if _LEGACY else work_size)
     if _LEGACY:  # the bench's "before" row: full-resolution logits in this S2M's own engine (no class state)
         s2m._inference().tile_elements = None
     (out / "overlays").mkdir(parents=True, exist_ok=True)

@@ -142,3 +142,16 @@ def test_segment_cli_points_on_smp_checkpoint(tmp_path, rng, capsys, ckpt):
     assert main(base + ["--prompter", "points:0", "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err.strip()
     assert "integer > 0" in err and len(err.splitlines()) == 1
+
+
+def test_eval_s2m_prompter_points(tmp_path, ckpt):
+    """`eval --s2m --prompter points:N:Q` on an smp checkpoint: the S2M rows are written."""
+    from denseood.data.synthetic import write
+
+    write(tmp_path / "synthetic", n_train=1, n_val=2, seed=0, size=(64, 128))
+    out = tmp_path / "out"
+    assert main(["eval", "--dataset", "synthetic", "--root", str(tmp_path / "synthetic"), "--checkpoint", str(ckpt),
+                 "--score", "jsd", "--device", "cpu", "--workers", "0", "--protocol", "exact", "--bootstrap", "0",
+                 "--s2m", "--prompter", "points:10:0.9", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["s2m"]["s2m"]["n_images"] == 2 and 0.0 <= res["s2m"]["s2m"]["iou"] <= 1.0

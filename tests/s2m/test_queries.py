@@ -114,3 +114,57 @@ def test_logit_models_are_refused_in_one_line(tmp_path, ckpt, no_network):
         assert "--objects queries needs a mask-transformer model" in msg and "\n" not in msg
     with pytest.raises(ConfigError, match="has no queries"):
         seg.query_logits(torch.zeros(1, 3, 32, 32))
+
+
+def test_segment_cli_objects_queries(m2f, tmp_path, ckpt, capsys, no_network):
+    """`segment --objects queries` writes objects (full-resolution masks, confidences in [0, 1]) and overlays for a
+    tiny HF Mask2Former; on an smp checkpoint it is a one-line error."""
+    import json
+
+    from denseood.cli import main
+    from denseood.io import read_image, read_label, write_image
+
+    _, d = m2f
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(1)
+    for name, hw in {"a.png": (60, 90), "b.png": (45, 70)}.items():
+        write_image(imgs / name, rng.integers(0, 256, (*hw, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    base = ["segment", "--images", str(imgs), "--objects", "queries", "--device", "cpu", "--dtype", "fp32",
+            "--score", "rba"]
+    assert main(base + ["--checkpoint", f"hf:{d}", "--out", str(out)]) == 0
+    recs = [json.loads(x) for x in (out / "objects.json").read_text().splitlines()]
+    assert len(recs) == 2 and sum(len(r["ids"]) for r in recs) >= 1
+    for r in recs:
+        stem = Path(r["image"]).stem
+        m = read_label(out / "masks" / f"{stem}.png")
+        assert list(m.shape) == r["size"] and int(m.max()) == len(r["ids"])
+        assert r["areas"] == [int((m == i).sum()) for i in r["ids"]]
+        assert all(0.0 <= s <= 1.0 for s in r["scores"])
+        assert read_image(out / "overlays" / f"{stem}.png").shape[:2] == tuple(r["size"])
+    capsys.readouterr()
+    assert main(base + ["--checkpoint", str(ckpt), "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--objects queries needs a mask-transformer model" in err and len(err.splitlines()) == 1
+
+
+def test_eval_s2m_objects_queries(tmp_path, capsys, no_network):
+    """`eval --s2m --objects queries` scores query objects in the S2M rows; --objects without --s2m is refused."""
+    import json
+
+    from denseood.cli import main
+    from denseood.data.synthetic import write
+
+    write(tmp_path / "synthetic", n_train=1, n_val=2, seed=0, size=(48, 96))
+    tiny_mask2former(tmp_path / "m2f19", num_labels=19, logit_scale=30.0)
+    argv = ["eval", "--dataset", "synthetic", "--root", str(tmp_path / "synthetic"), "--checkpoint",
+            f"hf:{tmp_path / 'm2f19'}", "--score", "rba", "--device", "cpu", "--workers", "0", "--protocol",
+            "exact", "--bootstrap", "0", "--objects", "queries"]
+    assert main(argv + ["--s2m", "--out", str(tmp_path / "out")]) == 0
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["s2m_score"] == "rba" and res["s2m"]["s2m"]["n_images"] == 2
+    assert 0.0 <= res["s2m"]["s2m"]["iou"] <= 1.0
+    capsys.readouterr()
+    assert main(argv + ["--out", str(tmp_path / "bad")]) == 2
+    assert "add --s2m" in capsys.readouterr().err

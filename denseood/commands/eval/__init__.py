@@ -96,6 +96,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--s2m", action="store_true", help="also evaluate S2M object masks")
     p.add_argument("--prompter", default="auto", help="learned | peak | auto (learned when the denseood checkpoint holds one, else peak) | a prompter file")
     p.add_argument("--prompt-model", default="grabcut", help="grabcut | sam:TYPE:PATH")
+    p.add_argument("--objects", choices=("s2m", "queries"), default="s2m",  # issue 21
+                   help="--s2m objects: s2m (prompter + mask model) | queries (a mask transformer's own query masks)")
     p.add_argument("--bootstrap", type=nonnegative_int, default=1000, metavar="B",  # issue 23
                    help="95 %% intervals (ci95) from B frame resamples (fixed seed); 0 turns them off")
     p.add_argument("--threshold-from", default=None, metavar="FILE",  # issue 23
@@ -144,5 +146,6 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights, trust_code=args.trust_code,
         scores=args.score or DEFAULT_SCORE, dtype=args.dtype, device=args.device, input_size=args.input_size,
         sliding_window=args.sliding_window, overlap=args.overlap, flip=args.flip, compile=args.compile,
-        max_pixels=args.max_pixels, s2m=args.s2m, prompter=args.prompter, prompt_model=args.prompt_model, **common)
+        max_pixels=args.max_pixels, s2m=args.s2m, prompter=args.prompter, prompt_model=args.prompt_model,
+        objects=args.objects, **common)  # issue 21
     return 0

@@ -316,7 +316,7 @@ def evaluate_checkpoint(*, dataset: str, root: str | os.PathLike, checkpoint: st
                         protocol: str | None = None, input_size: str | tuple[int, int] | None = None,
                         sliding_window: str | tuple[int, int] | None = None,
                         min_segment_size: int | None = None, min_instance_size: int | None = None,
-                        s2m: bool = False, prompter: str = "auto", prompt_model: str = "grabcut",
+                        s2m: bool = False, prompter: str = "auto", prompt_model: str = "grabcut", objects: str = "s2m",
                         device: str | torch.device = "auto", dtype: str = "auto", overwrite: bool = False,
                         echo: bool = False, streethazards_unlabeled: str | None = None,
                         weights: str | os.PathLike | None = None, trust_code: bool = False, **kwargs: Any) -> dict:
@@ -326,7 +326,8 @@ def evaluate_checkpoint(*, dataset: str, root: str | os.PathLike, checkpoint: st
     input_size: None = the checkpoint's training size, "full" = the image size, "HxW" or (h, w);
     sliding_window: "HxW" / (h, w) window for full-resolution sliding-window inference (excludes input_size).
     min_segment_size / min_instance_size: component-metric sizes (None = the benchmark's). s2m: also evaluate
-    S2M object masks (prompter: learned|peak|auto, prompt_model: grabcut | sam:TYPE:PATH).
+    S2M object masks (prompter: learned|peak|auto|points[:N[:Q]], prompt_model: grabcut | sam:TYPE:PATH; objects
+    "queries": a mask transformer's own query masks instead, :mod:`denseood.s2m.queries`).
     streethazards_unlabeled: "inlier" (official, the reader's default) or "void": how the StreetHazards OOD mask
     treats "unlabeled" pixels (only for dataset "streethazards"; see docs/metrics.md). weights / trust_code: as in
     ``load_model`` (a checkpoint never imports code without ``trust_code``). echo: print the
@@ -358,6 +359,8 @@ def evaluate_checkpoint(*, dataset: str, root: str | os.PathLike, checkpoint: st
     from denseood.infer.util import MAX_PIXELS, check_network_sizes
 
     check_network_sizes(kwargs.get("max_pixels", MAX_PIXELS), size, sliding)   # before any data or model is loaded
+    if objects != "s2m" and not s2m:  # issue 21
+        raise ConfigError(f"--objects {objects} chooses the objects of --s2m; add --s2m")
     if streethazards_unlabeled is not None and dataset != "streethazards":
         raise ConfigError(f"--streethazards-unlabeled applies to --dataset streethazards, not {dataset!r}")
     started = dist.init_from_env()
@@ -370,7 +373,11 @@ def evaluate_checkpoint(*, dataset: str, root: str | os.PathLike, checkpoint: st
         model = load_model(checkpoint, map_location="cpu", num_classes=ds.num_classes, class_set=ds.class_set,
                            weights=weights, trust_code=trust_code)
         pipeline = None
-        if s2m:
+        if s2m and objects == "queries":  # issue 21
+            from denseood.s2m.queries import build_query_objects
+
+            pipeline = build_query_objects(model, dist.resolve_device(device), dtype, scores, input_size=size)
+        elif s2m:
             from denseood.s2m.pipeline import build_s2m
 
             pipeline = build_s2m(model, prompter, prompt_model, dist.resolve_device(device), dtype, scores,
