@@ -52,8 +52,9 @@ class S2MResult:
     boxes: (N,4) float32 xyxy tight boxes of the masks (x1, y1 exclusive). scores: (N,) float32 object
         confidences in [0,1]: the confidence of the prompt the mask came from (``Prompts.confidence``; the
         object protocols' score), or the prompter's ``mask_confidence(map, masks)`` when it has one (the point
-        prompter: the mean normalised score inside the mask). raw_scores: (N,) float32 mean raw anomaly inside the full mask (any sign, e.g.
-        negative for jsd); objects are ordered, NMS-ed and painted into ``refined_map`` by raw_scores.
+        prompter: the mean normalised score inside the mask). raw_scores: (N,) float32 mean raw anomaly inside
+        the full mask (any sign, e.g. negative for jsd); objects are ordered and NMS-ed by raw_scores (by scores
+        for a prompter with ``mask_confidence``) and painted into ``refined_map`` with their raw_scores.
         quality: (N,) mask-model quality. anomaly_map: (H,W) float32 raw.
     refined_map: (H,W) float32 (see the module docstring). prompts: the prompts given to the mask model.
     timing: seconds per stage ("segmenter" (amortised over the batch), "prompts", "masks", "post", "total").

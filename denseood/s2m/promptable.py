@@ -41,7 +41,8 @@ class PromptableSegmenter(Protocol):
     (``Prompts.meta["point_only"]``): a backend that can then drop the boxes does so (SAM).
     """
 
-    def predict(self, image: np.ndarray, boxes: np.ndarray, points: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, image: np.ndarray, boxes: np.ndarray, points: Any = None,
+                point_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
         ...
 
 
@@ -208,7 +209,8 @@ class GrabCutBackend:
     def predict(self, image: np.ndarray, boxes: np.ndarray, points: Any = None,
                 point_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """See the class doc. point_only is accepted for the S2M contract and changes nothing: GrabCut always
-        needs a rectangle (point prompters give a window around each point, e.g. :func:`~denseood.s2m.points.point_window`)."""
+        needs a rectangle (the point prompter gives a window around each point,
+        :func:`~denseood.s2m.points.point_window`)."""
         image, boxes, coords, labels = _check_inputs(image, boxes, points)
         h, w = image.shape[:2]
         masks = np.zeros((len(boxes), h, w), bool)

@@ -110,8 +110,10 @@ class QueryObjects:
                               f"got {nms_iou}, {mask_threshold}, {known_threshold}")
         if int(min_area) < 1:
             raise ConfigError(f"query objects: min_area must be >= 1 pixel, got {min_area}")
-        self.maps = S2M(model, None, None, score=score, device=device, dtype=dtype, input_size=input_size,  # type: ignore[arg-type]
-                        batch_size=batch_size, work_size=None, max_pixels=max_pixels, outside_weight=outside_weight)
+        # the anomaly maps: S2M's engine and batching (no prompter, no mask model)
+        self.maps = S2M(model, None, None, score=score, device=device, dtype=dtype,  # type: ignore[arg-type]
+                        input_size=input_size, batch_size=batch_size, work_size=None, max_pixels=max_pixels,
+                        outside_weight=outside_weight)
         self.score = self.maps.score
         self.model = model
         self.rule = {"mask_threshold": float(mask_threshold), "known_threshold": float(known_threshold),
@@ -151,7 +153,8 @@ class QueryObjects:
                          prompts=prompts, raw_scores=raw,
                          timing={"segmenter": 0.0, "prompts": 0.0, "masks": t1 - t0, "post": t2 - t1, "total": t2 - t0})
 
-    def __call__(self, images: Sequence[np.ndarray] | np.ndarray, names: Sequence[str] | None = None) -> list[S2MResult]:
+    def __call__(self, images: Sequence[np.ndarray] | np.ndarray,
+                 names: Sequence[str] | None = None) -> list[S2MResult]:
         """uint8 (H,W,3) images (or one, or a (B,H,W,3) array) -> one :class:`S2MResult` each."""
         if isinstance(images, np.ndarray):
             images = [images] if images.ndim == 3 else list(images)
