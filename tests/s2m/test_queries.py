@@ -168,3 +168,32 @@ def test_eval_s2m_objects_queries(tmp_path, capsys, no_network):
     capsys.readouterr()
     assert main(argv + ["--out", str(tmp_path / "bad")]) == 2
     assert "add --s2m" in capsys.readouterr().err
+
+
+def test_submit_oodis_objects_queries(m2f, tmp_path, no_network):
+    """`submit oodis --objects queries` writes every frame's query masks at the frame's size, confidences in
+    [0, 1] in decreasing order (or the 1-pixel dummy at 0)."""
+    from PIL import Image
+
+    from denseood.cli import main
+    from denseood.data.oodis import read_expected_files
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "commands"))
+    from oodis_tree import SIZES, subset, write_expected, write_trees
+
+    _, d = m2f
+    exp = subset(read_expected_files(), 2)
+    laf, smiyc = write_trees(tmp_path, exp)
+    out = tmp_path / "out"
+    assert main(["submit", "oodis", "--laf", str(laf), "--smiyc", str(smiyc), "--checkpoint", f"hf:{d}", "--out",
+                 str(out), "--device", "cpu", "--expected-files", str(write_expected(tmp_path / "exp.txt", exp)),
+                 "--objects", "queries", "--score", "rba", "--input-size", "64x128"]) == 0
+    txts = sorted((out / "oodis").glob("*/*.txt"))
+    assert len(txts) == 6
+    for txt in txts:
+        lines = txt.read_text().splitlines()
+        conf = [float(x.split(" ")[2]) for x in lines]
+        assert lines and conf == sorted(conf, reverse=True) and all(0.0 <= c <= 1.0 for c in conf)
+        for x in lines:
+            with Image.open(txt.parent / x.split(" ")[0]) as im:
+                assert (im.height, im.width) == SIZES[txt.parent.name]
