@@ -15,6 +15,10 @@ Rules follow kumuji/ugains (``ugains/models/sampler.py``: ``NLSSampler``; ``ugai
 - confidence of a mask = the mean NORMALISED anomaly score inside it (:func:`mask_confidence`; UGainS ranks by
   the mean raw NLS score, which lies in [-1, 0]; the normalisation puts any score in [0, 1]).
 
+Where the quantile falls inside the inliers' noise (objects smaller than 1 - Q of the frame), the points spread
+over that noise too: those masks get low confidences, but an object smaller than the point spacing (about
+sqrt(candidate area / N)) can get no point; raise Q or N for small objects.
+
 GrabCut needs a rectangle, which a single point does not give: the prompt's box is the bounding box of the
 candidates' 8-connected component that holds the point (:func:`point_window`), so GrabCut is seeded at the point
 (a definite-foreground disc) inside the region the point was sampled from. SAM ignores that box
