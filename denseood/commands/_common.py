@@ -133,3 +133,25 @@ def config_argv(parser: argparse.ArgumentParser, data: object, source: str) -> l
         elif value is not None:
             argv += [flag, str(value)]
     return argv
+
+
+#: where --s2m / segment objects come from (issue 21): "s2m" = prompter + mask model (denseood.s2m.pipeline),
+#: "queries" = a mask transformer's own query masks (denseood.s2m.queries; hf: universal models)
+OBJECT_ROUTES = ("s2m", "queries")
+
+
+def add_objects(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--objects", choices=OBJECT_ROUTES, default="s2m",
+                   help="s2m: prompter + mask model; queries: a mask transformer's own query masks (hf: universal "
+                        "models; no prompter, no mask model)")
+
+
+def check_objects(objects: str, s2m: bool = True) -> None:
+    """ConfigError unless ``objects`` is one of OBJECT_ROUTES (and, for eval, --s2m is on)."""
+    from ..errors import ConfigError
+
+    if objects not in OBJECT_ROUTES:
+        raise ConfigError(f"--objects {objects!r}: use one of {', '.join(OBJECT_ROUTES)}")
+    if objects != "s2m" and not s2m:
+        raise ConfigError(f"--objects {objects} chooses the objects of --s2m; add --s2m")
+

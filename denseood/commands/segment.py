@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..scores.names import DEFAULT_SCORE, score_help
-from ._common import (add_code_options, add_config, add_device, add_dtype, add_out, add_verb, nonnegative_int,
+from ._common import (add_code_options, add_config, add_objects, check_objects, add_device, add_dtype, add_out, add_verb, nonnegative_int,
                       parse_input_size, positive_float, positive_int)
 
 #: default of --max-pixels (= denseood.infer.MAX_PIXELS; kept here so the top level imports no torch)
@@ -42,7 +42,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_out(p, "overlays/, masks/, objects.json")
     p.add_argument("--score", default=DEFAULT_SCORE, help=score_help("anomaly score the prompts are taken from"))
     p.add_argument("--prompter", default="auto",
-                   help="learned | peak | auto (learned when the checkpoint holds one) | PATH of a prompter file")
+                   help="learned | peak | auto (learned when the checkpoint holds one) | points[:N[:Q]] (UGainS-style "
+                        "point prompts) | PATH of a prompter file")
+    add_objects(p)
     p.add_argument("--prompt-model", default="grabcut",
                    help="mask backend: grabcut (OpenCV, no weights) | sam:TYPE:PATH (segment-anything checkpoint)")
     add_dtype(p)
@@ -93,6 +95,7 @@ class SegmentOptions:
     score: Any = DEFAULT_SCORE
     prompter: str = "auto"
     prompt_model: str = "grabcut"
+    objects: str = "s2m"
     device: Any = "auto"
     dtype: Any = "auto"
     batch_size: int = 2
@@ -117,6 +120,7 @@ class SegmentOptions:
 
         if isinstance(self.batch_size, bool) or int(self.batch_size) != self.batch_size or self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_objects(self.objects)
         self.out = check_out_dir(self.out, self.overwrite)
         names = parse_scores(self.score)  # a bad --score fails before any image is read and before --out is created
         self.score = names[0] if len(names) == 1 else names
@@ -135,7 +139,7 @@ class SegmentOptions:
     def from_args(cls, args: argparse.Namespace) -> "SegmentOptions":
         """The options of a parsed ``denseood segment`` command line."""
         same = ("images", "checkpoint", "out", "score", "prompter", "prompt_model", "device", "dtype", "batch_size",
-                "input_size", "overwrite", "max_pixels", "work_size", "weights", "trust_code", "threshold_from")
+                "input_size", "overwrite", "max_pixels", "work_size", "weights", "trust_code", "threshold_from", "objects")
         return cls(**{k: getattr(args, k) for k in same})
 
 
@@ -317,9 +321,15 @@ def _segment(stage: Path, opts: SegmentOptions, model: Any, spec: str | Path | N
     from ..io import atomic_write_text, write_png
     from ..s2m.pipeline import build_s2m
 
-    s2m = build_s2m(model, opts.prompter, opts.prompt_model, opts.device, opts.dtype, opts.score, checkpoint=spec,
-                    input_size=opts.input_size, batch_size=opts.batch_size, max_pixels=opts.max_pixels,
-                    work_size=opts.work_size)
+    if opts.objects == "queries":  # no prompter, no mask model: the mask transformer's own query masks
+        from ..s2m.queries import build_query_objects
+
+        s2m = build_query_objects(model, opts.device, opts.dtype, opts.score, input_size=opts.input_size,
+                                  batch_size=opts.batch_size, max_pixels=opts.max_pixels)
+    else:
+        s2m = build_s2m(model, opts.prompter, opts.prompt_model, opts.device, opts.dtype, opts.score,
+                        checkpoint=spec, input_size=opts.input_size, batch_size=opts.batch_size,
+                        max_pixels=opts.max_pixels, work_size=opts.work_size)
     (stage / "overlays").mkdir(parents=True, exist_ok=True)
     (stage / "masks").mkdir(parents=True, exist_ok=True)
     lines: list[str] = []

@@ -36,6 +36,7 @@ from ..errors import ConfigError
 from ..scores.names import DEFAULT_SCORE
 from .learned import LearnedPrompter
 from .promptable import PromptableSegmenter, build_prompt_model, resolve_dtype
+from .points import PointPrompter
 from .prompts import PeakPrompter, Prompts
 
 
@@ -44,13 +45,16 @@ class S2MResult:
     """S2M output of one image.
 
     instances: (H,W) int32 (uint16 when the image was over the working size), 0 = background, ids 1..N in
-        descending ``raw_scores`` order; where masks overlap the object with the higher raw score wins.
+        descending ``raw_scores`` order (``scores`` order for a prompter with ``mask_confidence``, e.g. the
+        point prompter); where masks overlap the object earlier in that order wins.
         masks: (N,h,w) bool full masks (before overlap resolution), row i = id i+1, at the working size (h,w)
         = (H,W) unless the image was larger than ``work_size``; :meth:`full_masks` gives them at (H,W).
     boxes: (N,4) float32 xyxy tight boxes of the masks (x1, y1 exclusive). scores: (N,) float32 object
         confidences in [0,1]: the confidence of the prompt the mask came from (``Prompts.confidence``; the
-        object protocols' score). raw_scores: (N,) float32 mean raw anomaly inside the full mask (any sign, e.g.
-        negative for jsd); objects are ordered, NMS-ed and painted into ``refined_map`` by raw_scores.
+        object protocols' score), or the prompter's ``mask_confidence(map, masks)`` when it has one (the point
+        prompter: the mean normalised score inside the mask). raw_scores: (N,) float32 mean raw anomaly inside
+        the full mask (any sign, e.g. negative for jsd); objects are ordered and NMS-ed by raw_scores (by scores
+        for a prompter with ``mask_confidence``) and painted into ``refined_map`` with their raw_scores.
         quality: (N,) mask-model quality. anomaly_map: (H,W) float32 raw.
     refined_map: (H,W) float32 (see the module docstring). prompts: the prompts given to the mask model.
     timing: seconds per stage ("segmenter" (amortised over the batch), "prompts", "masks", "post", "total").
@@ -273,7 +277,8 @@ class S2M:
         prompts = self.prompter(a_w, im_w)
         t1 = time.perf_counter()
         if len(prompts):
-            masks, quality = self.mask_model.predict(im_w, prompts.boxes, (prompts.points, prompts.point_labels))
+            kw = {"point_only": True} if prompts.meta.get("point_only") else {}
+            masks, quality = self.mask_model.predict(im_w, prompts.boxes, (prompts.points, prompts.point_labels), **kw)
             masks = np.asarray(masks, bool)
         else:
             masks, quality = np.zeros((0, h, w), bool), np.zeros(0, np.float32)
@@ -283,7 +288,10 @@ class S2M:
         conf = np.clip(np.asarray(prompts.confidence, np.float32).reshape(-1), 0.0, 1.0)
         if len(conf) != len(masks):
             raise ConfigError(f"S2M: the mask model returned {len(masks)} masks for {len(conf)} prompts")
-        keep, inst = assemble(masks, obj, self.nms_iou, self.min_area)
+        rescore = getattr(self.prompter, "mask_confidence", None)   # point prompters: confidence from the mask
+        if rescore is not None:
+            conf = np.clip(np.asarray(rescore(a_w, masks), np.float32).reshape(-1), 0.0, 1.0)
+        keep, inst = assemble(masks, conf if rescore is not None else obj, self.nms_iou, self.min_area)
         masks, obj, conf = masks[keep], obj[keep], conf[keep]
         quality = np.asarray(quality, np.float32)[keep]
         boxes = mask_boxes(masks)
@@ -347,12 +355,15 @@ def _pick_score(score: str | Sequence[str], prompter: Any) -> str:
 
 def build_prompter(spec: str, extra: dict, score: str | Sequence[str], device: torch.device,
                    where: str = "the checkpoint") -> Any:
-    """"peak" | "learned" | "auto" | PATH of a prompter file -> a prompter (see :func:`build_s2m`).
+    """"peak" | "learned" | "auto" | "points[:N[:Q]]" (:class:`~denseood.s2m.points.PointPrompter`) | PATH of a
+    prompter file -> a prompter (see :func:`build_s2m`).
 
     score: the score name, or candidate names (the learned prompter's own score is chosen when among them)."""
     spec = str(spec)
     if spec == "peak":
         return PeakPrompter()
+    if spec == "points" or spec.startswith("points:"):
+        return PointPrompter.from_spec(spec)
     if spec in ("learned", "auto"):
         st = extra.get("prompter")
         if st is None:
@@ -366,7 +377,8 @@ def build_prompter(spec: str, extra: dict, score: str | Sequence[str], device: t
     elif spec.endswith((".pt", ".pth")) or Path(spec).is_file():
         prompter = LearnedPrompter.load(spec, device=device)
     else:
-        raise ConfigError(f"unknown --prompter {spec!r}; use learned, peak, auto or the path of a prompter file")
+        raise ConfigError(f"unknown --prompter {spec!r}; use learned, peak, auto, points[:N[:Q]] or the path of a "
+                          f"prompter file")
     score = _pick_score(score, prompter)
     if prompter.score_name != score:
         raise ConfigError(f"the learned prompter was trained on '{prompter.score_name}' maps but the score is "
@@ -383,7 +395,8 @@ def build_s2m(model: Any, prompter: str = "auto", prompt_model: str = "grabcut",
     model: a model (``SegmenterBase``) or a ``load_model`` spec (checkpoint .pt | hf:DIR | torchvision:NAME:FILE |
     python:MODULE:FACTORY). prompter: "learned" (the checkpoint's ``extra["prompter"]``,
     ConfigError when missing), "peak", "auto" (learned when present, else peak with a printed note) or the
-    path of a prompter file written by ``denseood train-prompter --out``. prompt_model: "grabcut" |
+    path of a prompter file written by ``denseood train-prompter --out``, or "points[:N[:Q]]" (UGainS-style point
+    prompts, :mod:`denseood.s2m.points`; S2M's ``nms_iou`` then defaults to 0.7). prompt_model: "grabcut" |
     "sam:TYPE:PATH". score: the anomaly score S2M runs on, or candidate names (e.g. the scores an evaluation
     computes): then the learned prompter's own score when it is among them, else ``jsd`` when present, else the
     first. checkpoint: where to read ``extra`` when ``model`` is a Segmenter object.
@@ -398,6 +411,8 @@ def build_s2m(model: Any, prompter: str = "auto", prompt_model: str = "grabcut",
     extra = _checkpoint_extra(model, checkpoint)
     where = f"checkpoint {checkpoint}" if checkpoint is not None else "the checkpoint"
     p = build_prompter(prompter, extra, score, dev, where)
+    if hasattr(p, "mask_nms_iou"):   # the point prompter's own mask-NMS IoU (0.7, UGainS) unless given
+        kw.setdefault("nms_iou", p.mask_nms_iou)
     score = _pick_score(score, p)
     names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
     mm = build_prompt_model(prompt_model, device=str(dev), dtype=names[dt])

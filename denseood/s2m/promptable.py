@@ -37,10 +37,12 @@ class PromptableSegmenter(Protocol):
 
     predict(image (H,W,3) uint8 RGB, boxes (N,4) float xyxy pixels, points None or (coords (N,K,2) float xy,
     labels (N,K) int 1 positive / 0 negative / -1 padding)) -> (masks (N,H,W) bool, quality (N,) float32,
-    higher = better). N may be 0.
+    higher = better). N may be 0. S2M passes ``point_only=True`` (keyword) only for point prompters
+    (``Prompts.meta["point_only"]``): a backend that can then drop the boxes does so (SAM).
     """
 
-    def predict(self, image: np.ndarray, boxes: np.ndarray, points: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, image: np.ndarray, boxes: np.ndarray, points: Any = None,
+                point_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
         ...
 
 
@@ -146,9 +148,13 @@ class SamBackend:
         return sam
 
     @torch.no_grad()
-    def predict(self, image: np.ndarray, boxes: np.ndarray, points: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """See the module doc. Returns masks (N,H,W) bool and quality (N,) float32 (SAM's predicted IoU)."""
+    def predict(self, image: np.ndarray, boxes: np.ndarray, points: Any = None,
+                point_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """See the module doc. Returns masks (N,H,W) bool and quality (N,) float32 (SAM's predicted IoU).
+        point_only: prompt with the points alone (the boxes are not given to SAM; UGainS' point prompts)."""
         image, boxes, coords, labels = _check_inputs(image, boxes, points)
+        if point_only and coords is None:
+            raise ConfigError("SamBackend: point_only prompts need points")
         h, w = image.shape[:2]
         if len(boxes) == 0:
             return np.zeros((0, h, w), bool), np.zeros(0, np.float32)
@@ -158,7 +164,8 @@ class SamBackend:
         tr = self.predictor.transform
         masks_out, q_out = [], []
         for s in range(0, len(boxes), self.max_batch):
-            b = tr.apply_boxes_torch(torch.as_tensor(boxes[s:s + self.max_batch], device=dev), (h, w))
+            b = None if point_only else tr.apply_boxes_torch(torch.as_tensor(boxes[s:s + self.max_batch],
+                                                                             device=dev), (h, w))
             pc = pl = None
             if coords is not None:
                 pc = tr.apply_coords_torch(torch.as_tensor(coords[s:s + self.max_batch], device=dev), (h, w))
@@ -199,7 +206,11 @@ class GrabCutBackend:
         self.context = float(context)
         self.point_radius = int(point_radius)
 
-    def predict(self, image: np.ndarray, boxes: np.ndarray, points: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, image: np.ndarray, boxes: np.ndarray, points: Any = None,
+                point_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """See the class doc. point_only is accepted for the S2M contract and changes nothing: GrabCut always
+        needs a rectangle (the point prompter gives a window around each point,
+        :func:`~denseood.s2m.points.point_window`)."""
         image, boxes, coords, labels = _check_inputs(image, boxes, points)
         h, w = image.shape[:2]
         masks = np.zeros((len(boxes), h, w), bool)

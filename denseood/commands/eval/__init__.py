@@ -14,7 +14,7 @@ import argparse
 import math
 
 from ...scores.names import score_help
-from .._common import (_checked, add_code_options, add_config, add_device, add_dtype, add_out, add_verb, fraction,
+from .._common import (_checked, add_code_options, add_objects, add_config, add_device, add_dtype, add_out, add_verb, fraction,
                        nonnegative_int, positive_float, positive_int)
 
 finite_float = _checked("a finite number", float, math.isfinite)
@@ -96,8 +96,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--method", default=None,
                    help="SMIYC submission <method> folder (default: the score name; <method>_<score> with several scores)")
     p.add_argument("--s2m", action="store_true", help="also evaluate S2M object masks")
-    p.add_argument("--prompter", default="auto", help="learned | peak | auto (learned when the denseood checkpoint holds one, else peak) | a prompter file")
+    p.add_argument("--prompter", default="auto", help="learned | peak | auto (learned when the denseood checkpoint "
+                   "holds one, else peak) | points[:N[:Q]] (UGainS-style point prompts) | a prompter file")
     p.add_argument("--prompt-model", default="grabcut", help="grabcut | sam:TYPE:PATH")
+    add_objects(p)
     p.add_argument("--bootstrap", type=nonnegative_int, default=1000, metavar="B",  # issue 23
                    help="95 %% intervals (ci95) from B frame resamples (fixed seed); 0 turns them off")
     p.add_argument("--threshold-from", default=None, metavar="FILE",  # issue 23

@@ -26,7 +26,7 @@ from denseood.scores import parse_scores
 
 from denseood.scores.names import DEFAULT_SCORE
 
-from .._common import parse_input_size
+from .._common import check_objects, parse_input_size
 from .writers import check_method, check_save_format
 
 PROTOCOLS = ("streaming", "exact", "smiyc", "caos")
@@ -92,6 +92,7 @@ class EvalOptions:
     s2m: bool = False
     prompter: str = "auto"
     prompt_model: str = "grabcut"
+    objects: str = "s2m"
     device: Any = "auto"
     dtype: Any = "auto"
     echo: bool = False
@@ -115,6 +116,7 @@ class EvalOptions:
         if self.streethazards_unlabeled is not None and self.dataset not in (None, "streethazards"):
             raise ConfigError(f"--streethazards-unlabeled applies to --dataset streethazards, not {self.dataset!r}")
         self._check_numbers()
+        check_objects(self.objects, self.s2m)
         self.device = dist.resolve_device(self.device)
         self.dtype = resolve_dtype(self.dtype, self.device)
 
@@ -178,7 +180,7 @@ class EvalOptions:
                 "maps_offset", "overwrite", "protocol", "batch_size", "workers", "limit", "input_size",
                 "sliding_window", "overlap", "flip", "compile", "max_pixels", "min_segment_size",
                 "min_instance_size", "streethazards_unlabeled", "save_maps", "save_maps_format", "method", "s2m",
-                "prompter", "prompt_model", "device", "dtype", "bootstrap", "threshold_from")
+                "prompter", "prompt_model", "objects", "device", "dtype", "bootstrap", "threshold_from")
         return cls(**{k: getattr(args, k) for k in same}, scores=args.score, components=not args.no_components,
                    maps_higher_is_anomalous=args.maps_higher_is_anomalous == "true", echo=True)
 

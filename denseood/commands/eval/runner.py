@@ -250,7 +250,11 @@ def evaluate_checkpoint(options: EvalOptions | None = None, **keywords: Any) -> 
         model = load_model(opts.checkpoint, map_location="cpu", num_classes=ds.num_classes, class_set=ds.class_set,
                            weights=opts.weights, trust_code=opts.trust_code)
         pipeline = None
-        if opts.s2m:
+        if opts.s2m and opts.objects == "queries":
+            from denseood.s2m.queries import build_query_objects
+
+            pipeline = build_query_objects(model, opts.device, opts.dtype, opts.scores, input_size=opts.input_size)
+        elif opts.s2m:
             from denseood.s2m.pipeline import build_s2m
 
             pipeline = build_s2m(model, opts.prompter, opts.prompt_model, opts.device, opts.dtype, opts.scores,

@@ -46,15 +46,16 @@ def _oodis_parser(sub) -> None:
                                                        "torchvision:NAME:FILE | python:MODULE:FACTORY")
     add_code_options(p)
     add_out(p, "oodis.zip, and oodis/ (the unzipped submission)")
-    p.add_argument("--objects", default="s2m", choices=("s2m", "components"),
+    p.add_argument("--objects", default="s2m", choices=("s2m", "components", "queries"),
                    help="s2m: S2M objects with their confidences in [0, 1]; components: connected components of the "
-                        "anomaly map above --threshold (a baseline), each scored by its mean anomaly score")
+                        "anomaly map above --threshold (a baseline), each scored by its mean anomaly score; queries: "
+                        "a mask transformer's own query masks (hf: universal models), confidences in [0, 1]")
     p.add_argument("--threshold", type=finite_float, default=None,
                    help="--objects components: the anomaly-map value above which a pixel is part of an object")
     p.add_argument("--min-size", type=positive_int, default=10,
                    help="--objects components: drop components smaller than this (pixels)")
     p.add_argument("--score", default=DEFAULT_SCORE, help=score_help("anomaly score the objects are taken from"))
-    p.add_argument("--prompter", default="auto", help="--objects s2m: learned | peak | auto | a prompter file")
+    p.add_argument("--prompter", default="auto", help="--objects s2m: learned | peak | auto | points[:N[:Q]] | a prompter file")
     p.add_argument("--prompt-model", default="grabcut", help="--objects s2m: grabcut | sam:TYPE:PATH")
     p.add_argument("--name", default="denseood", help="description.txt name:")
     p.add_argument("--paper-link", default="", help="description.txt paper_link:")

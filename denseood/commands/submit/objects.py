@@ -1,4 +1,4 @@
-"""The objects a submission reports for each frame: S2M objects or thresholded connected components.
+"""The objects a submission reports for each frame: S2M objects, query objects or thresholded connected components.
 
 Both producers take a list of uint8 (H,W,3) images and return, per image, ``(masks (N,H,W) bool, confidences (N,)
 float)`` at the image's full resolution, ordered by decreasing confidence, no empty mask. See docs/metrics.md
@@ -37,6 +37,23 @@ class S2MObjects:
         out = []
         # full_masks() gives the masks at the image size even when S2M worked at a smaller --work-size
         return [_sorted(r.full_masks(), r.scores) for r in self.s2m(list(images), names=list(names))]
+
+
+class QueryObjectsSource:
+    """Query objects (:mod:`denseood.s2m.queries`): a mask transformer's own query masks at full resolution with
+    their confidences 1 - max_k p_q(k) in [0, 1]; ConfigError (one line) for a logit model."""
+
+    lowest_confidence = 0.0
+
+    def __init__(self, model: Any, *, score: str, device: str, dtype: str, input_size: Any, batch_size: int,
+                 max_pixels: float) -> None:
+        from denseood.s2m.queries import build_query_objects
+
+        self.objects = build_query_objects(model, device, dtype, score, input_size=input_size,
+                                           batch_size=batch_size, max_pixels=max_pixels)
+
+    def __call__(self, images: Sequence[np.ndarray], names: Sequence[str]) -> list[Objects]:
+        return [_sorted(r.masks, r.scores) for r in self.objects(list(images), names=list(names))]
 
 
 class ComponentObjects:

@@ -23,7 +23,7 @@ from denseood.data.oodis import CLASS_ID, FOLDERS, OoDISFrame, find_frames, mask
 from denseood.errors import ConfigError, OutputError
 from denseood.scores.names import DEFAULT_SCORE
 
-OBJECTS = ("s2m", "components")
+OBJECTS = ("s2m", "components", "queries")
 WORK = "oodis"      # the unzipped submission under --out
 ZIP = "oodis.zip"
 
@@ -65,8 +65,8 @@ class OoDISOptions:
         if self.objects == "components" and self.threshold is None:
             raise ConfigError("--objects components needs --threshold T (the anomaly-map value above which a pixel "
                               "belongs to an object; declare it, it is not tuned on the test frames)")
-        if self.objects == "s2m" and self.threshold is not None:
-            raise ConfigError("--threshold applies to --objects components; S2M objects need no threshold")
+        if self.objects != "components" and self.threshold is not None:
+            raise ConfigError(f"--threshold applies to --objects components; {self.objects} objects need no threshold")
         for key in ("name", "paper_link", "code_link"):
             if "\n" in getattr(self, key):
                 raise ConfigError(f"--{key.replace('_', '-')} must be one line")
@@ -151,13 +151,15 @@ def _open_run(opts: OoDISOptions):
 def _producer(opts: OoDISOptions) -> Any:
     from denseood.models.sources import load_model
 
-    from .objects import ComponentObjects, S2MObjects
+    from .objects import ComponentObjects, QueryObjectsSource, S2MObjects
 
     model = load_model(opts.checkpoint, map_location="cpu", weights=opts.weights, trust_code=opts.trust_code)
     common = dict(score=opts.score, device=opts.device, dtype=opts.dtype, input_size=opts.input_size,
                   batch_size=opts.batch_size, max_pixels=opts.max_pixels)
     if opts.objects == "components":
         return ComponentObjects(model, threshold=opts.threshold, min_size=opts.min_size, **common)
+    if opts.objects == "queries":  # issue 21
+        return QueryObjectsSource(model, **common)
     return S2MObjects(model, spec=opts.checkpoint, prompter=opts.prompter, prompt_model=opts.prompt_model,
                       work_size=opts.work_size, **common)
 

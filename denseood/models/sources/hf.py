@@ -152,9 +152,48 @@ class HFSegmenter(SegmenterBase):
         return {"multiple": PAD_MULTIPLE, "value": 0.0, "where": "bottom/right, after normalisation",
                 "masks": "upsampled to the padded size, then cropped"}
 
+    # -- per-query outputs (issue 21: query objects, denseood.s2m.queries)
+    def query_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Universal models only. x: (B,3,H,W) normalised -> (class logits (B,Q,K+1) float32, the last column
+        no-object; mask logits (B,Q,H,W) float32), with the RbA padding of :meth:`forward`: the input zero-padded
+        bottom/right to a multiple of :data:`PAD_MULTIPLE`, the mask logits upsampled (bilinear) to the padded
+        size and cropped back to (H, W). ConfigError for a semantic model."""
+        if not self.universal:
+            raise ConfigError(f"{self.describe()} is a semantic (per-pixel logit) model and has no queries; query "
+                              f"outputs need a universal model ({', '.join(UNIVERSAL_TYPES)})")
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ConfigError(f"{self.describe()} expects (B,3,H,W) normalised images, got {tuple(x.shape)}")
+        hw = tuple(x.shape[-2:])
+        kw: dict[str, Any] = {}
+        if self.task_inputs is not None:
+            kw["task_inputs"] = self.task_inputs.expand(x.shape[0], -1)
+        ph, pw = -hw[0] % PAD_MULTIPLE, -hw[1] % PAD_MULTIPLE
+        xp = F.pad(x, (0, pw, 0, ph)) if ph or pw else x
+        out = self.net(pixel_values=xp, **kw)
+        masks = F.interpolate(out.masks_queries_logits.float(), size=tuple(xp.shape[-2:]), mode="bilinear",
+                              align_corners=False)[..., :hw[0], :hw[1]]
+        return out.class_queries_logits.float(), masks
+
+    def query_outputs(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+        """Universal models only. x: (B,3,H,W) normalised -> {"class_probs": (B,Q,K+1) float32 softmax over the
+        K known classes + no-object (last), "masks": (B,Q,h,w) float32 sigmoid masks in [0,1]} at ``size``
+        (h,w) (default (H,W)); see :meth:`query_logits` and :func:`query_masks`."""
+        cls, masks = self.query_logits(x)
+        return {"class_probs": torch.softmax(cls, dim=-1), "masks": query_masks(masks, size)}
+
     def meta(self) -> dict[str, Any]:
         """:meth:`SegmenterBase.meta` plus ``input_padding``."""
         return {**super().meta(), "input_padding": self.input_padding}
+
+
+def query_masks(mask_logits: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """(B,Q,H,W) mask logits (from :meth:`HFSegmenter.query_logits`) -> (B,Q,h,w) float32 sigmoid masks at
+    ``size`` (default (H,W)): the logits resized bilinearly before the sigmoid, as detectron2's
+    ``sem_seg_postprocess`` resizes Mask2Former's (and RbA's) cropped mask logits to the frame's size."""
+    m = mask_logits.float()
+    if size is not None and tuple(size) != tuple(m.shape[-2:]):
+        m = F.interpolate(m, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=False)
+    return m.sigmoid()
 
 
 def _oneformer_task_inputs(tf: Any, d: Path, config: Any) -> torch.Tensor:
