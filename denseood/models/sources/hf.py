@@ -114,13 +114,18 @@ class HFSegmenter(SegmenterBase):
                 "config": cfg.to_dict(), "spec": self.spec,
                 "task_inputs": None if self.task_inputs is None else [int(v) for v in self.task_inputs[0].tolist()]}
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
+    def forward(self, x: torch.Tensor, return_features: bool = False, return_queries: bool = False):
         """x: (B,3,H,W) normalised -> class scores (B,C,H,W) float32 (logits, or s_k in [0, Q] for universal
-        models, whose input is zero-padded to a multiple of PAD_MULTIPLE and whose masks are cropped back), or ``(scores, features (B,F,h,w))`` (the pixel decoder's last hidden state; universal only)."""
+        models, whose input is zero-padded to a multiple of PAD_MULTIPLE and whose masks are cropped back), or ``(scores, features (B,F,h,w))`` (the pixel decoder's last hidden state; universal only).
+        ``return_queries`` (universal only) appends ``(class_logits (B,Q,C+1), mask_logits (B,Q,H,W))`` float32, the
+        mask logits upsampled and cropped as for the scores: ``(scores, [features,] queries)``."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ConfigError(f"{self.describe()} expects (B,3,H,W) normalised images, got {tuple(x.shape)}")
         if return_features and not self.universal:
             raise self.no_features("transformers semantic models do not return their decode head's features")
+        if return_queries and not self.universal:
+            raise ConfigError(f"{self.describe()} is a semantic model: it has no query outputs (only Mask2Former, "
+                              f"MaskFormer and OneFormer do)")
         hw = tuple(x.shape[-2:])
         if not self.universal:
             logits = self.net(pixel_values=x).logits.float()
@@ -135,13 +140,15 @@ class HFSegmenter(SegmenterBase):
         masks = F.interpolate(out.masks_queries_logits.float(), size=tuple(xp.shape[-2:]), mode="bilinear",
                               align_corners=False)[..., :hw[0], :hw[1]]
         scores = torch.einsum("bqc,bqhw->bchw", cls, masks.sigmoid())
+        queries = (out.class_queries_logits.float(), masks)
         if not return_features:
-            return scores
+            return (scores, queries) if return_queries else scores
         feats = getattr(out, "pixel_decoder_last_hidden_state", None)
         if feats is None:
             raise self.no_features("this universal model returns no pixel_decoder_last_hidden_state")
         fh, fw = feats.shape[-2:]   # crop the padding's share of the feature map too
-        return scores, feats[..., :-(-hw[0] * fh // xp.shape[-2]), :-(-hw[1] * fw // xp.shape[-1])].float()
+        feats = feats[..., :-(-hw[0] * fh // xp.shape[-2]), :-(-hw[1] * fw // xp.shape[-1])].float()
+        return (scores, feats, queries) if return_queries else (scores, feats)
 
     @property
     def input_padding(self) -> dict[str, Any] | None:
