@@ -46,8 +46,8 @@ STATS_KEYS = ("sml_mean", "sml_std", "maha_means", "maha_precision", "maha_count
 class TemperatureHead(nn.Module):
     """AbeT's learned temperature (GODIN's h_T): T(x) = sigmoid(BN(conv1x1(features))) + 1e-12, one channel.
 
-    features (B,F,h,w) -> T (B,1,h,w) float32 in (0, 1 + 1e-12], computed in float32 outside autocast (so bf16/fp16
-    never round T to 0). As the authors' ``LearnedTemperatureSemSegNet.temperature`` (github.com/anonymousoodauthor/
+    features (B,F,h,w) -> T (B,1,h,w) float32 (float64 for float64 weights) in (0, 1 + 1e-12]: conv and BN run in
+    the weights' dtype outside autocast, the sigmoid and eps in float32 at least (so bf16/fp16 never round T to 0). As the authors' ``LearnedTemperatureSemSegNet.temperature`` (github.com/anonymousoodauthor/
     abet, segmentation/meta-ood-evaluation/src/model/temperature_networks.py: Conv2d(F, 1, 1, bias=False),
     BatchNorm2d(1), Sigmoid, + 1e-12). Their cosine-similarity class head is not used: denseood divides the smp
     segmentation head's logits by T.
@@ -62,7 +62,8 @@ class TemperatureHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         with torch.autocast(features.device.type, enabled=False):
-            return torch.sigmoid(self.bn(self.conv(features.float()))) + self.EPS
+            z = self.bn(self.conv(features.to(self.conv.weight.dtype)))
+            return torch.sigmoid(z if z.dtype == torch.float64 else z.float()) + self.EPS
 
 
 class Segmenter(SegmenterBase):
