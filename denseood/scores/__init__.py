@@ -76,12 +76,13 @@ def anomaly_score(name: str, logits: torch.Tensor, **kw: Any) -> torch.Tensor:
 
 def _applies(rec: ScoreRecord, model: Any) -> bool:
     return getattr(model, "output_kind", "logits") in rec.output_kinds and (
-        rec.head is None or getattr(model, "head", None) == rec.head)
+        rec.head is None or getattr(model, "head", None) == rec.head) and (
+        not rec.queries or bool(getattr(model, "query_outputs", False)))
 
 
 def applicable_scores(model: Any) -> list[str]:
-    """Names of the scores that apply to ``model.output_kind`` (default "logits") and its training head
-    (``model.head``, default None)."""
+    """Names of the scores that apply to ``model.output_kind`` (default "logits"), its training head (``model.head``,
+    default None) and, for query scores, ``model.query_outputs`` (default False)."""
     return [s for s, rec in SCORES.items() if _applies(rec, model)]
 
 
@@ -91,6 +92,11 @@ def check_applicable(name: str, model: Any) -> None:
     rec = get_score(name)
     kind = getattr(model, "output_kind", "logits")
     what = getattr(model, "describe", lambda: type(model).__name__)()
+    if kind in rec.output_kinds and rec.queries and not getattr(model, "query_outputs", False):
+        raise ConfigError(f"score {rec.name!r} needs a mask transformer's per-query outputs (model(x, "
+                          f"return_queries=True), which hf: Mask2Former, MaskFormer and OneFormer models give) but "
+                          f"{what} gives only per-pixel class scores; scores which apply: "
+                          f"{', '.join(applicable_scores(model))}")
     if kind in rec.output_kinds and not _applies(rec, model):
         raise ConfigError(f"score {rec.name!r} needs a model trained with the {rec.head} head (`denseood train "
                           f"--head {rec.head}`) but {what} has {getattr(model, 'head', None) or 'none'}; scores "

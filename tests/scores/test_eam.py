@@ -86,3 +86,16 @@ def test_eam_is_refused_for_logit_models(tmp_path, no_network):
     with pytest.raises(ConfigError, match="needs a mask transformer's query outputs"):
         anomaly_score("eam", torch.zeros(1, 3, 4, 4))
     assert SCORES["eam"].needs == {"queries"} and SCORES["eam"].output_kinds == {"mask_scores"}
+
+
+def test_eam_is_refused_for_mask_scores_without_query_outputs():
+    """A python: factory may declare output_kind mask_scores; without per-query outputs eam cannot be computed."""
+    class PixelOnly:
+        output_kind = "mask_scores"
+
+        def describe(self):
+            return "python:pixels:make"
+
+    with pytest.raises(ConfigError, match="'eam' needs a mask transformer's per-query outputs.*python:pixels:make"):
+        denseood.scores.check_applicable("eam", PixelOnly())
+    assert "eam" not in applicable_scores(PixelOnly()) and "rba" in applicable_scores(PixelOnly())

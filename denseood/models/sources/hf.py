@@ -102,6 +102,7 @@ class HFSegmenter(SegmenterBase):
         super().__init__()
         self.net = net
         self.universal = bool(universal)
+        self.query_outputs = self.universal   # forward(x, return_queries=True) works (scores.eam reads it)
         self._set_meta(class_names=class_names, class_set=class_set, mean=mean, std=std, train_size=None,
                        source=source, output_kind="mask_scores" if universal else "logits")
         self.register_buffer("task_inputs", task_inputs, persistent=False)
