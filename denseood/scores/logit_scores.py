@@ -62,8 +62,8 @@ def abet(logits: torch.Tensor) -> torch.Tensor:
     """AbeT (ablated learned-temperature energy): 1 - logsumexp_k(f_k(x) / T(x)) / C, (B,H,W) float32, unbounded.
 
     logits: (B,C,H,W) the temperature-scaled logits f / T(x) that a model trained with ``denseood train --head
-    abet`` returns (f: the class head's logits, T(x) > 0: its learned per-pixel temperature, see
-    ``models/segmenter.py: TemperatureHead``). Higher = more anomalous. The paper's score (LeVine et al., "Out-of-
+    abet`` returns (f: the class head's logits, T(x) > 0: its learned per-pixel temperature, docs/architecture.md).
+    Higher = more anomalous. The paper's score (LeVine et al., "Out-of-
     Distribution Detection & Applications With Ablated Learned Temperature Energy") is the energy
     -T(x) logsumexp(f / T(x)) with its forefront T(x) ablated, -logsumexp(f / T(x)); this is the semantic-segmentation
     form of the authors' code, checked against ``abet_score`` in github.com/anonymousoodauthor/abet,
