@@ -12,7 +12,7 @@ from ._common import add_code_options, add_verb, positive_float, positive_int
 
 #: TrainConfig fields that have their own command-line option (same name, dashes for underscores)
 CLI_KEYS = ("dataset", "root", "val_root", "arch", "encoder", "encoder_weights", "negatives", "steps", "batch_size",
-            "crop", "lr", "out", "init", "init_weights", "amp", "device", "seed", "sync_bn")
+            "crop", "lr", "out", "init", "init_weights", "amp", "device", "seed", "sync_bn", "head")
 
 #: the files a training run writes into --out (removed by --overwrite together with the manifest's list)
 TRAIN_OUTPUTS = ("config.yaml", "last.pt", "best.pt", "model.pt", "summary.json", "flow_samples.png",
@@ -53,6 +53,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="auto | cpu | cuda | cuda:N (auto: this rank's GPU under torchrun, else cuda when available, else cpu)")
     p.add_argument("--seed", type=int, default=None, help="seed of the data order, augmentation, negatives and initial weights")
     p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm across DDP ranks (CUDA + torchrun only)")
+    p.add_argument("--head", default=None, choices=["abet"],
+                   help="abet: add AbeT's learned temperature head (logits / T(x) in the CE; inlier data only, so "
+                        "--negatives none; score it with --score abet)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any TrainConfig field (VALUE is YAML); repeatable")
     return p

@@ -46,6 +46,8 @@ class Inference:
     (at most ``tile_elements`` logit values per band), so memory is O(H*W), not O(C*H*W).
     Feature scores (e.g. mahalanobis) are computed from the features of each forward (at the network's output
     resolution), then upsampled (bilinear) to the image size; with sliding windows they are blended per window.
+    Query scores (eam: a mask transformer's per-query outputs, ``model(x, return_queries=True)``) are computed the
+    same way; with ``flip`` the class and mask logits of both passes are averaged (the mask logits flipped back).
     """
 
     def __init__(self, model: torch.nn.Module, *, scores: Sequence[str] = (DEFAULT_SCORE,), device: str = "auto",
@@ -87,7 +89,9 @@ class Inference:
                 raise ConfigError(f"torch.compile failed ({type(e).__name__}: {e}); run without --compile") from e
         self._compile_checked = not compile
 
-        self.feature_scores = [s for s in self.scores if SCORES[s].features]
+        self.feature_scores = [s for s in self.scores if SCORES[s].features or SCORES[s].queries]
+        self._want = {"return_features": any(SCORES[s].features for s in self.scores),
+                      "return_queries": any(SCORES[s].queries for s in self.scores)}
         self.logit_scores = [s for s in self.scores if s not in self.feature_scores]
         self.score_kwargs = {s: self._to_device(score_kwargs(s, self.model, self.device)) for s in self.scores}
         self._score_fn = None
@@ -127,37 +131,46 @@ class Inference:
         return dtype_name(self.dtype)
 
     # --------------------------------------------------------------------------------- forward pieces
-    def _net(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x: normalised (B,3,h,w) float32 -> (logits (B,C,h',w') float32, features (B,D,h'',w'') float32 | None)."""
+    def _net(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, tuple | None]:
+        """x: normalised (B,3,h,w) float32 -> (logits (B,C,h',w') float32, features (B,D,h'',w'') float32 | None,
+        queries (class logits (B,Q,C+1), mask logits (B,Q,h',w')) float32 | None)."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        want_feats = bool(self.feature_scores)
+        kw = {k: True for k, v in self._want.items() if v}
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not torch.float32):
             try:
-                out = self._forward_fn(x, return_features=want_feats) if want_feats else self._forward_fn(x)
+                out = self._forward_fn(x, **kw)
             except Exception as e:
                 if not self._compile_checked:
                     raise ConfigError(f"torch.compile'd segmenter failed on its first call ({type(e).__name__}: {e}); "
                                       "run without --compile") from e
                 raise
         self._compile_checked = True
-        logits, feats = (out if want_feats else (out, None))
-        return logits.float(), (feats.float() if feats is not None else None)
+        parts = list(out) if kw else [out]
+        logits = parts.pop(0)
+        feats = parts.pop(0).float() if self._want["return_features"] else None
+        queries = tuple(q.float() for q in parts.pop(0)) if self._want["return_queries"] else None
+        return logits.float(), feats, queries
 
-    def _net_flip(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        logits, feats = self._net(x)
+    def _net_flip(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, tuple | None]:
+        logits, feats, queries = self._net(x)
         if self.flip:
-            lf, ff = self._net(x.flip(-1))
+            lf, ff, qf = self._net(x.flip(-1))
             logits = 0.5 * (logits + lf.flip(-1))
             if feats is not None:
                 feats = 0.5 * (feats + ff.flip(-1))
-        return logits, feats
+            if queries is not None:
+                queries = (0.5 * (queries[0] + qf[0]), 0.5 * (queries[1] + qf[1].flip(-1)))
+        return logits, feats, queries
 
-    def _feature_score_maps(self, logits: torch.Tensor, feats: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Feature scores at the logits' resolution (the score upsamples its feature-resolution map): {name: (B,h,w)}."""
+    def _feature_score_maps(self, logits: torch.Tensor, feats: torch.Tensor | None,
+                            queries: tuple | None) -> dict[str, torch.Tensor]:
+        """Feature and query scores at the logits' resolution (the score upsamples its feature-resolution map):
+        {name: (B,h,w)}."""
         from ..scores import anomaly_score
 
-        return {s: anomaly_score(s, logits, features=feats, **self.score_kwargs[s]).float() for s in self.feature_scores}
+        return {s: anomaly_score(s, logits, features=feats, queries=queries, **self.score_kwargs[s]).float()
+                for s in self.feature_scores}
 
     def _whole(self, x: torch.Tensor, out_hw: tuple[int, int],
                upsample: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -165,9 +178,9 @@ class Inference:
         size when not ``upsample``; feature score maps (B,H,W))."""
         if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
             x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
-        logits, feats = self._net_flip(x)
+        logits, feats, queries = self._net_flip(x)
         del x
-        fmaps = self._feature_score_maps(logits, feats) if feats is not None else {}
+        fmaps = self._feature_score_maps(logits, feats, queries) if self.feature_scores else {}
         if upsample and tuple(logits.shape[-2:]) != out_hw:
             logits = F.interpolate(logits, size=out_hw, mode="bilinear", align_corners=False)
         fmaps = {k: _resize_map(v, out_hw) for k, v in fmaps.items()}
@@ -217,8 +230,8 @@ class Inference:
         for k in range(0, len(jobs), self.window_batch):
             chunk = jobs[k:k + self.window_batch]
             crops = torch.stack([x[i, :, y:y + wh, xx:xx + ww] for i, y, xx in chunk])
-            logits, feats = self._net_flip(crops)
-            fmaps = self._feature_score_maps(logits, feats) if feats is not None else {}
+            logits, feats, queries = self._net_flip(crops)
+            fmaps = self._feature_score_maps(logits, feats, queries) if self.feature_scores else {}
             if tuple(logits.shape[-2:]) != (wh, ww):
                 logits = F.interpolate(logits, size=(wh, ww), mode="bilinear", align_corners=False)
             if logit_acc is None:

@@ -14,8 +14,10 @@ it without unpickling arbitrary objects; ``read_checkpoint`` and ``load_checkpoi
 - ``meta``: what rebuilds the model. Always ``num_classes``, ``class_names`` (list), ``class_set`` (name in
   ``CLASS_SETS`` or None), ``mean``/``std`` (3 floats for 0..1 RGB; for ``hf`` the image processor's, converted),
   ``train_size`` ([H, W] or None), provenance ``denseood_version``, ``torch_version``, ``created`` (UTC ISO
-  time), and (version 2) ``model_source``: ``"hf"`` | ``"torchvision"`` | ``"python"`` (absent = ``"smp"``). For ``smp`` (``Segmenter.meta()``): ``arch``, ``encoder`` (required) and ``smp_kwargs`` (extra smp
-  constructor arguments). For the others (version 2, the wrapper's ``SegmenterBase.meta()`` plus): ``source``
+  time), and (version 2) ``model_source``: ``"hf"`` | ``"torchvision"`` | ``"python"`` (absent = ``"smp"``). For ``smp`` (``Segmenter.meta()``): ``arch``, ``encoder`` (required), ``smp_kwargs`` (extra smp
+  constructor arguments) and, only for a model trained with ``denseood train --head abet``, ``head`` ("abet": the
+  state dict then also holds ``temperature_head.*``, AbeT's learned temperature; a file without the key has no
+  head, as every earlier checkpoint). For the others (version 2, the wrapper's ``SegmenterBase.meta()`` plus): ``source``
   (the spec the model was loaded from), ``output_kind`` (``"logits"`` | ``"mask_scores"``) and ``external``, the
   model's ``checkpoint_record()``, plain types:
 
@@ -60,7 +62,7 @@ from ..data.classes import CLASS_SETS
 from ..errors import CheckpointError, ConfigError
 from ..io import atomic_torch_save, safe_torch_load
 from .base import check_finite, plain_types, state_dict_mismatch
-from .segmenter import Segmenter
+from .segmenter import HEADS, Segmenter
 
 CHECKPOINT_FORMAT = "denseood-segmenter"
 CHECKPOINT_FORMAT_VERSION = 2
@@ -133,6 +135,10 @@ def _load_bytes(data: bytes, path: Path, map_location: Any = "cpu") -> dict:
     missing = [k for k in (*need, "num_classes", "class_names") if k not in obj["meta"]]
     if missing:
         raise CheckpointError(f"{path}: checkpoint meta lacks {missing} (corrupt checkpoint)")
+    head = obj["meta"].get("head")
+    if head is not None and (kind != "smp" or head not in HEADS):
+        raise CheckpointError(f"{path}: checkpoint meta head {head!r} is unknown to denseood {__version__} (heads of "
+                              f"smp segmenters: {', '.join(HEADS)}); upgrade denseood")
     return obj
 
 

@@ -3,7 +3,8 @@
 ``create_segmenter`` builds an smp model from the ``ARCHS`` registry ({name: smp class name}; an unknown name is a
 ConfigError listing the valid ones), never downloading anything (encoder weights come from a local file, see
 ``encoder_weights.py``), wrapped in :class:`Segmenter`, which returns logits at input resolution and, on request,
-the decoder features (the input of the segmentation head). The checkpoint file format lives in ``checkpoint.py``.
+the decoder features (the input of the segmentation head); with ``head="abet"`` it carries AbeT's learned
+temperature (:class:`TemperatureHead`) and returns f / T(x). The checkpoint file format lives in ``checkpoint.py``.
 See docs/architecture.md.
 """
 from __future__ import annotations
@@ -35,8 +36,34 @@ ARCHS: dict[str, str] = {
     "unetplusplus": "UnetPlusPlus",
 }
 
+#: training heads a Segmenter can carry (``denseood train --head NAME``)
+HEADS = ("abet",)
+
 #: keys of ``Segmenter.stats`` understood by the fitted scores
 STATS_KEYS = ("sml_mean", "sml_std", "maha_means", "maha_precision", "maha_counts")
+
+
+class TemperatureHead(nn.Module):
+    """AbeT's learned temperature (GODIN's h_T): T(x) = sigmoid(BN(conv1x1(features))) + 1e-12, one channel.
+
+    features (B,F,h,w) -> T (B,1,h,w) float32 (float64 for float64 weights) in (0, 1 + 1e-12]: conv and BN run in
+    the weights' dtype outside autocast, the sigmoid and eps in float32 at least (so bf16/fp16 never round T to 0). As the authors' ``LearnedTemperatureSemSegNet.temperature`` (github.com/anonymousoodauthor/
+    abet, segmentation/meta-ood-evaluation/src/model/temperature_networks.py: Conv2d(F, 1, 1, bias=False),
+    BatchNorm2d(1), Sigmoid, + 1e-12). Their cosine-similarity class head is not used: denseood divides the smp
+    segmentation head's logits by T.
+    """
+
+    EPS = 1e-12
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(int(in_channels), 1, kernel_size=1, bias=False)
+        self.bn = nn.BatchNorm2d(1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(features.device.type, enabled=False):
+            z = self.bn(self.conv(features.to(self.conv.weight.dtype)))
+            return torch.sigmoid(z if z.dtype == torch.float64 else z.float()) + self.EPS
 
 
 class Segmenter(SegmenterBase):
@@ -48,7 +75,8 @@ class Segmenter(SegmenterBase):
     ``feature_channels`` (channels F of the decoder features), ``pad_multiple`` (inputs are zero-padded at the
     bottom/right to a multiple of this, i.e. with the normalised mean colour, and outputs cropped back),
     ``stats`` (dict of fitted score statistics: ``sml_mean`` (C,), ``sml_std`` (C,), ``maha_means`` (C,F),
-    ``maha_precision`` (F,F), optionally ``maha_counts`` (C,)).
+    ``maha_precision`` (F,F), optionally ``maha_counts`` (C,)), ``head`` (None, or "abet": a
+    :class:`TemperatureHead` ``temperature_head`` on the decoder features, and the logits are f / T(x)).
     """
 
     def __init__(self, net: nn.Module, *, arch: str, encoder_name: str, num_classes: int,
@@ -65,6 +93,20 @@ class Segmenter(SegmenterBase):
         self.smp_kwargs: dict[str, Any] = dict(smp_kwargs or {})
         self.feature_channels = int(net.segmentation_head[0].in_channels)
         self.pad_multiple = _pad_multiple(net.encoder)
+        self.head: str | None = None
+
+    def set_head(self, head: str | None) -> None:
+        """Attach a new (untrained) training head: ``"abet"`` adds a :class:`TemperatureHead` (``None``: nothing).
+        ConfigError for an unknown name or when the model already carries a head."""
+        if head is None:
+            return
+        if head not in HEADS:
+            raise ConfigError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
+        if self.head is not None:
+            raise ConfigError(f"{self.describe()} already carries the {self.head!r} head")
+        ref = next(self.net.segmentation_head.parameters())
+        self.temperature_head = TemperatureHead(self.feature_channels).to(ref.device)
+        self.head = head
 
     @property
     def encoder(self) -> nn.Module:
@@ -89,6 +131,8 @@ class Segmenter(SegmenterBase):
         logits = self.net.segmentation_head(dec)
         if logits.shape[-2:] != xp.shape[-2:]:  # heads of some archs stop short of input size
             logits = F.interpolate(logits, size=xp.shape[-2:], mode="bilinear", align_corners=False)
+        if self.head == "abet":
+            logits = logits / self._temperature(dec, tuple(xp.shape[-2:]))
         logits = logits[..., :h, :w]
         if not return_features:
             return logits
@@ -96,11 +140,30 @@ class Segmenter(SegmenterBase):
         fw = min(dec.shape[-1], math.ceil(w * dec.shape[-1] / xp.shape[-1]))
         return logits, dec[..., :fh, :fw]
 
+    def _temperature(self, dec: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """T(x) (B,1,*size) float32 > 0 from decoder features (B,F,h,w), upsampled bilinearly (a convex combination
+        of positive values stays positive)."""
+        t = self.temperature_head(dec)
+        return t if tuple(t.shape[-2:]) == size else F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+
+    def temperature(self, x: torch.Tensor) -> torch.Tensor:
+        """AbeT's learned temperature T(x) (B,1,H,W) float32 > 0 of normalised x (B,3,H,W), at the logits'
+        resolution; ConfigError for a model without the head."""
+        if self.head != "abet":
+            raise ConfigError(f"{self.describe()} has no learned temperature; train one with `denseood train "
+                              f"--head abet`")
+        h, w = x.shape[-2:]
+        m = self.pad_multiple
+        xp = F.pad(x, (0, (-w) % m, 0, (-h) % m))
+        return self._temperature(self.net.decoder(self.net.encoder(xp)), tuple(xp.shape[-2:]))[..., :h, :w]
+
     def meta(self) -> dict[str, Any]:
-        """Plain-types description used to rebuild the model (checkpoint ``meta``; see ``checkpoint.py``)."""
+        """Plain-types description used to rebuild the model (checkpoint ``meta``; see ``checkpoint.py``); ``head``
+        only when the model carries one (so checkpoints without a head are written as before)."""
         common = {k: v for k, v in super().meta().items() if k not in ("source", "output_kind")}
+        head = {"head": self.head} if self.head is not None else {}
         return {"arch": str(self.arch), "encoder": str(self.encoder_name), **common,
-                "smp_kwargs": plain_types(self.smp_kwargs, "smp_kwargs"),
+                "smp_kwargs": plain_types(self.smp_kwargs, "smp_kwargs"), **head,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
     def describe(self) -> str:
@@ -109,7 +172,8 @@ class Segmenter(SegmenterBase):
 
     def extra_repr(self) -> str:
         return (f"arch={self.arch!r}, encoder={self.encoder_name!r}, num_classes={self.num_classes}, "
-                f"class_set={self.class_set!r}, feature_channels={self.feature_channels}")
+                f"class_set={self.class_set!r}, feature_channels={self.feature_channels}"
+                + (f", head={self.head!r}" if self.head is not None else ""))
 
 
 def _pad_multiple(encoder: nn.Module) -> int:
@@ -173,20 +237,22 @@ def create_segmenter(arch: str = "fpn", encoder: str = "resnet18", num_classes: 
                      encoder_weights: str | os.PathLike | None = None, class_names: Sequence[str] | None = None,
                      class_set: str | None = None, mean: Sequence[float] = IMAGENET_MEAN,
                      std: Sequence[float] = IMAGENET_STD, train_size: tuple[int, int] | None = None,
-                     **smp_kwargs: Any) -> Segmenter:
+                     head: str | None = None, **smp_kwargs: Any) -> Segmenter:
     """Build a :class:`Segmenter` (randomly initialised, nothing downloaded).
 
     arch: one of ``ARCHS`` (case-insensitive). encoder: any smp encoder name (``tu-<timm name>`` too).
     encoder_weights: None, or the path of a local weight file for the encoder (smp encoder / torchvision /
     timm style state dict, ``.pth``/``.pt``/``.safetensors``), loaded strictly. Names such as "imagenet" raise
     ConfigError (no downloads here). smp_kwargs go to the smp model class (e.g. ``decoder_channels``,
-    ``encoder_depth``, ``encoder_output_stride``).
+    ``encoder_depth``, ``encoder_output_stride``). head: None, or a name in ``HEADS`` (``"abet"``: :meth:`Segmenter.set_head`).
     """
     import segmentation_models_pytorch as smp
 
     key = str(arch).lower().replace("_", "").replace("-", "")
     if key not in ARCHS:
         raise ConfigError(f"unknown arch {arch!r}; valid: {sorted(ARCHS)}")
+    if head is not None and head not in HEADS:
+        raise ConfigError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
     names, cset = _resolve_classes(num_classes, class_names, class_set)
     _check_encoder_name(encoder)
     weight_file = _weight_file(encoder_weights)
@@ -205,6 +271,8 @@ def create_segmenter(arch: str = "fpn", encoder: str = "resnet18", num_classes: 
         raise ConfigError(f"cannot build {ARCHS[key]} with encoder {encoder!r} and {smp_kwargs}: {e}") from e
     if weight_file is not None:
         load_encoder_weights(net.encoder, weight_file)
-    return Segmenter(net, arch=key, encoder_name=encoder, num_classes=num_classes, class_names=names,
-                     class_set=cset, mean=mean, std=std, train_size=train_size, smp_kwargs=smp_kwargs)
+    model = Segmenter(net, arch=key, encoder_name=encoder, num_classes=num_classes, class_names=names,
+                      class_set=cset, mean=mean, std=std, train_size=train_size, smp_kwargs=smp_kwargs)
+    model.set_head(head)
+    return model
 

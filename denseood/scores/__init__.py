@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import torch
 
 #: inputs an engine may pass to every score; a score that does not take them ignores them
-_SHARED_INPUTS = {"stats", "features"}
+_SHARED_INPUTS = {"stats", "features", "queries"}
 
 #: torch-using names re-exported from the modules that define them (each record's function and fit function,
 #: and the divergence the NFlowJS loss shares), imported on first access
@@ -62,7 +62,7 @@ def anomaly_score(name: str, logits: torch.Tensor, **kw: Any) -> torch.Tensor:
     """Score ``name`` of logits (B,C,H,W) -> (B,H,W) float32, higher = more anomalous.
 
     kw: score options (``temperature`` for energy) and the inputs the record ``needs`` (``stats``,
-    ``features``). ``stats``/``features`` are dropped for scores that do not use them, so an engine may pass
+    ``features``, ``queries``). ``stats``/``features``/``queries`` are dropped for scores that do not use them, so an engine may pass
     them to every score; any other unknown keyword raises ConfigError.
     """
     fn: Callable[..., torch.Tensor] = get_score(name).fn
@@ -74,20 +74,39 @@ def anomaly_score(name: str, logits: torch.Tensor, **kw: Any) -> torch.Tensor:
     return fn(logits, **{k: v for k, v in kw.items() if k in accepted})
 
 
+def _applies(rec: ScoreRecord, model: Any) -> bool:
+    return getattr(model, "output_kind", "logits") in rec.output_kinds and (
+        rec.head is None or getattr(model, "head", None) == rec.head) and (
+        not rec.queries or bool(getattr(model, "returns_queries", False)))
+
+
 def applicable_scores(model: Any) -> list[str]:
-    """Names of the scores that apply to ``model.output_kind`` (default "logits")."""
-    kind = getattr(model, "output_kind", "logits")
-    return [s for s, rec in SCORES.items() if kind in rec.output_kinds]
+    """Names of the scores that apply to ``model.output_kind`` (default "logits"), its training head (``model.head``,
+    default None) and, for query scores, ``model.returns_queries`` (default False)."""
+    return [s for s, rec in SCORES.items() if _applies(rec, model)]
 
 
 def check_applicable(name: str, model: Any) -> None:
-    """ConfigError unless score ``name`` applies to the model's ``output_kind``; the message lists those that do."""
+    """ConfigError unless score ``name`` applies to the model's ``output_kind`` and head; the message lists those
+    that do."""
     rec = get_score(name)
     kind = getattr(model, "output_kind", "logits")
+    what = getattr(model, "describe", lambda: type(model).__name__)()
+    if kind in rec.output_kinds and rec.queries and not getattr(model, "returns_queries", False):
+        raise ConfigError(f"score {rec.name!r} needs a mask transformer's per-query outputs (model(x, "
+                          f"return_queries=True), which hf: Mask2Former, MaskFormer and OneFormer models give) but "
+                          f"{what} gives only per-pixel class scores; scores which apply: "
+                          f"{', '.join(applicable_scores(model))}")
+    if kind in rec.output_kinds and not _applies(rec, model):
+        raise ConfigError(f"score {rec.name!r} needs a model trained with the {rec.head} head (`denseood train "
+                          f"--head {rec.head}`) but {what} has {getattr(model, 'head', None) or 'none'}; scores "
+                          f"which apply: {', '.join(applicable_scores(model))}")
     if kind not in rec.output_kinds:
-        what = getattr(model, "describe", lambda: type(model).__name__)()
-        raise ConfigError(f"score {rec.name!r} needs a mask transformer (output_kind 'mask_scores': an hf: "
-                          f"Mask2Former, MaskFormer or OneFormer) but {what} gives {kind!r}; scores which apply: "
+        need = ("a mask transformer (output_kind 'mask_scores': an hf: Mask2Former, MaskFormer or OneFormer)"
+                if rec.output_kinds == {"mask_scores"} else
+                f"a model with output_kind {'/'.join(sorted(rec.output_kinds))!r}"
+                + (f" trained with `denseood train --head {rec.head}`" if rec.head else ""))
+        raise ConfigError(f"score {rec.name!r} needs {need} but {what} gives {kind!r}; scores which apply: "
                           f"{', '.join(applicable_scores(model))}")
 
 

@@ -56,3 +56,20 @@ def jsd(logits: torch.Tensor) -> torch.Tensor:
     """
     x = check_logits(logits, "jsd")
     return -js_divergence_to_uniform(x, dim=1)
+
+
+def abet(logits: torch.Tensor) -> torch.Tensor:
+    """AbeT (ablated learned-temperature energy): 1 - logsumexp_k(f_k(x) / T(x)) / C, (B,H,W) float32, unbounded.
+
+    logits: (B,C,H,W) the temperature-scaled logits f / T(x) that a model trained with ``denseood train --head
+    abet`` returns (f: the class head's logits, T(x) > 0: its learned per-pixel temperature, docs/architecture.md).
+    Higher = more anomalous. The paper's score (LeVine et al., "Out-of-
+    Distribution Detection & Applications With Ablated Learned Temperature Energy") is the energy
+    -T(x) logsumexp(f / T(x)) with its forefront T(x) ablated, -logsumexp(f / T(x)); this is the semantic-segmentation
+    form of the authors' code, checked against ``abet_score`` in github.com/anonymousoodauthor/abet,
+    segmentation/meta-ood-evaluation/src/scoring_fns.py (``-(log(sum(exp(logits))) / num_classes) + 1`` with
+    ``logits = numerators / temperature`` from src/model/temperature_networks.py): the same order of pixels,
+    rescaled by 1/C and shifted by 1. logsumexp is computed stably (their code exponentiates directly).
+    """
+    x = check_logits(logits, "abet")
+    return 1.0 - torch.logsumexp(x, dim=1) / x.shape[1]

@@ -28,7 +28,9 @@ class ScoreRecord:
     orientation of the values (every score is written so that this holds). features: needs the decoder
     features ``model(x, return_features=True)``. stats: keys of ``model.stats`` it reads; fit: the function
     that fits them, ``"module.function"`` like ``function``. output_kinds: the ``model.output_kind`` values it
-    applies to.
+    applies to. queries: needs a mask transformer's per-query outputs ``model(x, return_queries=True)`` (class
+    logits (B,Q,K+1) and mask logits (B,Q,H,W)). head: the training head the model must carry (``model.head``,
+    e.g. "abet" from ``denseood train --head abet``), or None.
     """
 
     name: str
@@ -40,6 +42,8 @@ class ScoreRecord:
     stats: tuple[str, ...] = ()
     fit: str | None = None
     output_kinds: frozenset[str] = frozenset(OUTPUT_KINDS)
+    queries: bool = False
+    head: str | None = None
 
     def __post_init__(self) -> None:
         if self.name != self.name.lower() or "," in self.name or not self.name.strip():
@@ -51,6 +55,8 @@ class ScoreRecord:
             raise ValueError(f"score {self.name!r}: give both stats keys and the fit function, or neither")
         if not self.output_kinds or not self.output_kinds <= set(OUTPUT_KINDS):
             raise ValueError(f"score {self.name!r}: output_kinds {sorted(self.output_kinds)} not within {OUTPUT_KINDS}")
+        if self.queries and self.output_kinds != {"mask_scores"}:
+            raise ValueError(f"score {self.name!r}: query outputs exist only for output_kinds {{'mask_scores'}}")
         if self.value_range is not None:
             lo, hi = self.value_range
             if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
@@ -69,8 +75,9 @@ class ScoreRecord:
 
     @property
     def needs(self) -> frozenset[str]:
-        """Extra inputs besides the logits: a subset of {"stats", "features"}."""
-        return frozenset({"stats"} if self.stats else ()) | frozenset({"features"} if self.features else ())
+        """Extra inputs besides the logits: a subset of {"stats", "features", "queries"}."""
+        return (frozenset({"stats"} if self.stats else ()) | frozenset({"features"} if self.features else ())
+                | frozenset({"queries"} if self.queries else ()))
 
 
 _MASK_ONLY = frozenset({"mask_scores"})
@@ -93,6 +100,10 @@ _RECORDS = (
                 output_kinds=_MASK_ONLY),
     ScoreRecord("mask_maxlogit", "mask_scores.mask_maxlogit", "-max_k s_k of a mask transformer's class scores",
                 output_kinds=_MASK_ONLY),
+    ScoreRecord("eam", "mask_scores.eam", "EAM, 1 - sum_q sigmoid(mask_q) max_k softmax(class_q)[k] over a mask "
+                "transformer's queries", output_kinds=_MASK_ONLY, queries=True),
+    ScoreRecord("abet", "logit_scores.abet", "AbeT, 1 - logsumexp(f / T(x)) / C with the learned temperature "
+                "T(x) of `denseood train --head abet`", output_kinds=frozenset({"logits"}), head="abet"),
 )
 
 #: every score, by name, in the order error messages and docs list them

@@ -28,6 +28,7 @@ class TrainConfig:
     encoder_weights: str | None = None   # local file only
     init: str | None = None              # checkpoint to fine-tune
     init_weights: str | None = None      # weights for init python:MODULE:FACTORY (a checkpoint or state dict)
+    head: str | None = None              # abet: AbeT's learned temperature head (smp segmenters; negatives none)
     negatives: str = "flow"              # flow | void | paste:DIR | none
     steps: int = 1000                    # joint (or plain, without negatives) steps
     pretrain_steps: int = 0              # segmenter-only steps before negatives are used
@@ -64,7 +65,8 @@ class TrainConfig:
     out: str = "runs/train"
 
     def validate(self) -> None:
-        """Raise ConfigError naming the first bad field (dataset, root, negatives, counts, amp, schedule, lam, optimizer)."""
+        """Raise ConfigError naming the first bad field (dataset, root, negatives, counts, amp, schedule, lam, optimizer,
+        head)."""
         if self.dataset not in ("cityscapes", "streethazards", "synthetic"):
             raise ConfigError(f"--dataset {self.dataset!r}: training supports cityscapes, streethazards, synthetic")
         if not self.root:
@@ -92,6 +94,17 @@ class TrainConfig:
                                   "gradient rescaled by flow_js_weight / lam")
         if self.optimizer not in ("adamw", "adam", "sgd"):
             raise ConfigError(f"optimizer {self.optimizer!r}: expected adamw | adam | sgd")
+        self._validate_head()
+
+    def _validate_head(self) -> None:
+        """``head`` None or "abet"; AbeT learns its temperature from inlier data only, so it needs negatives none."""
+        if self.head is None:
+            return
+        if self.head != "abet":
+            raise ConfigError(f"--head {self.head!r}: expected abet (or no --head)")
+        if self.negatives != "none":
+            raise ConfigError(f"--head abet trains on inlier data only (AbeT's learned temperature), but --negatives "
+                              f"is {self.negatives!r}; pass --negatives none")
 
     #: numeric fields and their rule: "pos" > 0, "nonneg" >= 0 (0 = off where the field says so)
     _NUMERIC_RULES = {"lr": "pos", "flow_lr": "pos", "neg_temperature": "pos", "weight_decay": "nonneg",

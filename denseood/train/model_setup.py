@@ -21,7 +21,8 @@ def build_model(cfg: TrainConfig, num_classes: int, class_names, class_set: str 
     else a new ``create_segmenter(cfg.arch, cfg.encoder, ...)``; SyncBatchNorm with ``cfg.sync_bn`` (CUDA DDP only).
     ``train_size`` is set to ``frame_size``, the frame size the crops were cut from (at scale 1): inference resizes
     to it by default; the square crop is no inference size. ``cfg.init_weights`` / ``trust_code``: as
-    ``load_model``'s ``weights`` / ``trust_code`` (a checkpoint never imports code without ``trust_code``)."""
+    ``load_model``'s ``weights`` / ``trust_code`` (a checkpoint never imports code without ``trust_code``).
+    ``cfg.head`` adds that training head (:func:`add_head`)."""
     from ..models.segmenter import create_segmenter
     from ..models.sources import load_model
 
@@ -33,6 +34,8 @@ def build_model(cfg: TrainConfig, num_classes: int, class_names, class_set: str 
     else:
         model = create_segmenter(cfg.arch, cfg.encoder, num_classes, encoder_weights=cfg.encoder_weights,
                                  class_names=class_names, class_set=class_set, train_size=frame_size)
+    if cfg.head is not None:
+        add_head(model, cfg.head)
     model.train_size = frame_size
     model.to(device)
     if cfg.sync_bn:
@@ -42,6 +45,19 @@ def build_model(cfg: TrainConfig, num_classes: int, class_names, class_set: str 
             raise ConfigError("--sync-bn needs CUDA devices (SyncBatchNorm does not run on CPU); use --set freeze_bn=true on CPU")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model
+
+
+def add_head(model: nn.Module, head: str) -> None:
+    """Give the smp segmenter ``model`` the training head ``head`` ("abet": AbeT's learned temperature) unless it
+    carries it already (fine-tuning a ``--head abet`` checkpoint); ConfigError for other models or another head."""
+    from ..models.segmenter import Segmenter
+
+    if not isinstance(model, Segmenter):
+        what = getattr(model, "describe", lambda: type(model).__name__)()
+        raise ConfigError(f"--head {head} needs an smp segmenter (--arch/--encoder, or --init of a denseood smp "
+                          f"checkpoint), not {what}")
+    if model.head != head:
+        model.set_head(head)
 
 
 def freeze_bn(model: nn.Module) -> None:

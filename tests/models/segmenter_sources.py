@@ -71,6 +71,14 @@ def _smp(d: Path) -> str:
     return str(save_checkpoint(model, d / "smp.pt"))
 
 
+def _smp_abet(d: Path) -> str:
+    """An smp checkpoint carrying AbeT's learned temperature head (``train --head abet``)."""
+    torch.manual_seed(0)
+    model = create_segmenter("fpn", "resnet18", 4, mean=SMP_MEAN, std=SMP_STD, decoder_segmentation_channels=32,
+                              decoder_pyramid_channels=32, head="abet")
+    return str(save_checkpoint(model, d / "smp_abet.pt"))
+
+
 def _segformer(d: Path) -> str:
     tiny_segformer(d / "segformer", num_labels=5)
     return f"hf:{d / 'segformer'}"
@@ -97,6 +105,7 @@ def _python_features(d: Path) -> str:
 
 SOURCES: list[Source] = [
     Source("smp", _smp, SMP_MEAN, SMP_STD, features=True),
+    Source("smp-abet", _smp_abet, SMP_MEAN, SMP_STD, features=True),
     Source("hf-semantic", _segformer, MEAN, STD, features=False, needs="transformers"),
     Source("hf-universal", _mask2former, MEAN, STD, features=True, output_kind="mask_scores", needs="transformers"),
     Source("torchvision", _torchvision, IMAGENET_MEAN, IMAGENET_STD, features=False),

@@ -40,6 +40,7 @@ def test_every_record_field_is_set_and_agrees_with_the_function(name):
     params = inspect.signature(fn).parameters
     assert next(iter(params)) == "logits"
     assert ("features" in params) == rec.features, "record and function disagree on features"
+    assert ("queries" in params) == rec.queries, "record and function disagree on query outputs"
     assert ("stats" in params) == bool(rec.stats), "record and function disagree on fitted statistics"
     if rec.stats:
         fit = getattr(scores, rec.fit_name)

@@ -102,7 +102,7 @@ def test_score_orientation_uniform_is_more_anomalous():
 
 def test_registry_and_errors(rng):
     assert set(SCORES) == {"msp", "maxlogit", "sml", "energy", "entropy", "jsd", "mahalanobis",
-                           "rba", "mask_msp", "mask_maxlogit"}
+                           "rba", "mask_msp", "mask_maxlogit", "eam", "abet"}
     assert SCORES["sml"].needs == {"stats"}
     assert SCORES["mahalanobis"].needs == {"stats", "features"}
     assert SCORES["msp"].needs == set()

@@ -102,6 +102,7 @@ class HFSegmenter(SegmenterBase):
         super().__init__()
         self.net = net
         self.universal = bool(universal)
+        self.returns_queries = self.universal   # forward(x, return_queries=True) works (scores.eam reads it)
         self._set_meta(class_names=class_names, class_set=class_set, mean=mean, std=std, train_size=None,
                        source=source, output_kind="mask_scores" if universal else "logits")
         self.register_buffer("task_inputs", task_inputs, persistent=False)
@@ -114,34 +115,34 @@ class HFSegmenter(SegmenterBase):
                 "config": cfg.to_dict(), "spec": self.spec,
                 "task_inputs": None if self.task_inputs is None else [int(v) for v in self.task_inputs[0].tolist()]}
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
+    def forward(self, x: torch.Tensor, return_features: bool = False, return_queries: bool = False):
         """x: (B,3,H,W) normalised -> class scores (B,C,H,W) float32 (logits, or s_k in [0, Q] for universal
-        models, whose input is zero-padded to a multiple of PAD_MULTIPLE and whose masks are cropped back), or ``(scores, features (B,F,h,w))`` (the pixel decoder's last hidden state; universal only)."""
+        models, whose input is zero-padded to a multiple of PAD_MULTIPLE and whose masks are cropped back), or ``(scores, features (B,F,h,w))`` (the pixel decoder's last hidden state; universal only).
+        ``return_queries`` (universal only) appends ``(class_logits (B,Q,C+1), mask_logits (B,Q,H,W))`` float32, the
+        mask logits upsampled and cropped as for the scores: ``(scores, [features,] queries)``."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ConfigError(f"{self.describe()} expects (B,3,H,W) normalised images, got {tuple(x.shape)}")
         if return_features and not self.universal:
             raise self.no_features("transformers semantic models do not return their decode head's features")
+        if return_queries and not self.universal:
+            raise ConfigError(f"{self.describe()} is a semantic model: it has no query outputs (only Mask2Former, "
+                              f"MaskFormer and OneFormer do)")
         hw = tuple(x.shape[-2:])
         if not self.universal:
             logits = self.net(pixel_values=x).logits.float()
             return F.interpolate(logits, size=hw, mode="bilinear", align_corners=False)
-        kw: dict[str, Any] = {}
-        if self.task_inputs is not None:
-            kw["task_inputs"] = self.task_inputs.expand(x.shape[0], -1)
-        ph, pw = -hw[0] % PAD_MULTIPLE, -hw[1] % PAD_MULTIPLE
-        xp = F.pad(x, (0, pw, 0, ph)) if ph or pw else x   # zeros after normalisation, bottom/right
-        out = self.net(pixel_values=xp, **kw)
+        out, masks, padded = self._universal(x)
         cls = torch.softmax(out.class_queries_logits.float(), dim=-1)[..., :-1]
-        masks = F.interpolate(out.masks_queries_logits.float(), size=tuple(xp.shape[-2:]), mode="bilinear",
-                              align_corners=False)[..., :hw[0], :hw[1]]
         scores = torch.einsum("bqc,bqhw->bchw", cls, masks.sigmoid())
+        queries = (out.class_queries_logits.float(), masks)
         if not return_features:
-            return scores
+            return (scores, queries) if return_queries else scores
         feats = getattr(out, "pixel_decoder_last_hidden_state", None)
         if feats is None:
             raise self.no_features("this universal model returns no pixel_decoder_last_hidden_state")
         fh, fw = feats.shape[-2:]   # crop the padding's share of the feature map too
-        return scores, feats[..., :-(-hw[0] * fh // xp.shape[-2]), :-(-hw[1] * fw // xp.shape[-1])].float()
+        feats = feats[..., :-(-hw[0] * fh // padded[0]), :-(-hw[1] * fw // padded[1])].float()
+        return (scores, feats, queries) if return_queries else (scores, feats)
 
     @property
     def input_padding(self) -> dict[str, Any] | None:
@@ -163,6 +164,13 @@ class HFSegmenter(SegmenterBase):
                               f"outputs need a universal model ({', '.join(UNIVERSAL_TYPES)})")
         if x.ndim != 4 or x.shape[1] != 3:
             raise ConfigError(f"{self.describe()} expects (B,3,H,W) normalised images, got {tuple(x.shape)}")
+        out, masks, _ = self._universal(x)
+        return out.class_queries_logits.float(), masks
+
+    def _universal(self, x: torch.Tensor) -> tuple[Any, torch.Tensor, tuple[int, int]]:
+        """The universal net on x (B,3,H,W) zero-padded bottom/right (after normalisation) to a multiple of
+        PAD_MULTIPLE -> (its output, mask logits (B,Q,H,W) float32 upsampled to the padded size and cropped back,
+        the padded (H', W'))."""
         hw = tuple(x.shape[-2:])
         kw: dict[str, Any] = {}
         if self.task_inputs is not None:
@@ -170,9 +178,10 @@ class HFSegmenter(SegmenterBase):
         ph, pw = -hw[0] % PAD_MULTIPLE, -hw[1] % PAD_MULTIPLE
         xp = F.pad(x, (0, pw, 0, ph)) if ph or pw else x
         out = self.net(pixel_values=xp, **kw)
-        masks = F.interpolate(out.masks_queries_logits.float(), size=tuple(xp.shape[-2:]), mode="bilinear",
+        padded = tuple(xp.shape[-2:])
+        masks = F.interpolate(out.masks_queries_logits.float(), size=padded, mode="bilinear",
                               align_corners=False)[..., :hw[0], :hw[1]]
-        return out.class_queries_logits.float(), masks
+        return out, masks, padded
 
     def query_outputs(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
         """Universal models only. x: (B,3,H,W) normalised -> {"class_probs": (B,Q,K+1) float32 softmax over the

@@ -43,7 +43,7 @@ def _rebuild_smp(meta: dict[str, Any], *, class_set: str | None, **_: Any) -> Se
     return create_segmenter(meta["arch"], meta["encoder"], int(meta["num_classes"]), class_names=meta["class_names"],
                             class_set=class_set, mean=tuple(meta.get("mean", IMAGENET_MEAN)),
                             std=tuple(meta.get("std", IMAGENET_STD)), train_size=meta.get("train_size"),
-                            **dict(meta.get("smp_kwargs") or {}))
+                            head=meta.get("head"), **dict(meta.get("smp_kwargs") or {}))
 
 
 def _describe_path(spec: str, parts: tuple[str, ...], model: nn.Module) -> ModelOrigin:
