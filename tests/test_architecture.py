@@ -211,3 +211,27 @@ def test_an_allowance_hides_only_its_own_circle(tmp_path):
                             "data/c.py": "from . import d\n", "data/d.py": "def f():\n    from . import c\n"})
     allow = {frozenset({"pkg.s2m.a", "pkg.s2m.b"})}
     assert check_imports(root, "pkg", allow) == ["import circle: pkg/data/c.py <-> pkg/data/d.py"]
+
+
+def test_allowed_values_are_written_once():
+    """The protocol names, the saved-map formats and the --max-pixels / --work-size defaults live in one
+    torch-free module each (eval/protocols.py, data/names.py, infer/names.py, s2m/names.py); no other module of
+    the package assigns them."""
+    import ast
+
+    import denseood
+
+    PKG = Path(denseood.__file__).parent
+    names = {"PROTOCOLS": "eval/protocols.py", "SAVE_FORMATS": "data/names.py", "MAX_PIXELS": "infer/names.py",
+             "WORK_SIZE": "s2m/names.py", "MAP_FORMATS": None}
+    found = []
+    for path in sorted(PKG.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+                node, ast.AnnAssign) else []
+            for t in targets:
+                if isinstance(t, ast.Name) and t.id in names and path.relative_to(PKG).as_posix() != names[t.id]:
+                    found.append(f"{path.relative_to(PKG.parent)}:{node.lineno} assigns {t.id}")
+    # the instance-AP and object protocols are other tuples of other names; they are allowed here
+    found = [f for f in found if not f.startswith(("denseood/eval/instance_ap.py", "denseood/eval/objects.py"))]
+    assert found == []

@@ -22,14 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..infer.names import MAX_PIXELS
+from ..s2m.names import WORK_SIZE
 from ..scores.names import DEFAULT_SCORE, score_help
 from ._common import (add_code_options, add_config, add_objects, check_objects, add_device, add_dtype, add_out, add_verb, nonnegative_int,
                       parse_input_size, positive_float, positive_int)
 
-#: default of --max-pixels (= denseood.infer.MAX_PIXELS; kept here so the top level imports no torch)
-MAX_PIXELS = 100_000_000
-#: default of --work-size (= denseood.s2m.pipeline.WORK_SIZE)
-WORK_SIZE = 2048
 
 DESCRIPTION = __doc__.split("\n\nThe library verb")[0]
 

@@ -29,13 +29,12 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError, DatasetError
+from .names import SAVE_FORMATS
 from ..io import atomic_write_bytes, read_hdf5, write_hdf5, write_png
 
 #: file suffix -> reader kind
 MAP_SUFFIXES = {".npy": "npy", ".npz": "npz", ".h5": "h5", ".hdf5": "h5", ".png": "image", ".tif": "image",
                 ".tiff": "image"}
-#: --save-maps-format -> file suffix written
-SAVE_FORMATS = {"npy": ".npy", "npz": ".npz", "h5": ".hdf5", "png16": ".png"}
 #: sidecar written beside png16 maps: the scale and offset to read them back with
 FORMAT_SIDECAR = "maps_format.json"
 #: names listed at most in one error

@@ -62,8 +62,9 @@ from ._inputs import check_finite, prepare_inputs, raise_non_finite
 from .smiyc import SMIYC_NUM_BINS, smiyc_frame
 from .curves import CURVE_CACHE_POINTS, desc_counts_exact, subsample_index, summarize_counts
 from .histogram import StreamingHistogram
+from .protocols import PROTOCOLS
 
-MODES = ("exact", "streaming", "smiyc", "caos")
+MODES = tuple(PROTOCOLS)  # the protocols of eval/protocols.py
 
 __all__ = ["MODES", "SMIYC_NUM_BINS", "PixelMetrics", "prepare_inputs", "check_finite", "raise_non_finite",
            "desc_counts_exact", "summarize_counts"]

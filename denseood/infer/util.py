@@ -13,12 +13,11 @@ from torch.utils.data import Sampler
 
 from ..data.sample import Sample
 from ..errors import ConfigError
+from .names import MAX_PIXELS  # re-exported: the default largest image (H * W pixels)
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-#: default largest image (H * W pixels) the engine and ``denseood segment`` accept
-MAX_PIXELS = 100_000_000
 
 
 def check_max_pixels(h: int, w: int, limit: int | float | None, what: str, option: str = "--max-pixels") -> None:

@@ -35,6 +35,7 @@ from ..dist import resolve_device
 from ..errors import ConfigError
 from ..scores.names import DEFAULT_SCORE
 from .learned import LearnedPrompter
+from .names import WORK_SIZE
 from .promptable import PromptableSegmenter, build_prompt_model, resolve_dtype
 from .points import PointPrompter
 from .prompts import PeakPrompter, Prompts
@@ -85,8 +86,6 @@ class S2MResult:
         return np.bincount(self.instances.ravel(), minlength=len(self) + 1)[1:].astype(np.int64)
 
 
-#: default longest side (pixels) at which S2M computes prompts and masks
-WORK_SIZE = 2048
 
 
 def work_shape(h: int, w: int, work_size: int | None) -> tuple[int, int]:

@@ -227,9 +227,7 @@ def test_official_smiyc_submission_layout(world, tmp_path):  # noqa: F811
 def test_submission_dataset_and_method_names():
     from types import SimpleNamespace as NS
 
-    from denseood.commands import eval as verb
     from denseood.commands.eval.writers import smiyc_dataset_name, submission_method
-    from denseood.data.maps import SAVE_FORMATS
 
     # road_anomaly_benchmark stores frames under cfg.name_for_persistence (datasets/dataset_io.py get_frame)
     assert smiyc_dataset_name(NS(name="smiyc-anomaly", split="test")) == "AnomalyTrack-all"
@@ -239,4 +237,3 @@ def test_submission_dataset_and_method_names():
     assert submission_method("jsd", ["jsd", "msp"], None) == "jsd"
     assert submission_method("jsd", ["jsd", "msp"], "M") == "M_jsd"
     assert submission_method("jsd", ["jsd"], "M") == "M"
-    assert set(verb.MAP_FORMATS) == set(SAVE_FORMATS)

@@ -13,16 +13,16 @@ from __future__ import annotations
 import argparse
 import math
 
+from ...data.names import SAVE_FORMATS
+from ...eval.protocols import PROTOCOLS
 from ...scores.names import score_help
 from .._common import (_checked, add_code_options, add_objects, add_config, add_device, add_dtype, add_out, add_verb, fraction,
                        nonnegative_int, positive_float, positive_int)
 
 finite_float = _checked("a finite number", float, math.isfinite)
-MAP_FORMATS = ("npy", "npz", "h5", "png16")  # = denseood.data.maps.SAVE_FORMATS (checked by a test)
 
 DATASETS = ("cityscapes", "smiyc-anomaly", "smiyc-obstacle", "smiyc-laf", "fs-laf", "fs-static", "streethazards",
             "synthetic", "folder", "lostandfound")  # lostandfound = smiyc-laf (data.registry.ALIASES)
-PROTOCOLS = ("streaming", "exact", "smiyc", "caos")  # = options.PROTOCOLS (checked by a test)
 
 DESCRIPTION = """\
 Evaluate anomaly scores of a segmenter checkpoint (--checkpoint), or precomputed anomaly maps (--maps DIR: one
@@ -67,7 +67,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=4, help="images per inference batch (per rank)")
     p.add_argument("--workers", type=nonnegative_int, default=2, help="data-loader worker processes (0: load in this process)")
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N frames")
-    p.add_argument("--protocol", default=None, choices=PROTOCOLS,
+    p.add_argument("--protocol", default=None, choices=tuple(PROTOCOLS),
                    help="pixel-metric protocol (default: the benchmark's own, else streaming)")
     p.add_argument("--no-components", action="store_true", help="skip component metrics (sIoU, PPV, mean F1)")
     p.add_argument("--input-size", default="model",
@@ -90,7 +90,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--save-maps", action="store_true",
                    help="write per-image heat-map overlays (maps/) and the score maps (score_maps/<score>/, read "
                         "back by --maps)")
-    p.add_argument("--save-maps-format", default="npy", choices=MAP_FORMATS,
+    p.add_argument("--save-maps-format", default="npy", choices=tuple(SAVE_FORMATS),
                    help="score-map files of --save-maps: npy/npz float32, h5 float16 (SMIYC layout), png16 "
                         "(bounded scores; scale in maps_format.json)")
     p.add_argument("--method", default=None,

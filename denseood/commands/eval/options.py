@@ -20,6 +20,7 @@ import torch
 from denseood import dist
 from denseood.config import parse_hw
 from denseood.errors import ConfigError
+from denseood.eval.protocols import PROTOCOLS
 from denseood.infer.util import MAX_PIXELS, check_network_sizes, resolve_dtype
 from denseood.outdir import check_out_dir
 from denseood.scores import parse_scores
@@ -29,7 +30,6 @@ from denseood.scores.names import DEFAULT_SCORE
 from .._common import check_objects, parse_input_size
 from .writers import check_method, check_save_format
 
-PROTOCOLS = ("streaming", "exact", "smiyc", "caos")
 #: options that only apply to a checkpoint, with their unset values (refused with --maps when set)
 CHECKPOINT_ONLY = {"scores": None, "input_size": "model", "sliding_window": None, "flip": False, "compile": False,
                    "s2m": False, "weights": None, "trust_code": False}

@@ -11,6 +11,8 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from denseood.eval.protocols import PROTOCOLS
+
 from .build import MAX_VIEWS, Run, ci_of, curve_points, quantile, recall_by_size, worst
 from .svg import colour_bar, curve_plot
 
@@ -20,10 +22,6 @@ SCORE_COLUMNS = (("ap", "AP", True), ("fpr95", "FPR95", False), ("auroc", "AUROC
 AT_COLUMNS = (("fpr", "FPR@t", False), ("tpr", "TPR@t", True), ("precision", "precision@t", True), ("f1", "F1@t", True))
 OBJECT_COLUMNS = (("iou", "IoU", True), ("sIoU", "sIoU", True), ("PPV", "PPV", True), ("mean_F1", "mean F1", True),
                   ("pixel_ap", "pixel AP", True), ("oodis_ap", "OoDIS AP", True), ("coco_ap", "COCO AP", True))
-PROTOCOLS = {"streaming": "streaming histogram (close to exact; no official evaluator)",
-             "exact": "exact sort-based = sklearn / the Fishyscapes evaluator",
-             "smiyc": "= the official SegmentMeIfYouCan evaluator",
-             "caos": "= the StreetHazards CAOS evaluator (per-image average)"}
 GT_COLOURS = np.array([[70, 70, 70], [255, 140, 0]], np.uint8)  # inlier, anomaly; void black
 
 

@@ -1,0 +1,5 @@
+"""Defaults of the S2M stage that command-line help needs (torch-free). See docs/architecture.md."""
+from __future__ import annotations
+
+#: default --work-size: S2M prompts and masks are computed on the frame shrunk to at most this long side
+WORK_SIZE = 2048
