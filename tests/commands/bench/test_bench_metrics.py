@@ -18,19 +18,19 @@ def test_bench_metrics_tiny():
     for key in ("streaming", "exact", "sklearn"):
         v = r[key]
         assert v["seconds"] > 0 and v["peak_mb"] >= 0
-        assert v["mpx_per_s"] == pytest.approx(r["megapixels"] / v["seconds"])
         assert 0 < v["ap"] < 1 and 0.5 < v["auroc"] <= 1
     assert r["abs_diff_exact_vs_sklearn_ap"] < 1e-9 and r["abs_diff_exact_vs_sklearn_auroc"] < 1e-9
     assert r["exact"]["ap"] == pytest.approx(r["sklearn"]["ap"], abs=1e-9)
     assert r["abs_diff_streaming_vs_exact_ap"] < 1e-3 and r["abs_diff_streaming_vs_exact_fpr95"] < 1e-3
-    assert r["speedup_streaming_vs_sklearn"] == pytest.approx(r["sklearn"]["seconds"] / r["streaming"]["seconds"])
     for key in ("components_clean", "components_salt2pct"):
         c = r[key]
         assert c["frames"] == 3 and c["seconds"] > 0 and c["n_gt"] > 0
     assert r["threshold"] == r["exact"]["best_f1_threshold"]
     assert r["smiyc_equals_legacy"] and r["smiyc"]["ap"] == r["smiyc_legacy"]["ap"]
-    assert r["speedup_smiyc_vs_legacy"] == pytest.approx(r["smiyc_legacy"]["seconds"] / r["smiyc"]["seconds"])
     table = format_table(r)
+    # the printed figures are the measured ones (throughput and speed-ups are the JSON's, not recomputed)
+    assert f"{r['streaming']['mpx_per_s']:>9.1f}" in table and f"{r['speedup_smiyc_vs_legacy']:.1f}x" in table
+    assert f"{r['speedup_streaming_vs_sklearn']:.1f}x faster" in table
     assert "smiyc protocol" in table
     assert "streaming" in table and "sklearn" in table and "ComponentMetrics" in table
 
