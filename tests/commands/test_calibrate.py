@@ -12,8 +12,7 @@ import pytest
 
 from denseood.cli import main as cli_main
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_eval import _eval_args, _reference_maps, world  # noqa: E402, F401  (the session fixture)
+from tests.commands.test_eval import _eval_args, _reference_maps, world  # noqa: E402, F401  (the session fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TARGET = 0.05

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from denseood.cli import main as cli_main
-from test_eval import SIZES, H, W, world  # noqa: F401  (the tiny checkpoint + synthetic world fixture)
+from tests.commands.test_eval import SIZES, H, W, world  # noqa: F401  (the tiny checkpoint + synthetic world fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PIXEL = ("ap", "fpr95", "auroc")

@@ -2,7 +2,6 @@
 thresholded baseline against independent references."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,7 @@ from denseood.s2m.pipeline import S2M
 from denseood.s2m.promptable import GrabCutBackend
 from denseood.s2m.prompts import PeakPrompter
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "s2m"))  # the shared scene helpers of tests/s2m
-from s2m_helpers import disc_scene, map_from_instances  # noqa: E402
+from tests.s2m.s2m_helpers import disc_scene, map_from_instances  # noqa: E402
 
 
 def _frames(rng, n=3):

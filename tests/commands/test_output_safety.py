@@ -27,8 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A synthetic root (3 labelled validation frames, 64x128) and a tiny random checkpoint."""
-    sys.path.insert(0, str(REPO / "tests" / "s2m"))
-    from s2m_helpers import tiny_checkpoint
+    from tests.s2m.s2m_helpers import tiny_checkpoint
 
     from denseood.data.synthetic import write
 
@@ -126,8 +125,7 @@ def test_eval_overwrite_replaces_the_previous_run_whole(world, tmp_path):
 def test_eval_overwrite_of_a_submission_leaves_no_frame_of_the_other_model(world, tmp_path):
     """The issue's case: a SMIYC submission of model A, then ``--overwrite --limit 1`` with model B: the folder
     holds B's one frame only (no .hdf5 of A left beside it)."""
-    sys.path.insert(0, str(REPO / "tests" / "s2m"))
-    from s2m_helpers import tiny_checkpoint
+    from tests.s2m.s2m_helpers import tiny_checkpoint
 
     from denseood.io import read_hdf5, write_image
 
@@ -236,8 +234,7 @@ def test_disk_full_while_writing_a_curve_keeps_the_previous_run(world, tmp_path,
 
 def test_disk_full_in_a_training_checkpoint_is_one_line(tmp_path, capsys, monkeypatch):
     """torch.save hides the ENOSPC behind an inline_container RuntimeError; the user sees "disk full"."""
-    sys.path.insert(0, str(REPO / "tests" / "s2m"))
-    from s2m_helpers import write_synthetic_train
+    from tests.s2m.s2m_helpers import write_synthetic_train
 
     root = write_synthetic_train(tmp_path / "cs", n=2, size=(64, 128))
     _dev_full_for(monkeypatch, "last.pt")

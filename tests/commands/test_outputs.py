@@ -124,8 +124,7 @@ def tiny_eval(tmp_path):
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "s2m"))
-    from s2m_helpers import tiny_checkpoint
+    from tests.s2m.s2m_helpers import tiny_checkpoint
 
     from denseood.data.synthetic import write
 

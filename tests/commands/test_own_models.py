@@ -16,7 +16,7 @@ from sklearn.metrics import average_precision_score
 
 from denseood.cli import main as cli_main
 from denseood.errors import ConfigError
-from model_builders import MEAN, STD, rba_pipeline_masks, tiny_lraspp, tiny_mask2former, tiny_segformer, write_factory
+from tests.model_builders import MEAN, STD, rba_pipeline_masks, tiny_lraspp, tiny_mask2former, tiny_segformer, write_factory
 
 transformers = pytest.importorskip("transformers")
 

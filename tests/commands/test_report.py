@@ -14,7 +14,7 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from denseood.cli import main as cli_main
-from test_eval import _eval_args, world  # noqa: F401  (the tiny checkpoint + synthetic world fixture)
+from tests.commands.test_eval import _eval_args, world  # noqa: F401  (the tiny checkpoint + synthetic world fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -15,8 +15,7 @@ from denseood.errors import ConfigError
 from denseood.io import read_image, read_label, write_image
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "s2m"))
-from s2m_helpers import _ckpt_master, ckpt, disc_scene  # noqa: E402, F401  (fixtures)
+from tests.s2m.s2m_helpers import _ckpt_master, ckpt, disc_scene  # noqa: E402, F401  (fixtures)
 
 
 def test_segment_folder_with_corrupt_file(tmp_path, rng, capsys, ckpt):
@@ -161,7 +160,7 @@ def test_banded_overlay_equals_the_one_shot_composition(rng, work_size):
     from denseood.s2m.promptable import GrabCutBackend
     from denseood.s2m.prompts import PeakPrompter
     from denseood.viz import blend, draw_objects, heatmap
-    from s2m_helpers import map_from_instances
+    from tests.s2m.s2m_helpers import map_from_instances
 
     img, inst = disc_scene(90, 150, [(40, 45, 15), (110, 40, 18)], rng)
     amap = map_from_instances(inst, rng)

@@ -19,8 +19,7 @@ from PIL import Image
 from denseood.cli import main
 from denseood.data.oodis import FOLDERS, read_expected_files
 
-sys.path.insert(0, str(Path(__file__).parent))
-from oodis_tree import SIZES, subset, write_expected, write_model, write_trees  # noqa: E402
+from tests.commands.oodis_tree import SIZES, subset, write_expected, write_model, write_trees  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,8 +10,7 @@ import pytest
 from denseood.cli import main
 from denseood.s2m.learned import LearnedPrompter
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "s2m"))
-from s2m_helpers import _ckpt_master, ckpt, write_synthetic_train  # noqa: E402, F401  (fixtures)
+from tests.s2m.s2m_helpers import _ckpt_master, ckpt, write_synthetic_train  # noqa: E402, F401  (fixtures)
 
 
 @pytest.mark.slow

@@ -16,13 +16,13 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from denseood.errors import ConfigError, DenseOODError
 from denseood.eval import (ComponentMetrics, InstanceAP, InstanceAPReport, ObjectMetrics, ObjectScoreCurve,
                            PixelMetrics, SemanticMetrics)
-from oodis_cases import random_case as oodis_case
-from test_components import ref_aggregate, ref_frame, scene
-from test_instance_ap import coco_reference
-from test_instance_ap_oodis import REFERENCE as OODIS_REFERENCE
-from test_object_curve import random_case as curve_case
-from test_object_curve import reference as curve_reference
-from test_pixel import pooled, ref_best_f1, ref_caos, ref_fpr95, ref_smiyc
+from tests.eval.oodis_cases import random_case as oodis_case
+from tests.eval.test_components import ref_aggregate, ref_frame, scene
+from tests.eval.test_instance_ap import coco_reference
+from tests.eval.test_instance_ap_oodis import REFERENCE as OODIS_REFERENCE
+from tests.eval.test_object_curve import random_case as curve_case
+from tests.eval.test_object_curve import reference as curve_reference
+from tests.eval.test_pixel import pooled, ref_best_f1, ref_caos, ref_fpr95, ref_smiyc
 
 Frame = tuple  # the positional arguments of one update call for one image
 

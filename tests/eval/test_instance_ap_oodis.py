@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from oodis_cases import all_cases, crash_cases, designed_cases
+from tests.eval.oodis_cases import all_cases, crash_cases, designed_cases
 
 from denseood.errors import ConfigError
 from denseood.eval.instance_ap import InstanceAP

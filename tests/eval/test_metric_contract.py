@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import denseood.eval
-from metric_cases import CASES, MetricCase
-from two_ranks import on_two_ranks
+from tests.eval.metric_cases import CASES, MetricCase
+from tests.eval.two_ranks import on_two_ranks
 
 
 def feed(case: MetricCase, metric, frames: list, chunks: list[int] | None = None):

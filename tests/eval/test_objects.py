@@ -139,8 +139,8 @@ def test_s2m_protocol_against_independent_references(seed, capsys):
     InstanceAP(protocol="oodis") value; that class is checked against the official OoDIS scorer in
     tests/eval/test_instance_ap_oodis.py."""
     from scipy import ndimage
-    from test_instance_ap import coco_reference
-    from test_object_curve import reference
+    from tests.eval.test_instance_ap import coco_reference
+    from tests.eval.test_object_curve import reference
 
     from denseood.eval.instance_ap import InstanceAP
 

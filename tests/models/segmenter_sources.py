@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 
 from denseood.models import IMAGENET_MEAN, IMAGENET_STD, create_segmenter, save_checkpoint
-from model_builders import MEAN, STD, tiny_lraspp, tiny_mask2former, tiny_segformer, write_factory
+from tests.model_builders import MEAN, STD, tiny_lraspp, tiny_mask2former, tiny_segformer, write_factory
 
 #: the mean/std given to the smp model (not ImageNet's: the checkpoint must carry them)
 SMP_MEAN, SMP_STD = (0.3, 0.4, 0.5), (0.2, 0.3, 0.4)

@@ -15,8 +15,8 @@ from denseood.cli import main as cli_main
 from denseood.models.checkpoint import save_checkpoint
 from denseood.models.segmenter import create_segmenter
 from denseood.models.sources import load_model
-from model_builders import tiny_lraspp, tiny_segformer
-from models.unsafe_pickle import assert_refused, write_malicious
+from tests.model_builders import tiny_lraspp, tiny_segformer
+from tests.models.unsafe_pickle import assert_refused, write_malicious
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

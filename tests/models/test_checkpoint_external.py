@@ -10,7 +10,7 @@ import torch
 from denseood.errors import CheckpointError
 from denseood.models.checkpoint import save_checkpoint
 from denseood.models.sources import load_checkpoint, load_model
-from model_builders import tiny_lraspp, tiny_segformer, write_factory
+from tests.model_builders import tiny_lraspp, tiny_segformer, write_factory
 
 
 def _round_trip(spec, tmp_path, remove):

@@ -17,7 +17,7 @@ from denseood.cli import main as cli_main
 from denseood.errors import CheckpointError
 from denseood.models.checkpoint import save_checkpoint
 from denseood.models.sources import load_checkpoint, load_model
-from model_builders import write_factory
+from tests.model_builders import write_factory
 
 REPO = Path(__file__).resolve().parents[2]
 ATTACKS = ("abs_py", "rel_py", "interact", "abort")

@@ -11,7 +11,7 @@ from denseood.models.checkpoint import save_checkpoint
 from denseood.models.origin import ModelOrigin
 from denseood.models.segmenter import create_segmenter
 from denseood.models.sources import SOURCES, SPEC_FORMS, load_checkpoint, load_model, parse_spec
-from model_builders import tiny_lraspp, write_factory
+from tests.model_builders import tiny_lraspp, write_factory
 
 
 def test_every_row_is_reached_by_its_own_spec_form(tmp_path):

@@ -15,7 +15,7 @@ import torch
 
 from denseood.errors import ConfigError
 from denseood.models import load_model, save_checkpoint
-from segmenter_sources import SOURCES
+from tests.models.segmenter_sources import SOURCES
 
 SIZES = [(37, 53), (64, 96)]   # odd (padding paths) and a multiple of 32
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import denseood
 from denseood.errors import CheckpointError, ConfigError
 from denseood.models.sources import load_model
-from model_builders import MEAN, STD, rba_pipeline_masks, tiny_mask2former, tiny_segformer
+from tests.model_builders import MEAN, STD, rba_pipeline_masks, tiny_mask2former, tiny_segformer
 
 transformers = pytest.importorskip("transformers")
 

@@ -10,7 +10,7 @@ from denseood.models.encoder_weights import load_encoder_weights
 from denseood.models.segmenter import create_segmenter
 from denseood.models.sources.registry import load_checkpoint
 
-from models.unsafe_pickle import assert_refused, write_malicious
+from tests.models.unsafe_pickle import assert_refused, write_malicious
 
 
 @pytest.mark.parametrize("reader", [load_checkpoint, read_checkpoint])

@@ -11,7 +11,7 @@ from denseood.s2m.pipeline import S2M
 from denseood.s2m.promptable import GrabCutBackend
 from denseood.s2m.prompts import PeakPrompter, peak_confidence
 
-from s2m_helpers import disc_scene, map_from_instances
+from tests.s2m.s2m_helpers import disc_scene, map_from_instances
 
 
 def _random_map(rng, h=64, w=96, negative=False):

@@ -11,7 +11,7 @@ from denseood.s2m.promptable import GrabCutBackend
 from denseood.s2m.learned import LearnedPrompter
 from denseood.s2m.prompts import PeakPrompter
 
-from s2m_helpers import disc_scene, iou_mask, map_from_instances
+from tests.s2m.s2m_helpers import disc_scene, iou_mask, map_from_instances
 
 
 def test_mask_iou_and_boxes_brute_force(rng):
@@ -230,7 +230,7 @@ def test_s2m_reads_no_checkpoint_extra_for_a_model_of_another_source(tmp_path):
     from denseood.models.segmenter import create_segmenter
     from denseood.models.sources import load_model
     from denseood.s2m.pipeline import _checkpoint_extra
-    from model_builders import write_factory
+    from tests.model_builders import write_factory
 
     f = write_factory(tmp_path / "fac.py")
     py = load_model(f"python:{f}:make")

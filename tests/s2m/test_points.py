@@ -16,7 +16,7 @@ from denseood.s2m.pipeline import S2M, build_prompter, build_s2m, mask_iou_matri
 from denseood.s2m.points import NMS_IOU, PointPrompter, farthest_points, mask_confidence
 from denseood.s2m.promptable import GrabCutBackend, SamBackend
 
-from s2m_helpers import disc_scene, iou_mask, map_from_instances, tiny_sam
+from tests.s2m.s2m_helpers import disc_scene, iou_mask, map_from_instances, tiny_sam
 
 
 def _fps_reference(c: np.ndarray, n: int) -> list[int]:

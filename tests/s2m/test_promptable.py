@@ -10,7 +10,7 @@ import torch
 from denseood.errors import CheckpointError, ConfigError
 from denseood.s2m.promptable import GrabCutBackend, SamBackend, build_prompt_model
 
-from s2m_helpers import disc_scene, iou_mask, tiny_sam
+from tests.s2m.s2m_helpers import disc_scene, iou_mask, tiny_sam
 
 REAL_SAM = Path(__file__).resolve().parents[2] / "weights" / "sam_vit_b_01ec64.pth"
 
@@ -167,7 +167,7 @@ def test_grabcut_two_objects_and_quality(rng):
 
 
 def test_sam_file_with_python_objects_is_refused(tmp_path):
-    from models.unsafe_pickle import assert_refused, write_malicious
+    from tests.models.unsafe_pickle import assert_refused, write_malicious
 
     marker = tmp_path / "MARKER"
     bad = write_malicious(tmp_path / "sam_vit_b_01ec64.pth", marker, wrap="model")

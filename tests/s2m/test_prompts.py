@@ -8,7 +8,7 @@ from denseood.errors import ConfigError
 from denseood.s2m.boxes import normalize_map
 from denseood.s2m.prompts import PeakPrompter, Prompts
 
-from s2m_helpers import box_of, iou_box, map_from_instances
+from tests.s2m.s2m_helpers import box_of, iou_box, map_from_instances
 
 
 def _blob_instances(h: int, w: int) -> np.ndarray:

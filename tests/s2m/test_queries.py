@@ -15,8 +15,7 @@ from denseood.models.sources import load_model
 from denseood.s2m.pipeline import mask_iou_matrix
 from denseood.s2m.queries import KNOWN_THRESHOLD, build_query_objects, query_objects
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/ (model_builders)
-from model_builders import MEAN, STD, rba_pipeline_masks, tiny_mask2former, tiny_segformer  # noqa: E402
+from tests.model_builders import MEAN, STD, rba_pipeline_masks, tiny_mask2former, tiny_segformer  # noqa: E402
 
 pytest.importorskip("transformers")
 
@@ -178,8 +177,7 @@ def test_submit_oodis_objects_queries(m2f, tmp_path, no_network):
     from denseood.cli import main
     from denseood.data.oodis import read_expected_files
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "commands"))
-    from oodis_tree import SIZES, subset, write_expected, write_trees
+    from tests.commands.oodis_tree import SIZES, subset, write_expected, write_trees
 
     _, d = m2f
     exp = subset(read_expected_files(), 2)

@@ -11,7 +11,7 @@ import denseood
 from denseood.errors import ConfigError
 from denseood.models.sources import load_model
 from denseood.scores import SCORES, anomaly_score, applicable_scores
-from model_builders import MEAN, STD, rba_pipeline_masks, tiny_mask2former, tiny_segformer
+from tests.model_builders import MEAN, STD, rba_pipeline_masks, tiny_mask2former, tiny_segformer
 
 pytest.importorskip("transformers")
 

@@ -13,8 +13,7 @@ from denseood.s2m.boxes import box_iou_np
 from denseood.s2m.learned import LearnedPrompter
 from denseood.train.prompter import calibrate_score_thresh, load_flow, store_prompter_in_checkpoint
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "s2m"))
-from s2m_helpers import tiny_checkpoint  # noqa: E402
+from tests.s2m.s2m_helpers import tiny_checkpoint  # noqa: E402
 
 
 def test_learned_prompter_state_roundtrip_through_checkpoint(tmp_path, rng):
