@@ -50,6 +50,8 @@ class BaseDataset(torch.utils.data.Dataset):
     default_split: str = ""
     #: human-readable expected layout, printed in every "missing" error
     LAYOUT: str = ""
+    #: sub-paths whose presence shows a partial copy of this layout (``data.inventory`` names what is missing)
+    MARKERS: tuple[str, ...] = ()
     has_ood_labels: bool = False
     has_semantic: bool = False
     class_set: str | None = None

@@ -33,6 +33,7 @@ class CityscapesDataset(BaseDataset):
     default_split = "val"
     class_set = "cityscapes"
     has_semantic = True
+    MARKERS = ("leftImg8bit", "gtFine")
     LAYOUT = ("  ROOT/leftImg8bit/{train,val,test}/<city>/<city>_<seq>_<frame>_leftImg8bit.png\n"
               "  ROOT/gtFine/{train,val,test}/<city>/<city>_<seq>_<frame>_gtFine_labelTrainIds.png "
               "(or ..._gtFine_labelIds.png)")

@@ -84,6 +84,7 @@ class FishyscapesLAF(FishyscapesStatic):
     """Fishyscapes Lost&Found val (100 frames): folder form, or FishyLAF labels + LostAndFound images."""
 
     name = "fs-laf"
+    MARKERS = ("dataset_FishyLAF",)
     LAYOUT = (FOLDER_LAYOUT + "\n  or (SMIYC form):\n"
               "  ROOT/dataset_FishyLAF/labels/val/<fid>_fishy-labels.png   (or ROOT = dataset_FishyLAF)\n"
               "  LAF/leftImg8bit/{train,test}/<NN_scene>/<fid>_leftImg8bit.{png,webp,jpg}   with LAF = laf_root "

@@ -13,20 +13,6 @@ from ..errors import DatasetError, DenseOODError
 from ..io import atomic_write_json
 from .registry import DATASETS
 
-#: folders / files whose presence in a candidate root means "this looks like benchmark X" (used to decide whether
-#: a failure is worth reporting as a partial layout)
-MARKERS: dict[str, tuple[str, ...]] = {
-    "cityscapes": ("leftImg8bit", "gtFine"),
-    "smiyc-anomaly": ("dataset_AnomalyTrack",),
-    "smiyc-obstacle": ("dataset_ObstacleTrack",),
-    "smiyc-laf": ("gtCoarse", "dataset_LostAndFound", "LostAndFound"),
-    "fs-laf": ("dataset_FishyLAF",),
-    "fs-static": (),
-    "streethazards": ("train/images/training", "test/images/test", "train/annotations", "test/annotations"),
-    "synthetic": ("leftImg8bit/train/synth", "dataset_AnomalyTrack"),
-}
-
-
 def _candidates(root: Path) -> list[Path]:
     subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     return [root, *subs]
@@ -61,7 +47,7 @@ def scan(root: str | os.PathLike, json_path: str | os.PathLike | None = None) ->
                     problems[split] = _first_line(e)
             if counts:
                 locations.append({"path": str(cand), "splits": counts, "problems": problems})
-            elif any((cand / m).exists() for m in MARKERS.get(name, ())):
+            elif any((cand / m).exists() for m in cls.MARKERS):
                 partial.append(f"{cand}: " + "; ".join(f"{s}: {m}" for s, m in problems.items()))
         missing: list[str] = []
         if not locations:

@@ -53,6 +53,7 @@ class SyntheticDataset(BaseDataset):
     splits = ("train", "val")
     default_split = "val"
     class_set = "cityscapes"
+    MARKERS = ("leftImg8bit/train/synth", "dataset_AnomalyTrack")
     LAYOUT = ("  train: ROOT/leftImg8bit/train/synth/synth_000000_<idx>_leftImg8bit.png + "
               "ROOT/gtFine/train/synth/synth_000000_<idx>_gtFine_labelTrainIds.png\n"
               "  val:   ROOT/dataset_AnomalyTrack/images/synth<idx>.png + "

@@ -159,6 +159,7 @@ class SMIYCAnomalyTrack(SMIYCTrack):
 
     name = "smiyc-anomaly"
     track_folder = "dataset_AnomalyTrack"
+    MARKERS = ("dataset_AnomalyTrack",)
     LAYOUT = smiyc_layout(track_folder)
     component_sizes = (500, 100)
 
@@ -176,6 +177,7 @@ class SMIYCObstacleTrack(SMIYCTrack):
 
     name = "smiyc-obstacle"
     track_folder = "dataset_ObstacleTrack"
+    MARKERS = ("dataset_ObstacleTrack",)
     LAYOUT = smiyc_layout(track_folder)
     component_sizes = (50, 10)
     split_rule = ("an ObstacleTrack id starts with its scene and '_', the scene one of "
@@ -264,6 +266,7 @@ class LostAndFoundDataset(BaseDataset):
     class_set = "cityscapes"
     component_sizes = (50, 10)
     has_ood_labels = True
+    MARKERS = ("gtCoarse", "dataset_LostAndFound", "LostAndFound")
     LAYOUT = ("  ROOT/leftImg8bit/{train,test}/<NN_scene>/<fid>_leftImg8bit.{png,webp,jpg}\n"
               "  ROOT/gtCoarse/{train,test}/<NN_scene>/<fid>_gtCoarse_labelIds.png\n"
               "  optional: ROOT/gtCoarse/{train,test}/<NN_scene>/<fid>_gtCoarse_instanceIds.png (object instances)\n"

@@ -77,6 +77,7 @@ class StreetHazardsDataset(BaseDataset):
     default_protocol = "caos"
     class_set = "streethazards"
     has_semantic = True
+    MARKERS = ("train/images/training", "test/images/test", "train/annotations", "test/annotations")
     LAYOUT = ("  ROOT/train/images/training/<town>/<n>.png      + ROOT/train/annotations/training/<town>/<n>.png\n"
               "  ROOT/train/images/validation/<town>/<n>.png    + ROOT/train/annotations/validation/<town>/<n>.png\n"
               "  ROOT/test/images/test/<town>/<n>.png           + ROOT/test/annotations/test/<town>/<n>.png\n"
