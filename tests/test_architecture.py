@@ -214,16 +214,21 @@ def test_an_allowance_hides_only_its_own_circle(tmp_path):
 
 
 def test_allowed_values_are_written_once():
-    """The protocol names, the saved-map formats and the --max-pixels / --work-size defaults live in one
-    torch-free module each (eval/protocols.py, data/names.py, infer/names.py, s2m/names.py); no other module of
-    the package assigns them."""
+    """Every allowed-value tuple and default that help text lists (protocols, map formats, dtypes, StreetHazards
+    conventions, prompter backbones and inputs, train --amp / --head, submit objects and tracks, --objects, the
+    default score, --max-pixels, --work-size) is assigned in exactly one torch-free module; no other module of the
+    package assigns the same name."""
     import ast
 
     import denseood
 
     PKG = Path(denseood.__file__).parent
     names = {"PROTOCOLS": "eval/protocols.py", "SAVE_FORMATS": "data/names.py", "MAX_PIXELS": "infer/names.py",
-             "WORK_SIZE": "s2m/names.py", "MAP_FORMATS": None}
+             "WORK_SIZE": "s2m/names.py", "MAP_FORMATS": None, "DTYPE_NAMES": "infer/names.py",
+             "STREETHAZARDS_UNLABELED": "data/names.py", "UNLABELED_CONVENTIONS": None,
+             "PROMPTER_BACKBONES": "s2m/names.py", "PROMPTER_INPUTS": "s2m/names.py", "AMP_MODES": "train/names.py",
+             "HEADS": "models/names.py", "OBJECTS": "commands/submit/names.py", "TRACKS": "commands/submit/names.py",
+             "OBJECT_ROUTES": "commands/_common.py", "DEFAULT_SCORE": "scores/names.py"}
     found = []
     for path in sorted(PKG.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):

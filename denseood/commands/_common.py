@@ -1,12 +1,14 @@
 """Shared pieces of the verb parsers: the help formatter, common options and parse-time value checks.
 
-Imports only the standard library (``denseood --help`` must not import torch). See docs/architecture.md.
+Imports only the standard library and torch-free name modules (``denseood --help`` must not import torch). See docs/architecture.md.
 """
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
 from typing import Any
+
+from ..infer.names import DTYPE_NAMES
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -59,7 +61,7 @@ def add_device(p: argparse.ArgumentParser, default: str | None = "auto") -> None
 
 
 def add_dtype(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+    p.add_argument("--dtype", default="auto", choices=["auto", *DTYPE_NAMES],
                    help="autocast dtype of the segmenter (auto: bf16 on GPUs that have it, fp16 on older GPUs, fp32 on CPU)")
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..models.names import HEADS
+from ..train.names import AMP_MODES
 from ._common import add_code_options, add_verb, positive_float, positive_int
 
 #: TrainConfig fields that have their own command-line option (same name, dashes for underscores)
@@ -47,13 +49,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the denseood run in a non-empty --out (a folder with denseood's manifest)")
-    p.add_argument("--amp", default=None, choices=["none", "bf16", "fp16"],
+    p.add_argument("--amp", default=None, choices=AMP_MODES,
                    help="mixed precision of the segmenter (fp16 uses a GradScaler, CUDA only)")
     p.add_argument("--device", default=None,
                    help="auto | cpu | cuda | cuda:N (auto: this rank's GPU under torchrun, else cuda when available, else cpu)")
     p.add_argument("--seed", type=int, default=None, help="seed of the data order, augmentation, negatives and initial weights")
     p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm across DDP ranks (CUDA + torchrun only)")
-    p.add_argument("--head", default=None, choices=["abet"],
+    p.add_argument("--head", default=None, choices=HEADS,
                    help="abet: add AbeT's learned temperature head (logits / T(x) in the CE; inlier data only, so "
                         "--negatives none; score it with --score abet)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

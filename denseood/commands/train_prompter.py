@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..s2m.names import PROMPTER_BACKBONES, PROMPTER_INPUTS
 from ..scores.names import DEFAULT_SCORE, score_help
 from ._common import add_code_options, add_config, add_device, add_verb, nonnegative_int, positive_float, positive_int
 
@@ -47,8 +48,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=positive_float, default=1e-3, help="AdamW learning rate (cosine schedule, 5%% warm-up)")
     add_device(p)
     p.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (pool, crops, pasted negatives)")
-    p.add_argument("--backbone", default="tiny", choices=["tiny", "resnet18"], help="detector backbone (random init)")
-    p.add_argument("--input", default="score", choices=["score", "score+image"], help="detector input channels")
+    p.add_argument("--backbone", default="tiny", choices=PROMPTER_BACKBONES, help="detector backbone (random init)")
+    p.add_argument("--input", default="score", choices=tuple(PROMPTER_INPUTS), help="detector input channels")
     p.add_argument("--pool-size", type=positive_int, default=128,
                    help="pasted training images scored once and cropped repeatedly")
     p.add_argument("--score-thresh", type=score_thresh_arg, default="auto",

@@ -16,6 +16,7 @@ from ..errors import ConfigError
 from ..io import check_label_values, check_same_size, read_image, read_label
 from .base import BaseDataset, Frame
 from .classes import STREETHAZARDS_CLASSES
+from .names import STREETHAZARDS_UNLABELED
 from .sample import IGNORE, Sample
 
 #: The ONE StreetHazards mapping table: annotation PNG value -> (train id, ood label).
@@ -33,7 +34,6 @@ STREETHAZARDS_TABLE: dict[int, tuple[int, int]] = {
 }
 assert [STREETHAZARDS_TABLE[v][0] for v in range(2, 14)] == list(range(len(STREETHAZARDS_CLASSES)))
 
-UNLABELED_CONVENTIONS = ("inlier", "void")
 
 SPLIT_DIRS = {"train": ("train", "training"), "val": ("train", "validation"), "test": ("test", "test")}
 
@@ -41,8 +41,8 @@ SPLIT_DIRS = {"train": ("train", "training"), "val": ("train", "validation"), "t
 def resolve_unlabeled(unlabeled: str | None = None, unlabeled_as_inlier: bool | None = None) -> str:
     """The OOD convention for "unlabeled" pixels: "inlier" (official, default) or "void".
     ``unlabeled_as_inlier`` is the older boolean spelling (True = "inlier", False = "void")."""
-    if unlabeled is not None and unlabeled not in UNLABELED_CONVENTIONS:
-        raise ConfigError(f"StreetHazards unlabeled={unlabeled!r}: expected one of {', '.join(UNLABELED_CONVENTIONS)}")
+    if unlabeled is not None and unlabeled not in STREETHAZARDS_UNLABELED:
+        raise ConfigError(f"StreetHazards unlabeled={unlabeled!r}: expected one of {', '.join(STREETHAZARDS_UNLABELED)}")
     if unlabeled_as_inlier is not None:
         old = "inlier" if unlabeled_as_inlier else "void"
         if unlabeled is not None and unlabeled != old:

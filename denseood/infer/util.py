@@ -13,10 +13,10 @@ from torch.utils.data import Sampler
 
 from ..data.sample import Sample
 from ..errors import ConfigError
-from .names import MAX_PIXELS  # re-exported: the default largest image (H * W pixels)
+from .names import DTYPE_NAMES, MAX_PIXELS  # MAX_PIXELS re-exported: the default largest image (H * W pixels)
 
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {name: getattr(torch, attr) for name, attr in DTYPE_NAMES.items()}
 
 
 

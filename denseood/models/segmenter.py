@@ -23,6 +23,7 @@ from ..data.classes import CLASS_SETS
 from ..errors import ConfigError
 from .base import IMAGENET_MEAN, IMAGENET_STD, SegmenterBase, plain_types
 from .encoder_weights import _weight_file, load_encoder_weights
+from .names import HEADS  # re-exported
 
 
 #: smp class names by lower-case architecture name (all use smp's encoder -> decoder -> segmentation_head path)
@@ -35,9 +36,6 @@ ARCHS: dict[str, str] = {
     "linknet": "Linknet",
     "unetplusplus": "UnetPlusPlus",
 }
-
-#: training heads a Segmenter can carry (``denseood train --head NAME``)
-HEADS = ("abet",)
 
 #: keys of ``Segmenter.stats`` understood by the fitted scores
 STATS_KEYS = ("sml_mean", "sml_std", "maha_means", "maha_precision", "maha_counts")

@@ -22,6 +22,7 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError
 from ..scores.names import DEFAULT_SCORE
 from .boxes import check_map, points_for_box
+from .names import PROMPTER_BACKBONES, PROMPTER_INPUTS
 from .prompts import Prompts
 
 __all__ = ["BACKBONES", "INPUTS", "build_detector", "quantile_levels", "LearnedPrompter"]
@@ -66,8 +67,8 @@ class _TinyBackbone(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
 
 
-BACKBONES = ("tiny", "resnet18")
-INPUTS = {"score": 1, "score+image": 4}
+BACKBONES = PROMPTER_BACKBONES
+INPUTS = PROMPTER_INPUTS
 
 
 def build_detector(backbone: str = "tiny", in_channels: int = 1, fpn_channels: int | None = None,

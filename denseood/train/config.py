@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ..models.names import HEADS
+from .names import AMP_MODES
 
 IGNORE = 255  # the void label of training labels (train ids 0..num_classes-1)
 
@@ -80,8 +82,8 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         self._validate_numbers()
-        if self.amp not in ("none", "bf16", "fp16"):
-            raise ConfigError(f"amp {self.amp!r}: expected none | bf16 | fp16")
+        if self.amp not in AMP_MODES:
+            raise ConfigError(f"amp {self.amp!r}: expected {' | '.join(AMP_MODES)}")
         if self.schedule not in ("poly", "cosine", "constant"):
             raise ConfigError(f"schedule {self.schedule!r}: expected poly | cosine | constant")
         if self.lam < 0:
@@ -100,8 +102,8 @@ class TrainConfig:
         """``head`` None or "abet"; AbeT learns its temperature from inlier data only, so it needs negatives none."""
         if self.head is None:
             return
-        if self.head != "abet":
-            raise ConfigError(f"--head {self.head!r}: expected abet (or no --head)")
+        if self.head not in HEADS:
+            raise ConfigError(f"--head {self.head!r}: expected {' | '.join(HEADS)} (or no --head)")
         if self.negatives != "none":
             raise ConfigError(f"--head abet trains on inlier data only (AbeT's learned temperature), but --negatives "
                               f"is {self.negatives!r}; pass --negatives none")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from ...data.names import SAVE_FORMATS
+from ...data.names import SAVE_FORMATS, STREETHAZARDS_UNLABELED
 from ...eval.protocols import PROTOCOLS
 from ...scores.names import score_help
 from .._common import (_checked, add_code_options, add_objects, add_config, add_device, add_dtype, add_out, add_verb, fraction,
@@ -84,7 +84,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="component metrics: drop predicted components smaller than this (default: the benchmark's)")
     p.add_argument("--min-instance-size", type=nonnegative_int, default=None,
                    help="component metrics: ground-truth components smaller than this become void (default: the benchmark's)")
-    p.add_argument("--streethazards-unlabeled", default=None, choices=("inlier", "void"),
+    p.add_argument("--streethazards-unlabeled", default=None, choices=STREETHAZARDS_UNLABELED,
                    help="StreetHazards OOD mask: 'unlabeled' pixels count as inlier (official CAOS code; the reader's "
                         "default) or as void (excluded); recorded as results.json dataset_convention")
     p.add_argument("--save-maps", action="store_true",

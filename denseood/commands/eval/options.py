@@ -19,6 +19,7 @@ import torch
 
 from denseood import dist
 from denseood.config import parse_hw
+from denseood.data.names import STREETHAZARDS_UNLABELED
 from denseood.errors import ConfigError
 from denseood.eval.protocols import PROTOCOLS
 from denseood.infer.util import MAX_PIXELS, check_network_sizes, resolve_dtype
@@ -111,8 +112,9 @@ class EvalOptions:
         if self.protocol is not None and self.protocol not in PROTOCOLS:
             raise ConfigError(f"unknown protocol {self.protocol!r}; valid: {', '.join(PROTOCOLS)}")
         self._parse_sizes()
-        if self.streethazards_unlabeled not in (None, "inlier", "void"):
-            raise ConfigError(f"streethazards_unlabeled {self.streethazards_unlabeled!r}: use 'inlier' or 'void'")
+        if self.streethazards_unlabeled not in (None, *STREETHAZARDS_UNLABELED):
+            raise ConfigError(f"streethazards_unlabeled {self.streethazards_unlabeled!r}: use one of "
+                              f"{', '.join(STREETHAZARDS_UNLABELED)}")
         if self.streethazards_unlabeled is not None and self.dataset not in (None, "streethazards"):
             raise ConfigError(f"--streethazards-unlabeled applies to --dataset streethazards, not {self.dataset!r}")
         self._check_numbers()

@@ -12,6 +12,7 @@ import math
 import sys
 
 from ...scores.names import DEFAULT_SCORE, score_help
+from .names import OBJECTS, TRACKS
 from .._common import (_checked, add_code_options, add_device, add_dtype, add_out, add_verb, nonnegative_int,
                        positive_float, positive_int)
 
@@ -46,7 +47,7 @@ def _oodis_parser(sub) -> None:
                                                        "torchvision:NAME:FILE | python:MODULE:FACTORY")
     add_code_options(p)
     add_out(p, "oodis.zip, and oodis/ (the unzipped submission)")
-    p.add_argument("--objects", default="s2m", choices=("s2m", "components", "queries"),
+    p.add_argument("--objects", default="s2m", choices=OBJECTS,
                    help="s2m: S2M objects with their confidences in [0, 1]; components: connected components of the "
                         "anomaly map above --threshold (a baseline), each scored by its mean anomaly score; queries: "
                         "a mask transformer's own query masks (hf: universal models), confidences in [0, 1]")
@@ -78,7 +79,7 @@ def _smiyc_parser(sub) -> None:
     p = sub.add_parser("smiyc", help="write the SMIYC hdf5 submission tree of one track",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Write the SegmentMeIfYouCan submission of one track's test frames.")
-    p.add_argument("--track", required=True, choices=("anomaly", "obstacle"), help="AnomalyTrack or ObstacleTrack")
+    p.add_argument("--track", required=True, choices=tuple(TRACKS), help="AnomalyTrack or ObstacleTrack")
     p.add_argument("--root", required=True, help="SMIYC root (dataset_AnomalyTrack/, dataset_ObstacleTrack/)")
     p.add_argument("--checkpoint", required=True, help="the model (any load_model spec)")
     add_code_options(p)

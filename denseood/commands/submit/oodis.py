@@ -23,7 +23,8 @@ from denseood.data.oodis import CLASS_ID, FOLDERS, OoDISFrame, find_frames, mask
 from denseood.errors import ConfigError, OutputError
 from denseood.scores.names import DEFAULT_SCORE
 
-OBJECTS = ("s2m", "components", "queries")
+from .names import OBJECTS
+
 WORK = "oodis"      # the unzipped submission under --out
 ZIP = "oodis.zip"
 

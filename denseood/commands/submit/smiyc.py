@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-TRACKS = {"anomaly": "smiyc-anomaly", "obstacle": "smiyc-obstacle"}
+from .names import TRACKS
 
 
 def check_tree(out: Path, dataset: Any, methods: list[str]) -> list[str]:
