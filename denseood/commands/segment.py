@@ -282,9 +282,9 @@ def _segment(stage: Path, paths: list[Path], stems: list[str], checkpoint_or_mod
              spec: str | Path | None = None, threshold: float | None = None) -> dict:  # issue 23
     """The work of :func:`segment_images`, writing into the staging folder ``stage``."""
     import numpy as np
-    from tqdm import tqdm
 
     from ..io import atomic_write_text, write_png
+    from ..progress import progress_bar as tqdm   # plain lines when stderr is not a terminal
     from ..s2m.pipeline import build_s2m
 
     out = stage

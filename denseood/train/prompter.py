@@ -166,10 +166,10 @@ def _score_pool(engine: Any, score: str, ds: Any, order: np.ndarray, source: Any
                 keep_images: bool, progress: bool) -> _Pool:
     """Paste negatives (``source``, drawing from ``gen``) into the images ``order`` of ``ds`` and score each
     pasted image with ``engine`` (an ``Inference``) exactly as at test time."""
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     pool = _Pool([], [], [])
-    it = tqdm(order, desc="scoring pasted images", disable=not progress, leave=False)
+    it = progress_bar(order, desc="scoring pasted images", disable=not progress, leave=False)
     for idx in it:
         s = ds[int(idx)]
         img = torch.from_numpy(np.ascontiguousarray(s.image)).permute(2, 0, 1)[None].float() / 255.0
@@ -251,7 +251,7 @@ def _fit_detector(prompter: LearnedPrompter, sampler: _CropSampler, n_train: int
     """Train the prompter's detector on crops of the first ``n_train`` pool images (AdamW, linear warm-up over
     a twentieth of the steps, then cosine decay; gradients clipped at 10). Returns the loss of every step;
     DenseOODError when it is not finite."""
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     det = prompter.model
     det.train()
@@ -260,7 +260,7 @@ def _fit_detector(prompter: LearnedPrompter, sampler: _CropSampler, n_train: int
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
     losses: list[float] = []
-    bar = tqdm(range(steps), desc="train prompter", disable=not progress)
+    bar = progress_bar(range(steps), desc="train prompter", disable=not progress)
     for step in bar:
         batch = [sampler(int(rng.integers(n_train))) for _ in range(batch_size)]
         xs_ = [b[0].to(dev) for b in batch]
