@@ -298,6 +298,7 @@ class Trainer:
                 self.history.append(rec)
             if phase == "flow_pretrain" and self.step == start + length and main:
                 self.save_flow_samples(self.out / "flow_samples_pretrain.png")   # before the JS term shapes them
+            bar.set_description_str("flow pre-training" if phase == "flow_pretrain" else "train", refresh=False)
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items() if isinstance(v, float)}, refresh=False)
             if cfg.val_every and (self.step % cfg.val_every == 0 or self.step == total) and phase != "flow_pretrain":
