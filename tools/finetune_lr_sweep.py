@@ -4,6 +4,7 @@ Writes a synthetic world, trains a base model without negatives, then fine-tunes
 each learning rate for 100 steps (5 % linear warm-up, poly decay) and records validation (jsd AP, mIoU) of the
 initial model and at steps 10 and 100 of the run, one JSON line per run in OUT/results.jsonl.
 Usage: python tools/finetune_lr_sweep.py OUT [--size 64x128] [--n-train 16] [--n-val 8] [--base-steps 100]
+       python tools/finetune_lr_sweep.py OUT --table     (the markdown table of the runs so far)
 """
 from __future__ import annotations
 
@@ -27,9 +28,28 @@ def run(cfg_kw: dict) -> dict:
     return {"initial": initial, "vals": vals, "final": summ.get("final"), "seconds": round(time.time() - t0, 1)}
 
 
+def table(res_file: Path) -> str:
+    """Markdown table of OUT/results.jsonl: per run, jsd AP / mIoU % of the initial model, after 10 segmenter steps
+    and at the end (the flow's pre-training steps not counted)."""
+    rows = ["| negatives | lr | freeze_bn | AP % initial | AP % step 10 | AP % step 100 | mIoU % initial | "
+            "mIoU % step 10 | mIoU % step 100 | s |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    pct = (lambda d, k: "–" if k not in d else f"{100 * d[k]:.1f}")
+    for line in res_file.read_text().splitlines():
+        r = json.loads(line)
+        if r["run"] == "base":
+            continue
+        off = 10 if r["negatives"] == "flow" else 0   # the flow's 10 pre-training steps come first
+        v10, v100, ini = r["vals"].get(str(10 + off), {}), r["final"] or {}, r["initial"]
+        rows.append(f"| {r['negatives']} | {r['lr']:g} | {r['freeze_bn']} | {pct(ini, 'ap')} | {pct(v10, 'ap')} | "
+                    f"{pct(v100, 'ap')} | {pct(ini, 'miou')} | {pct(v10, 'miou')} | {pct(v100, 'miou')} | "
+                    f"{r['seconds']:.0f} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
+    ap.add_argument("--table", action="store_true", help="print the table of OUT/results.jsonl and stop")
     ap.add_argument("--size", default="64x128")
     ap.add_argument("--n-train", type=int, default=16)
     ap.add_argument("--n-val", type=int, default=8)
@@ -37,6 +57,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--lrs", default="1e-3,3e-4,1e-4")
     a = ap.parse_args()
+    if a.table:
+        print(table(Path(a.out) / "results.jsonl"))
+        return
     from denseood.data import synthetic
 
     out = Path(a.out)
