@@ -10,7 +10,7 @@ import pytest
 
 import denseood
 
-CORE = {"errors", "_version", "io", "outdir", "dist", "config", "viz"}
+CORE = {"errors", "_version", "io", "outdir", "dist", "config", "viz", "progress"}
 BELOW = ["core", "data", "models", "scores", "infer", "s2m"]
 ALLOWED: dict[str, set[str]] = {
     "core": {"core"},

@@ -4,9 +4,11 @@ fine-tuning protocol so that the printed table shows what the method does.
 1. writes the synthetic road world (Cityscapes-layout training split, SMIYC-layout evaluation split);
 2. trains one base FPN/ResNet-18 without negatives, then fine-tunes it twice with the same seed and data order:
    once without negatives, once with NFlowJS flow negatives; trains the S2M prompter on the flow model;
-3. evaluates both fine-tunes on the evaluation split (``denseood eval``'s code) and prints the comparison
-   none+msp, none+maxlogit vs flow+jsd (AP, FPR95, inlier mIoU), then the flow model's full results;
-4. segments OOD objects in evaluation images with the flow model (``denseood segment``'s code).
+3. evaluates both fine-tunes on the evaluation split (``denseood eval``'s code);
+4. segments OOD objects in evaluation images with the flow model (``denseood segment``'s code);
+
+and prints, last and once, the comparison none+msp, none+maxlogit vs flow+jsd (AP, FPR95, inlier mIoU), then the
+flow model's full results (``denseood demo``; :func:`run_demo` returns the comparison and prints neither).
 
 Safety: the demo writes only inside ``--out`` and the ``--weights`` file. It refuses an ``--out`` that holds
 anything it did not write (recognised by its marker file ``.denseood-demo``), so no user file is ever deleted.
@@ -65,10 +67,36 @@ def run(args: argparse.Namespace) -> int:
 
     if args.quick and Path(args.weights) == Path("weights/demo.pt"):
         raise ConfigError("--quick trains a throw-away model: pass --weights to a scratch path, not weights/demo.pt")
+    _line_buffered_stdout()   # a log of stdout and stderr together keeps the order the lines were printed in
     res = run_demo(args.out, args.weights, retrain=args.retrain, quick=args.quick, overwrite=args.overwrite)
     print(f"done: results in {res['eval_dir']}, overlays in {res['segment_dir'] / 'overlays'}")
     print(f"report: {(res['eval_dir'] / 'report.html').resolve()}")
+    print_tables(res["table"], res["eval_dir"])
     return 0
+
+
+def _line_buffered_stdout() -> None:
+    """Flush stdout at every line (it is block-buffered when it is a file), where the stream allows it."""
+    import sys
+
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        try:
+            reconfigure(line_buffering=True)
+        except (ValueError, OSError):   # a stream that cannot change its buffering keeps it
+            pass
+
+
+def print_tables(table: str, eval_dir: Path) -> None:
+    """The demo's result tables, printed once and last (after every progress line): the none-vs-flow comparison,
+    then the flow model's ``results.md``."""
+    import sys
+
+    sys.stderr.flush()   # progress lines before the tables in a combined log
+    print("\nSame base model, same data order, fine-tuned without negatives vs with NFlowJS flow negatives:\n")
+    print(table)
+    print(f"\nAll scores and S2M objects of the flow model ({eval_dir / 'results.md'}):\n")
+    print((eval_dir / "results.md").read_text(), flush=True)
 
 
 def claim_out(out: Path) -> None:
@@ -228,10 +256,6 @@ def run_demo(out: str | Path = "demo_out", weights: str | Path = "weights/demo.p
     res_none = _evaluate(data_root, none_ckpt, out / "eval_none", ("msp", "maxlogit"), s2m=False)
     res = _evaluate(data_root, weights, eval_dir, SCORES, s2m=True)
     table = comparison_table(res_none, res, miou["none"], miou["flow"])
-    print("\nSame base model, same data order, fine-tuned without negatives vs with NFlowJS flow negatives:\n")
-    print(table)
-    print(f"\nAll scores and S2M objects of the flow model ({eval_dir / 'results.md'}):\n")
-    print((eval_dir / "results.md").read_text())
 
     seg_dir = out / "segment"
     seg = _segment_some(sz, data_root, weights, seg_dir)

@@ -314,9 +314,9 @@ def _run_chunk(s2m: Any, chunk: list[tuple[Path, str]], failed: list[tuple[Path,
 def _segment(stage: Path, opts: SegmentOptions, model: Any, spec: str | Path | None) -> dict:
     """The work of :func:`segment_images`, writing into the staging folder ``stage``."""
     import numpy as np
-    from tqdm import tqdm
 
     from ..io import atomic_write_text, write_png
+    from ..progress import progress_bar as tqdm   # plain lines when stderr is not a terminal
     from ..s2m.pipeline import build_s2m
 
     if opts.objects == "queries":  # no prompter, no mask model: the mask transformer's own query masks

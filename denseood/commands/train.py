@@ -39,10 +39,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--encoder", default=None, help="encoder name, e.g. resnet18 (TrainConfig default)")
     p.add_argument("--encoder-weights", default=None, help="local encoder weight file (no downloads)")
     p.add_argument("--negatives", default=None, help="negative source: flow | void | paste:DIR | none (TrainConfig default: flow)")
-    p.add_argument("--steps", type=positive_int, default=None, help="joint (or plain, without negatives) training steps")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="joint (or plain, without negatives) training steps; with --negatives flow the flow's "
+                        "pre-training steps (flow_pretrain_steps, default 200) come first, on top of these: the run "
+                        "has flow_pretrain_steps + --steps steps, and its progress line names the phase")
     p.add_argument("--batch-size", type=positive_int, default=None, help="global batch size (split evenly over DDP ranks)")
     p.add_argument("--crop", type=positive_int, default=None, help="square training crop side in pixels")
-    p.add_argument("--lr", type=positive_float, default=None, help="segmenter learning rate (peak of the schedule)")
+    p.add_argument("--lr", type=positive_float, default=None,
+                   help="segmenter learning rate (peak of the schedule; TrainConfig default 1e-3, with --init the "
+                        "fine-tuning default 3e-4 and a 5%% warm-up)")
     p.add_argument("--out", default=None, help="run folder (config.yaml, last.pt, best.pt, model.pt, summary.json)")
     p.add_argument("--init", default=None, help="model to fine-tune: denseood checkpoint .pt | hf:DIR | torchvision:NAME:FILE | python:MODULE:FACTORY (then --arch/--encoder are ignored)")
     add_code_options(p, "--init", "--init-weights")
@@ -70,19 +75,37 @@ def config_from_args(args: argparse.Namespace):
     from denseood.config import from_dict, load_yaml, to_dict
     from denseood.errors import ConfigError
     from denseood.train.config import TrainConfig
+    from denseood.train.finetune import apply_finetune_defaults
 
     cfg = load_yaml(TrainConfig, args.config) if args.config else TrainConfig()
     data = to_dict(cfg)
+    given = _config_file_keys(args.config)   # every field the user set, for the fine-tuning defaults
     for k in CLI_KEYS:
         v = getattr(args, k)
         if v is not None:
             data[k] = v
+            given.add(k)
     for item in args.set:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
         k, v = item.split("=", 1)
         data[k.strip()] = yaml.safe_load(v)
+        given.add(k.strip())
+    applied = apply_finetune_defaults(data, given)
+    if applied:
+        print("fine-tuning defaults (--init): " + ", ".join(applied) + " (set them with --lr / --set to change)")
     return from_dict(TrainConfig, data, "train options")
+
+
+def _config_file_keys(path: str | None) -> set[str]:
+    """The top-level keys of the --config YAML (empty without one)."""
+    import yaml
+
+    if not path:
+        return set()
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    return set(data) if isinstance(data, dict) else set()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         trainer = Trainer(cfg, resume=bool(args.resume), trust_code=bool(args.trust_code))  # data and model load before the old run is removed
         run_out.remove_previous()
-        summary = trainer.fit()
+        summary = _fit(trainer)
         run_out.commit()
         if dist.is_main():
             print(f"trained {summary['steps']} steps in {summary['seconds']:.1f}s; checkpoints in {out}")
@@ -116,3 +139,23 @@ def run(args: argparse.Namespace) -> int:
         run_out.close()
         dist.cleanup()
     return 0
+
+
+def _fit(trainer) -> dict:
+    """``trainer.fit()``, and for a fine-tune the validation of the initial model first and the comparison with it
+    at the end (one warning line on stderr when AP or mIoU got worse; best.pt the best of the two)."""
+    import sys
+
+    from denseood import dist
+    from denseood.train.finetune import finish_finetune, snapshot_initial, steps_line
+
+    if dist.is_main():
+        print(steps_line(trainer.cfg), flush=True)
+    initial = snapshot_initial(trainer)
+    if initial is not None and dist.is_main():
+        print("initial validation: " + ", ".join(f"{k}={v:.4f}" for k, v in initial.metrics.items()), flush=True)
+    summary = trainer.fit()
+    warning = finish_finetune(trainer, initial, summary)
+    if warning and dist.is_main():
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    return summary

@@ -1,7 +1,9 @@
 """``denseood train-prompter``: train the S2M learned prompter of a segmenter checkpoint and store it.
 
 The prompter is written into the checkpoint's ``extra["prompter"]`` (found there by ``--prompter learned|auto``)
-or, with ``--out``, to a prompter file of its own. The library verbs are
+or, with ``--out``, to a prompter file of its own. A prompter whose held-out box F1 is below the floor
+``denseood.train.prompter.MIN_HELDOUT_F1`` (0.1) is warned about and, without ``--force``, written to
+``NAME.prompter.pt`` beside the checkpoint instead of into it. The library verbs are
 ``denseood.train.prompter.train_prompter`` and ``store_prompter_in_checkpoint`` / ``LearnedPrompter.save``.
 The top level imports only the standard library, ``._common`` and ``scores.names``. See docs/architecture.md.
 """
@@ -55,6 +57,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--score-thresh", type=score_thresh_arg, default="auto",
                    help="the prompter's confidence cut on detector scores, stored with it (not an anomaly threshold); "
                         "auto = best box F1 on held-out pasted images")
+    p.add_argument("--force", action="store_true",
+                   help="store the prompter in --checkpoint even when its held-out box F1 is below the floor (0.1; "
+                        "without --force such a prompter goes to NAME.prompter.pt beside the checkpoint)")
     add_config(p)
     return p
 
@@ -77,21 +82,39 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ..train.prompter import store_prompter_in_checkpoint, train_prompter
+    from ..train.prompter import train_prompter
 
     prompter = train_prompter(args.checkpoint, args.root, dataset=args.dataset, negatives=args.negatives,
                               score=args.score, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
                               lr=args.lr, device=args.device, seed=args.seed, backbone=args.backbone,
                               input=args.input, pool_size=args.pool_size, score_thresh=args.score_thresh,
                               weights=args.weights, trust_code=args.trust_code)
-    if args.out:
-        path = prompter.save(args.out)
-        print(f"prompter written to {path} (use it with --prompter {path})")
-    else:
-        path = store_prompter_in_checkpoint(prompter, args.checkpoint)
-        print(f"prompter stored in {path} under extra['prompter'] (used by --prompter learned|auto)")
+    _write(prompter, args.out, args.checkpoint, force=args.force)
     cal = prompter.train_info.get("calibration") or {}
     extra = (f"; confidence cut {prompter.score_thresh:.3f} (held-out box F1 {cal['f1']:.3f})" if "f1" in cal
              else f"; confidence cut {prompter.score_thresh:.3f}")
     print(f"final loss {prompter.train_info['final_loss']:.4f} after {prompter.train_info['steps']} steps{extra}")
     return 0
+
+
+def _write(prompter, out: str | None, checkpoint: str, *, force: bool) -> None:
+    """Write the prompter to ``out``, else into ``checkpoint``; one below the held-out F1 floor is not stored in
+    the checkpoint without ``force`` (it goes to ``fallback_prompter_path`` instead) and is warned about in one
+    line on stderr."""
+    import sys
+
+    from ..train.prompter import fallback_prompter_path, store_prompter_in_checkpoint, weak_prompter_note
+
+    weak = weak_prompter_note(prompter)
+    if weak and not out and not force:
+        out = str(fallback_prompter_path(checkpoint))
+        print(f"warning: {weak}; NOT stored in {checkpoint} but written to {out} (pass --force to store it there)",
+              file=sys.stderr)
+    elif weak:
+        print(f"warning: {weak}", file=sys.stderr)
+    if out:
+        path = prompter.save(out)
+        print(f"prompter written to {path} (use it with --prompter {path})")
+    else:
+        path = store_prompter_in_checkpoint(prompter, checkpoint)
+        print(f"prompter stored in {path} under extra['prompter'] (used by --prompter learned|auto)")

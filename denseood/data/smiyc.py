@@ -32,10 +32,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from ..errors import DatasetError
 from ..io import check_same_size, list_images, read_image, read_label
+from ..progress import progress_bar
 from .base import BaseDataset, Frame
 from .sample import IGNORE, Sample
 
@@ -319,7 +319,7 @@ class LostAndFoundDataset(BaseDataset):
         if len(frames) == LAF_TEST_LENGTH:
             invalid = {frames[i].name for i in LAF_TEST_INVALID_INDICES}
         else:
-            invalid = {f.name for f in tqdm(frames, desc="LostAndFound: finding empty labels", leave=False)
+            invalid = {f.name for f in progress_bar(frames, desc="LostAndFound: finding empty labels", leave=False)
                        if not np.count_nonzero(read_label(f.label))}
         kept = []
         for f in frames:

@@ -341,11 +341,11 @@ class Inference:
             sampler: Sampler | None = None, progress: bool = True,
             return_logits: bool = False) -> Iterator[tuple[list[Sample], dict[str, torch.Tensor]]]:
         """Iterate (samples, maps) per batch (maps as in ``predict``); mixed-size batches come as groups of one."""
-        from tqdm import tqdm
+        from ..progress import progress_bar
 
         dl = self.loader(dataset, batch_size, workers, limit, sampler)
         n = len(dl.sampler) if dl.sampler is not None else None
-        with tqdm(total=n, desc="inference", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        with progress_bar(total=n, desc="inference", unit="img", disable=not progress, dynamic_ncols=True) as bar:
             for groups in dl:
                 for samples, images in groups:
                     maps = self.predict(images, return_logits=return_logits,

@@ -12,9 +12,9 @@ from typing import Any, Iterable, Mapping
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..errors import ConfigError
+from ..progress import progress_bar
 from .logit_scores import check_logits
 from .names import SCORES
 
@@ -153,7 +153,7 @@ def _batches(loader: Iterable, max_batches: int | None, desc: str):
         if max_batches < 1:
             raise ConfigError(f"max_batches must be >= 1 or None, got {max_batches}")
         total = max_batches if total is None else min(total, max_batches)
-    for i, batch in enumerate(tqdm(loader, total=total, desc=desc, leave=False)):
+    for i, batch in enumerate(progress_bar(loader, total=total, desc=desc, leave=False)):
         if max_batches is not None and i >= max_batches:
             break
         yield batch

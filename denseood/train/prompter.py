@@ -24,7 +24,12 @@ from ..s2m.boxes import box_iou_np, boxes_from_mask
 from ..s2m.learned import LearnedPrompter, quantile_levels
 from ..scores.names import DEFAULT_SCORE
 
-__all__ = ["train_prompter", "calibrate_score_thresh", "store_prompter_in_checkpoint", "load_flow"]
+__all__ = ["train_prompter", "calibrate_score_thresh", "store_prompter_in_checkpoint", "load_flow", "MIN_HELDOUT_F1",
+           "heldout_f1", "weak_prompter_note", "fallback_prompter_path"]
+
+#: held-out box F1 (IoU 0.5, :func:`calibrate_score_thresh`) below which a trained prompter is called useless:
+#: ``denseood train-prompter`` then warns and keeps it out of an existing checkpoint unless ``--force``
+MIN_HELDOUT_F1 = 0.1
 
 
 def load_flow(raw: dict) -> Any:
@@ -161,10 +166,10 @@ def _score_pool(engine: Any, score: str, ds: Any, order: np.ndarray, source: Any
                 keep_images: bool, progress: bool) -> _Pool:
     """Paste negatives (``source``, drawing from ``gen``) into the images ``order`` of ``ds`` and score each
     pasted image with ``engine`` (an ``Inference``) exactly as at test time."""
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     pool = _Pool([], [], [])
-    it = tqdm(order, desc="scoring pasted images", disable=not progress, leave=False)
+    it = progress_bar(order, desc="scoring pasted images", disable=not progress, leave=False)
     for idx in it:
         s = ds[int(idx)]
         img = torch.from_numpy(np.ascontiguousarray(s.image)).permute(2, 0, 1)[None].float() / 255.0
@@ -246,7 +251,7 @@ def _fit_detector(prompter: LearnedPrompter, sampler: _CropSampler, n_train: int
     """Train the prompter's detector on crops of the first ``n_train`` pool images (AdamW, linear warm-up over
     a twentieth of the steps, then cosine decay; gradients clipped at 10). Returns the loss of every step;
     DenseOODError when it is not finite."""
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     det = prompter.model
     det.train()
@@ -255,7 +260,7 @@ def _fit_detector(prompter: LearnedPrompter, sampler: _CropSampler, n_train: int
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
     losses: list[float] = []
-    bar = tqdm(range(steps), desc="train prompter", disable=not progress)
+    bar = progress_bar(range(steps), desc="train prompter", disable=not progress)
     for step in bar:
         batch = [sampler(int(rng.integers(n_train))) for _ in range(batch_size)]
         xs_ = [b[0].to(dev) for b in batch]
@@ -351,3 +356,31 @@ def store_prompter_in_checkpoint(prompter: LearnedPrompter, checkpoint: str | Pa
     model = load_checkpoint(checkpoint, map_location="cpu")
     save_checkpoint(model, checkpoint, config=raw.get("config"), metrics=raw.get("metrics"), extra=extra)
     return Path(checkpoint)
+
+
+def heldout_f1(prompter: LearnedPrompter) -> float | None:
+    """The held-out box F1 in [0, 1] of a prompter trained with ``score_thresh="auto"``: 0.0 when the held-out
+    images had target boxes but the detector found nothing; None when it was not calibrated (a fixed cut) or
+    the held-out images had no target boxes."""
+    cal = (getattr(prompter, "train_info", None) or {}).get("calibration") or {}
+    if "f1" in cal:
+        return float(cal["f1"])
+    return 0.0 if int(cal.get("n_gt", 0)) > 0 else None
+
+
+def weak_prompter_note(prompter: LearnedPrompter) -> str | None:
+    """One line saying that the prompter's held-out box F1 is below :data:`MIN_HELDOUT_F1`, else None (also when
+    the F1 is unknown, :func:`heldout_f1`)."""
+    f1 = heldout_f1(prompter)
+    if f1 is None or f1 >= MIN_HELDOUT_F1:
+        return None
+    steps = (prompter.train_info or {}).get("steps")
+    return (f"the prompter's held-out box F1 is {f1:.3f}, below the floor {MIN_HELDOUT_F1} (after {steps} steps): "
+            f"its boxes are likely useless; train longer (--steps)")
+
+
+def fallback_prompter_path(checkpoint: str | Path) -> Path:
+    """Where a prompter below the F1 floor goes instead of into ``checkpoint``: ``NAME.prompter.pt`` beside it
+    (``model.pt`` -> ``model.prompter.pt``); ``--prompter auto`` does not look there."""
+    p = Path(checkpoint)
+    return p.with_name(f"{p.stem}.prompter.pt")

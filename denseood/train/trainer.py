@@ -272,7 +272,7 @@ class Trainer:
 
     def fit(self, max_steps: int | None = None) -> dict[str, Any]:
         """Run from the current step to the end (or ``max_steps`` more steps). Returns a summary dict."""
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
         cfg = self.cfg
         total = cfg.total_steps
@@ -282,7 +282,8 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             dump_yaml(cfg, self.out / "config.yaml")
         t0 = time.perf_counter()
-        bar = tqdm(total=end - self.step, desc="train", disable=not (main and self.progress), dynamic_ncols=True)
+        bar = progress_bar(total=end - self.step, desc="train", disable=not (main and self.progress),
+                           dynamic_ncols=True)
         last_terms: dict[str, float] = {}
         for images, labels, seeds in self.loader(self.step, end):
             terms = self.train_step(self.step, images, labels, seeds)
@@ -297,6 +298,7 @@ class Trainer:
                 self.history.append(rec)
             if phase == "flow_pretrain" and self.step == start + length and main:
                 self.save_flow_samples(self.out / "flow_samples_pretrain.png")   # before the JS term shapes them
+            bar.set_description_str("flow pre-training" if phase == "flow_pretrain" else "train", refresh=False)
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items() if isinstance(v, float)}, refresh=False)
             if cfg.val_every and (self.step % cfg.val_every == 0 or self.step == total) and phase != "flow_pretrain":

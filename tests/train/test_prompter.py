@@ -120,3 +120,21 @@ def test_load_flow_restores_the_checkpoint_flow_in_the_configured_shape(capsys):
     assert fresh.levels == 2 and set(fresh.state_dict()) == set(trained.state_dict())
     other = load_flow({"config": {**cfg, "flow_hidden": 16}, "extra": {"train_state": {"flow": trained.state_dict()}}})
     assert "could not be restored" in capsys.readouterr().out and other.levels == 2
+
+
+def test_heldout_f1_and_the_floor_note():
+    from denseood.train.prompter import MIN_HELDOUT_F1, fallback_prompter_path, heldout_f1, weak_prompter_note
+
+    class P:
+        train_info: dict = {}
+
+    p = P()
+    for cal, f1 in [({}, None), ({"n_gt": 0, "images": 3, "kept": True}, None), ({"n_gt": 4, "kept": True}, 0.0),
+                    ({"f1": 0.25, "n_gt": 4}, 0.25)]:
+        p.train_info = {"steps": 7, "calibration": cal}
+        assert heldout_f1(p) == f1
+        note = weak_prompter_note(p)
+        assert (note is not None) == (f1 is not None and f1 < MIN_HELDOUT_F1)
+    p.train_info = {"steps": 7, "calibration": {"f1": 0.0999, "n_gt": 4}}
+    assert "0.100" in weak_prompter_note(p) and "\n" not in weak_prompter_note(p)
+    assert fallback_prompter_path("runs/x/model.pt") == Path("runs/x/model.prompter.pt")

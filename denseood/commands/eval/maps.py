@@ -60,14 +60,15 @@ class MapSource:
 
     def run(self, data: Dataset, batch_size: int = 4, workers: int = 2, sampler: Any = None,
             progress: bool = True) -> Iterator[tuple[list, dict[str, torch.Tensor]]]:
-        from tqdm import tqdm
+        from ...progress import progress_bar
 
         from denseood.dist import worker_init
         from denseood.infer import collate_samples
 
         dl = DataLoader(data, batch_size=batch_size, shuffle=False, sampler=sampler, num_workers=max(0, workers),
                         collate_fn=collate_samples, worker_init_fn=worker_init)
-        with tqdm(total=len(dl.sampler), desc="maps", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        with progress_bar(total=len(dl.sampler), desc="maps", unit="img", disable=not progress,
+                          dynamic_ncols=True) as bar:
             for groups in dl:
                 for samples, _ in groups:
                     t0 = time.perf_counter()

@@ -79,7 +79,7 @@ def threshold_pass(cache: MapCache, per_score: dict[str, dict[str, Any]], compon
     ``component_scores``, at ``per_score[s]["best_f1_threshold"]``; with ``baseline_score``, return the
     ``threshold@bestF1`` row (ObjectMetrics keys + pixel_ap/fpr95/auroc/best_f1 + threshold), else None.
     Collective under torch.distributed."""
-    from tqdm import tqdm
+    from ...progress import progress_bar
 
     from denseood.eval import ComponentMetrics, ObjectMetrics
     from denseood.eval.components import threshold_components
@@ -93,7 +93,7 @@ def threshold_pass(cache: MapCache, per_score: dict[str, dict[str, Any]], compon
         cm = ComponentMetrics(threshold=thr, min_segment_size=min_segment_size, min_instance_size=min_instance_size) \
             if s in component_scores else None
         om = ObjectMetrics(min_instance_size=min_instance_size) if s == baseline_score else None
-        for i in tqdm(range(cache.n), desc=f"components {s}", unit="img", leave=False, disable=not progress):
+        for i in progress_bar(range(cache.n), desc=f"components {s}", unit="img", leave=False, disable=not progress):
             amap, mask = cache.load(s, i)
             if cm is not None:
                 cm.update(amap[None], mask[None])

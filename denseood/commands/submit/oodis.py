@@ -179,11 +179,11 @@ def frame_sizes(frames: list[OoDISFrame], max_pixels: float) -> dict[str, tuple[
 
 
 def _run_frames(opts: OoDISOptions, produce: Any, work: Path, todo: list[OoDISFrame], total: int) -> None:
-    from tqdm import tqdm
+    from ...progress import progress_bar
 
     from denseood.io import read_image
 
-    with tqdm(total=total, initial=total - len(todo), desc="submit oodis", unit="frame", dynamic_ncols=True,
+    with progress_bar(total=total, initial=total - len(todo), desc="submit oodis", unit="frame", dynamic_ncols=True,
               disable=not opts.progress) as bar:
         for start in range(0, len(todo), opts.batch_size):
             chunk = todo[start:start + opts.batch_size]

@@ -64,7 +64,7 @@ def write(root: str | os.PathLike, n_train: int, n_val: int, seed: int = 0, size
       (uint8 train ids, 255 at anomaly and void).
     Image i of a split depends only on (seed, split, i); same seed -> byte-identical files.
     """
-    from tqdm import tqdm
+    from ...progress import progress_bar
 
     H, W = _check_size(size)
     for name, v in (("n_train", n_train), ("n_val", n_val)):
@@ -80,7 +80,7 @@ def write(root: str | os.PathLike, n_train: int, n_val: int, seed: int = 0, size
         _remove_stale(root, int(n_train), int(n_val))
     photos = photo_names()
     n_anom = 0
-    with tqdm(total=int(n_train) + int(n_val), desc="synthetic world", unit="img", disable=not progress) as bar:
+    with progress_bar(total=int(n_train) + int(n_val), desc="synthetic world", unit="img", disable=not progress) as bar:
         for i in range(int(n_train)):
             g = generate(image_rng(seed, "train", i), (H, W), anomalies=False)
             write_png(root / TRAIN_IMAGE.format(idx=i), g["image"])
