@@ -198,3 +198,18 @@ def test_cuda_move_gives_the_cpu_outputs(source):
     assert got.device.type == "cuda"
     _close(got.cpu(), want, 1e-3)
     assert torch.equal(_run(gpu.to("cpu"), x), want), "a CPU -> CUDA -> CPU move must restore the weights"
+
+
+@pytest.mark.parametrize("name", ["hf-semantic", "hf-universal"])
+def test_hf_scores_are_float32_under_bf16_autocast(name, tmp_path):
+    """HFSegmenter.forward promises float32 scores; under the engine's bf16 autocast they stay float32 (the
+    universal einsum of class scores and masks ran in bf16 before) and close to the float32 forward."""
+    pytest.importorskip("transformers")
+    src = next(s for s in SOURCES if s.name == name)
+    model = load_model(src.build(tmp_path), map_location="cpu")
+    x = _x(1, *SIZES[0], seed=5)
+    want = _run(model, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = _run(model, x)
+    assert got.dtype == torch.float32
+    _close(got, want, 0.15)

@@ -130,10 +130,12 @@ class HFSegmenter(SegmenterBase):
         hw = tuple(x.shape[-2:])
         if not self.universal:
             logits = self.net(pixel_values=x).logits.float()
-            return F.interpolate(logits, size=hw, mode="bilinear", align_corners=False)
+            with torch.autocast(x.device.type, enabled=False):   # float32 scores also under the engine's autocast
+                return F.interpolate(logits, size=hw, mode="bilinear", align_corners=False)
         out, masks, padded = self._universal(x)
-        cls = torch.softmax(out.class_queries_logits.float(), dim=-1)[..., :-1]
-        scores = torch.einsum("bqc,bqhw->bchw", cls, masks.sigmoid())
+        with torch.autocast(x.device.type, enabled=False):   # float32 scores also under the engine's autocast
+            cls = torch.softmax(out.class_queries_logits.float(), dim=-1)[..., :-1]
+            scores = torch.einsum("bqc,bqhw->bchw", cls, masks.float().sigmoid())
         queries = (out.class_queries_logits.float(), masks)
         if not return_features:
             return (scores, queries) if return_queries else scores
@@ -179,8 +181,9 @@ class HFSegmenter(SegmenterBase):
         xp = F.pad(x, (0, pw, 0, ph)) if ph or pw else x
         out = self.net(pixel_values=xp, **kw)
         padded = tuple(xp.shape[-2:])
-        masks = F.interpolate(out.masks_queries_logits.float(), size=padded, mode="bilinear",
-                              align_corners=False)[..., :hw[0], :hw[1]]
+        with torch.autocast(x.device.type, enabled=False):
+            masks = F.interpolate(out.masks_queries_logits.float(), size=padded, mode="bilinear",
+                                  align_corners=False)[..., :hw[0], :hw[1]]
         return out, masks, padded
 
     def query_outputs(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
