@@ -170,6 +170,27 @@ def assemble(masks: np.ndarray, obj_scores: np.ndarray, nms_iou: float, min_area
     return np.asarray(final, np.int64), inst
 
 
+def segment_batch(images: Sequence[np.ndarray] | np.ndarray, names: Sequence[str] | None, anomaly_maps: Any,
+                  segment_from_map: Any) -> list[S2MResult]:
+    """The batch call of :class:`S2M` and the query-object route: images (list of uint8 (H,W,3) RGB, one image or a
+    (B,H,W,3) array; ConfigError naming the bad one) -> ``anomaly_maps(images, names)`` -> one
+    ``segment_from_map(image, map)`` result each, with the segmenter's seconds added to its timing."""
+    if isinstance(images, np.ndarray):
+        images = [images] if images.ndim == 3 else list(images)
+    for k, im in enumerate(images):
+        if not (isinstance(im, np.ndarray) and im.ndim == 3 and im.shape[2] == 3 and im.dtype == np.uint8):
+            raise ConfigError(f"S2M: image {k} must be a (H,W,3) uint8 RGB array, got "
+                              f"{getattr(im, 'shape', None)} {getattr(im, 'dtype', type(im).__name__)}")
+    maps, secs = anomaly_maps(list(images), names)
+    out = []
+    for im, m, s in zip(images, maps, secs):
+        r = segment_from_map(im, m)
+        r.timing["segmenter"] = s
+        r.timing["total"] += s
+        out.append(r)
+    return out
+
+
 class S2M:
     """Segment every OOD object.
 
@@ -245,20 +266,7 @@ class S2M:
                  names: Sequence[str] | None = None) -> list[S2MResult]:
         """images: list of uint8 (H,W,3) RGB (any sizes) or one such image / a (B,H,W,3) array. One result each.
         names: one per image (e.g. the files), used only in errors."""
-        if isinstance(images, np.ndarray):
-            images = [images] if images.ndim == 3 else list(images)
-        for k, im in enumerate(images):
-            if not (isinstance(im, np.ndarray) and im.ndim == 3 and im.shape[2] == 3 and im.dtype == np.uint8):
-                raise ConfigError(f"S2M: image {k} must be a (H,W,3) uint8 RGB array, got "
-                                  f"{getattr(im, 'shape', None)} {getattr(im, 'dtype', type(im).__name__)}")
-        maps, secs = self.anomaly_maps(images, names)
-        out = []
-        for im, m, s in zip(images, maps, secs):
-            r = self.segment_from_map(im, m)
-            r.timing["segmenter"] = s
-            r.timing["total"] += s
-            out.append(r)
-        return out
+        return segment_batch(images, names, self.anomaly_maps, self.segment_from_map)
 
     def segment_from_map(self, image: np.ndarray, anomaly_map: np.ndarray) -> S2MResult:
         """image (H,W,3) uint8 + precomputed raw anomaly map (H,W) float -> :class:`S2MResult`.

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError, ModelOutputError
 from ..scores.names import DEFAULT_SCORE
-from .pipeline import S2M, S2MResult, _pick_score, assemble, mask_boxes, refine_map
+from .pipeline import S2M, S2MResult, _pick_score, assemble, mask_boxes, refine_map, segment_batch
 from .prompts import Prompts
 
 __all__ = ["QueryObjects", "build_query_objects", "query_objects", "query_confidence", "rejects_known",
@@ -156,16 +156,7 @@ class QueryObjects:
     def __call__(self, images: Sequence[np.ndarray] | np.ndarray,
                  names: Sequence[str] | None = None) -> list[S2MResult]:
         """uint8 (H,W,3) images (or one, or a (B,H,W,3) array) -> one :class:`S2MResult` each."""
-        if isinstance(images, np.ndarray):
-            images = [images] if images.ndim == 3 else list(images)
-        maps, secs = self.maps.anomaly_maps(list(images), names)
-        out = []
-        for im, m, s in zip(images, maps, secs):
-            r = self.segment_from_map(im, m)
-            r.timing["segmenter"] = s
-            r.timing["total"] += s
-            out.append(r)
-        return out
+        return segment_batch(images, names, self.maps.anomaly_maps, self.segment_from_map)
 
 
 def check_query_model(model: Any) -> None:
